@@ -1,0 +1,237 @@
+//! Persistence for Ferrydesk: the only crate that speaks SQL.
+//!
+//! One query layer serves both backends through sqlx's `Any` driver: the SQL is portable
+//! (`$1` placeholders, `ON CONFLICT`, `RETURNING`, partial indexes, times as Unix milliseconds,
+//! flags as 0/1 integers, JSON as text). The few places where the backends differ are methods
+//! of [`Backend`] (`FOR UPDATE SKIP LOCKED`, transaction start, notifications).
+//!
+//! Functions take `&mut Conn` so that the desk services compose them inside one transaction.
+
+pub mod chats;
+pub mod contacts;
+pub mod directory;
+pub mod messages;
+pub mod rows;
+pub mod security;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use sqlx::AnyConnection as Conn;
+
+/// A write transaction. Commit it explicitly; dropping it rolls back.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A unique or primary-key constraint rejected the write.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Error::Db(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+
+    /// The database asks the caller to retry (deadlock, serialization failure, busy).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Db(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default();
+                matches!(&*code, "40001" | "40P01" | "5" | "6" | "517")
+            }
+            Error::Db(sqlx::Error::PoolTimedOut) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Which database engine the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Row-lock clause for claiming rows that other nodes may claim concurrently.
+    /// SQLite has a single writer, so the clause is empty there.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    fn begin_statement(self) -> &'static str {
+        match self {
+            // A deferred transaction that reads first fails with SQLITE_BUSY when it then writes.
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+}
+
+/// Connection options.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub url: String,
+    /// Maximum connections for readers (and writers on PostgreSQL).
+    pub max_connections: u32,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+    url: String,
+}
+
+impl Store {
+    pub async fn connect(opts: &StoreOptions) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if opts.url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if opts.url.starts_with("postgres:") || opts.url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(Error::UnsupportedUrl(opts.url.clone()));
+        };
+        let connect = AnyConnectOptions::from_str(&opts.url)?;
+        match backend {
+            Backend::Sqlite => {
+                let pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                               PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;";
+                let mk = |max: u32| {
+                    AnyPoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(Duration::from_secs(30))
+                        .after_connect(move |conn, _| {
+                            Box::pin(async move {
+                                conn.execute(pragmas).await?;
+                                Ok(())
+                            })
+                        })
+                };
+                // One writer connection: SQLite serialises writers anyway, and queuing them in
+                // the pool avoids SQLITE_BUSY storms.
+                let write = mk(1).connect_with(connect.clone()).await?;
+                let read = mk(opts.max_connections.max(2)).connect_with(connect).await?;
+                Ok(Store { read, write, backend, url: opts.url.clone() })
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(opts.max_connections.max(4))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(connect)
+                    .await?;
+                Ok(Store { read: pool.clone(), write: pool, backend, url: opts.url.clone() })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL the store connected with (PostgreSQL listeners open their own connection).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Pool for reads outside a transaction.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// Applies pending migrations from `migrations/<backend>/`.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("../../migrations/sqlite").run(&self.write).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("../../migrations/postgres").run(&self.write).await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(self.write.begin_with(self.backend.begin_statement()).await?)
+    }
+
+    /// A read connection.
+    pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.read.acquire().await?)
+    }
+
+    /// Publishes a notification that other nodes receive after this transaction commits.
+    /// A no-op on SQLite, where there is only one node.
+    pub async fn notify(&self, conn: &mut Conn, channel: &str, payload: &str) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Settings stored as JSON text under a key.
+pub mod settings {
+    use super::*;
+
+    pub async fn get(conn: &mut Conn, key: &str) -> Result<Option<serde_json::Value>> {
+        let v: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(conn)
+            .await?;
+        v.map(|s| serde_json::from_str(&s).map_err(|e| Error::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    pub async fn set(conn: &mut Conn, key: &str, value: &serde_json::Value) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value.to_string())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn all(conn: &mut Conn) -> Result<Vec<(String, serde_json::Value)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT key, value FROM settings")
+            .fetch_all(conn)
+            .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let v = serde_json::from_str(&v).map_err(|e| Error::Corrupt(e.to_string()))?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+}

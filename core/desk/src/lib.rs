@@ -1,1 +1,174 @@
+//! The desk: chat services of Ferrydesk — authentication, operator status, routing, the chat
+//! lifecycle, ingestion, templates, files, timers, analytics.
+//!
+//! Services take a [`Principal`] and check permissions themselves, so every surface (REST,
+//! WebSocket, widget) gets the same rules. Nothing here imports axum.
 
+pub mod admin;
+pub mod analytics;
+pub mod auth;
+pub mod blobs;
+pub mod bus;
+pub mod chats;
+mod error;
+pub mod ingest;
+mod routing;
+pub mod templates;
+mod timers;
+pub mod widget;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrydesk_domain::*;
+use ferrydesk_store::{Store, Tx};
+use tokio::sync::{mpsc, watch};
+
+pub use auth::Principal;
+pub use bus::{Audience, Bus, Event, EventBody};
+pub use error::{Error, Result};
+
+/// Tunables of the desk. Defaults suit production; tests shorten the timers.
+#[derive(Debug, Clone)]
+pub struct DeskOptions {
+    /// Idle time after which a session expires (and its operator becomes Inactive).
+    pub session_ttl: Duration,
+    /// How often timers (accept timeouts, auto-finish, session expiry) are checked.
+    pub timer_tick: Duration,
+    /// Largest accepted file.
+    pub max_file_bytes: u64,
+    /// Failed logins per username within `login_window` before logins are refused.
+    pub login_max_failures: i64,
+    pub login_window: Duration,
+    /// Largest ingestion batch committed at once.
+    pub ingest_batch: usize,
+    /// Hash cost parameters (tests lower them).
+    pub argon2_memory_kib: u32,
+}
+
+impl Default for DeskOptions {
+    fn default() -> Self {
+        DeskOptions {
+            session_ttl: Duration::from_secs(12 * 3600),
+            timer_tick: Duration::from_millis(500),
+            max_file_bytes: 20 * 1024 * 1024,
+            login_max_failures: 5,
+            login_window: Duration::from_secs(15 * 60),
+            ingest_batch: 512,
+            argon2_memory_kib: 19 * 1024,
+        }
+    }
+}
+
+/// Setting keys and their defaults.
+pub mod setting {
+    /// "Number of simultaneous chats" (S6).
+    pub const SIMULTANEOUS_CHATS: &str = "simultaneous_chats";
+    pub const SIMULTANEOUS_CHATS_DEFAULT: i64 = 5;
+    /// Default accept timeout of new queues, seconds (S7).
+    pub const ACCEPT_TIMEOUT_SECS_DEFAULT: i64 = 300;
+    /// Default completion timeout of new queues, minutes (S20).
+    pub const COMPLETION_TIMEOUT_MINS_DEFAULT: i64 = 60;
+}
+
+/// Handle to the desk services; cheap to clone.
+#[derive(Clone)]
+pub struct Desk {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    bus: Bus,
+    blobs: Arc<dyn blobs::BlobStore>,
+    templates: templates::Renderer,
+    opts: DeskOptions,
+    node_id: String,
+    ingest: mpsc::Sender<ingest::Job>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Desk {
+    /// Starts the desk: the ingestion writer, the timers and (on PostgreSQL) the event listener.
+    pub async fn start(store: Store, blobs: Arc<dyn blobs::BlobStore>, opts: DeskOptions) -> Result<Desk> {
+        let (ingest_tx, ingest_rx) = mpsc::channel(opts.ingest_batch * 8);
+        let (shutdown, _) = watch::channel(false);
+        let desk = Desk {
+            inner: Arc::new(Inner {
+                store,
+                bus: Bus::new(),
+                blobs,
+                templates: templates::Renderer::new(),
+                opts,
+                node_id: uuid::Uuid::new_v4().to_string(),
+                ingest: ingest_tx,
+                shutdown,
+            }),
+        };
+        tokio::spawn(ingest::run_writer(desk.clone(), ingest_rx));
+        tokio::spawn(timers::run(desk.clone(), desk.inner.shutdown.subscribe()));
+        if desk.store().backend() == ferrydesk_store::Backend::Postgres {
+            timers::spawn_listener(desk.clone(), desk.inner.shutdown.subscribe()).await?;
+        }
+        Ok(desk)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+    pub fn options(&self) -> &DeskOptions {
+        &self.inner.opts
+    }
+    pub fn templates(&self) -> &templates::Renderer {
+        &self.inner.templates
+    }
+    pub fn blobs(&self) -> &Arc<dyn blobs::BlobStore> {
+        &self.inner.blobs
+    }
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Stops background tasks.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    /// Commits `tx` and then publishes `events`: locally, and to other nodes through the
+    /// database (PostgreSQL `NOTIFY` is transactional, so they see it only if the commit lands).
+    pub(crate) async fn commit(&self, mut tx: Tx, events: Vec<Event>) -> Result<()> {
+        if self.store().backend() == ferrydesk_store::Backend::Postgres {
+            for e in &events {
+                let payload = bus::encode_envelope(&self.inner.node_id, e);
+                self.store().notify(&mut tx, bus::NOTIFY_CHANNEL, &payload).await?;
+            }
+        }
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        for e in events {
+            self.inner.bus.publish(e);
+        }
+        Ok(())
+    }
+
+    /// The "simultaneous chats" system setting.
+    pub(crate) async fn default_chat_limit(&self, conn: &mut ferrydesk_store::Conn) -> Result<i64> {
+        Ok(ferrydesk_store::settings::get(conn, setting::SIMULTANEOUS_CHATS)
+            .await?
+            .and_then(|v| v.as_i64())
+            .unwrap_or(setting::SIMULTANEOUS_CHATS_DEFAULT))
+    }
+}
+
+/// Effective concurrent-chat limit of a user.
+pub(crate) fn limit_of(u: &User, default_limit: i64) -> i64 {
+    u.chat_limit.unwrap_or(default_limit)
+}
+
+/// Trims a message text to a list preview.
+pub(crate) fn preview_of(text: &str, files: usize) -> String {
+    let t: String = text.chars().take(120).collect();
+    if t.is_empty() && files > 0 { format!("[{files} file(s)]") } else { t }
+}

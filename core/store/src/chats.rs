@@ -454,3 +454,8 @@ pub async fn facts(conn: &mut Conn, from: Ts, to: Ts) -> Result<Vec<ChatFacts>> 
         })
         .collect()
 }
+
+/// The channel identity a chat talks to.
+pub async fn identity_of(conn: &mut Conn, chat: &ChatId) -> Result<Option<Option<String>>> {
+    Ok(sqlx::query_scalar("SELECT identity_id FROM chats WHERE id = $1").bind(chat.as_str()).fetch_optional(conn).await?)
+}

@@ -1,0 +1,117 @@
+//! Events pushed to operators and widget visitors.
+//!
+//! Events are computed inside the transaction that causes them, with their audience resolved
+//! from the committed state (so a transfer takes effect for open sockets at once), and published
+//! after commit. On PostgreSQL they also travel through `NOTIFY` so that sockets connected to
+//! other nodes receive them.
+
+use ferrydesk_domain::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+
+/// Who receives an event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", content = "ids", rename_all = "snake_case")]
+pub enum Audience {
+    Users(Vec<UserId>),
+    Visitor(IdentityId),
+}
+
+impl Audience {
+    pub fn includes_user(&self, u: &UserId) -> bool {
+        matches!(self, Audience::Users(us) if us.contains(u))
+    }
+    pub fn includes_visitor(&self, i: &IdentityId) -> bool {
+        matches!(self, Audience::Visitor(v) if v == i)
+    }
+}
+
+/// What happened. Serialised as `{"type": "...", ...}` on the WebSocket.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A new chat the receiver may accept (S4, S5).
+    ChatOffered { chat: Chat },
+    /// A chat the receiver saw is no longer theirs to see (taken by someone else, transferred
+    /// away, redirected).
+    ChatWithdrawn { chat_id: ChatId, reason: String },
+    /// The receiver is now responsible for the chat.
+    ChatAssigned { chat: Chat },
+    /// A chat the receiver handles changed (preview, unread count, …).
+    ChatUpdated { chat: Chat },
+    /// The chat was completed.
+    ChatFinished { chat_id: ChatId, reason: CloseReason },
+    /// A message in a chat the receiver may read.
+    MessageCreated { message: Message },
+    /// The receiver's operator status changed.
+    StatusChanged { user_id: UserId, status: OperatorStatus, reason: StatusReason },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub to: Audience,
+    pub body: EventBody,
+}
+
+impl Event {
+    pub fn to_users(users: Vec<UserId>, body: EventBody) -> Event {
+        Event { to: Audience::Users(users), body }
+    }
+    pub fn to_user(user: &UserId, body: EventBody) -> Event {
+        Event { to: Audience::Users(vec![user.clone()]), body }
+    }
+}
+
+/// Envelope carried over PostgreSQL `NOTIFY`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    pub node: String,
+    pub event: Event,
+}
+
+/// In-process fan-out of events to sockets.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<std::sync::Arc<Event>>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bus {
+    pub fn new() -> Bus {
+        let (tx, _) = broadcast::channel(16_384);
+        Bus { tx }
+    }
+    pub fn subscribe(&self) -> broadcast::Receiver<std::sync::Arc<Event>> {
+        self.tx.subscribe()
+    }
+    pub fn publish(&self, e: Event) {
+        metrics::counter!("ferrydesk_events_published_total").increment(1);
+        let _ = self.tx.send(std::sync::Arc::new(e));
+    }
+}
+
+pub(crate) const NOTIFY_CHANNEL: &str = "ferrydesk_events";
+/// PostgreSQL's NOTIFY payload limit is 8000 bytes.
+pub(crate) const NOTIFY_MAX: usize = 7900;
+
+/// Serialises an event for `NOTIFY`, shortening message bodies that would not fit; receivers
+/// can fetch the whole message by id.
+pub(crate) fn encode_envelope(node: &str, e: &Event) -> String {
+    let env = Envelope { node: node.to_owned(), event: e.clone() };
+    let s = serde_json::to_string(&env).unwrap_or_default();
+    if s.len() <= NOTIFY_MAX {
+        return s;
+    }
+    let mut env = env;
+    if let EventBody::MessageCreated { message } = &mut env.event.body {
+        let cut: String = message.body.chars().take(1000).collect();
+        message.body = format!("{cut}…");
+    }
+    serde_json::to_string(&env).unwrap_or_default()
+}

@@ -1,0 +1,77 @@
+//! Durable timers. A timer is a column of the row it concerns (`chats.accept_deadline`,
+//! `chats.autofinish_at`, `sessions.expires_at`), so it survives restarts and any node may fire
+//! it: firing is a conditional update that only one node wins.
+
+use ferrydesk_domain::*;
+use ferrydesk_store::{chats as chat_store, security};
+use tokio::sync::watch;
+
+use crate::bus::{Envelope, NOTIFY_CHANNEL};
+use crate::{Desk, Result};
+
+const BATCH: i64 = 100;
+
+pub(crate) async fn run(desk: Desk, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(desk.options().timer_tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = fire_due(&desk).await {
+            tracing::warn!(error = %e, "timer pass failed");
+        }
+    }
+}
+
+/// Fires every timer that is due now.
+pub(crate) async fn fire_due(desk: &Desk) -> Result<()> {
+    let now = Ts::now();
+    let (timeouts, finishes) = {
+        let mut conn = desk.store().read().await?;
+        (chat_store::due_accept_timeouts(&mut conn, now, BATCH).await?, chat_store::due_autofinish(&mut conn, now, BATCH).await?)
+    };
+    for (chat, user) in timeouts {
+        desk.fire_accept_timeout(&chat, &user).await?;
+    }
+    for id in finishes {
+        let mut tx = desk.store().begin().await?;
+        let Some(chat) = chat_store::get_chat(&mut tx, &id, Ts::now()).await? else { continue };
+        desk.finish_in(tx, &chat, CloseReason::AutoFinish, None, true).await?;
+    }
+    let mut tx = desk.store().begin().await?;
+    let orphaned = security::expire_sessions(&mut tx, now).await?;
+    let mut events = Vec::new();
+    for u in orphaned {
+        desk.set_status_in(&mut tx, &u, OperatorStatus::Inactive, StatusReason::SessionExpired, None, &mut events).await?;
+    }
+    desk.commit(tx, events).await
+}
+
+/// Relays events committed by other nodes (PostgreSQL `LISTEN`) to this node's sockets.
+pub(crate) async fn spawn_listener(desk: Desk, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect(desk.store().url()).await.map_err(ferrydesk_store::Error::from)?;
+    listener.listen(NOTIFY_CHANNEL).await.map_err(ferrydesk_store::Error::from)?;
+    tokio::spawn(async move {
+        loop {
+            let n = tokio::select! {
+                n = listener.recv() => n,
+                _ = shutdown.changed() => return,
+            };
+            match n {
+                Ok(n) => match serde_json::from_str::<Envelope>(n.payload()) {
+                    Ok(env) if env.node != desk.node_id() => desk.bus().publish(env.event),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "undecodable event notification"),
+                },
+                // PgListener reconnects by itself on the next recv.
+                Err(e) => {
+                    tracing::warn!(error = %e, "event listener error");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}

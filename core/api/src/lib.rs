@@ -1,1 +1,57 @@
+//! HTTP and WebSocket API of Ferrydesk: REST under `/api/v1`, the operator WebSocket, the
+//! widget endpoints and `/widget.js`, health and metrics. Handlers translate HTTP to desk calls
+//! and back; every rule (RBAC, visibility, validation) lives in the desk.
 
+mod auth;
+mod channel;
+mod chats;
+mod directory;
+pub mod error;
+mod extract;
+mod files;
+mod openapi;
+mod ops;
+mod widget;
+mod ws;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use ferrydesk_desk::Desk;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::TraceLayer;
+
+pub use extract::{CSRF_HEADER, SESSION_COOKIE};
+pub use openapi::ApiDoc;
+
+/// Largest JSON body.
+pub const JSON_LIMIT: usize = 256 * 1024;
+
+/// State shared by handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub desk: Desk,
+    pub metrics: Option<PrometheusHandle>,
+    /// Mark the session cookie `Secure` (behind HTTPS).
+    pub secure_cookies: bool,
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let file_limit = state.desk.options().max_file_bytes as usize + 64 * 1024;
+    let api = Router::new()
+        .merge(auth::router())
+        .merge(chats::router())
+        .merge(directory::router())
+        .merge(channel::router())
+        .merge(ws::router())
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .merge(files::router().layer(DefaultBodyLimit::max(file_limit)));
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(widget::router(file_limit))
+        .merge(ops::router())
+        .merge(openapi::router())
+        .fallback(ops::not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -254,8 +254,8 @@ impl Desk {
 
     fn validate_queue(q: &QueueInput) -> Result<()> {
         check_len("name", &q.name, 1, 200)?;
-        if !(10..=86_400).contains(&q.accept_timeout_secs) {
-            return Err(Error::invalid("accept_timeout_secs", "must be between 10 and 86400"));
+        if !(1..=86_400).contains(&q.accept_timeout_secs) {
+            return Err(Error::invalid("accept_timeout_secs", "must be between 1 and 86400"));
         }
         if let Some(m) = q.completion_timeout_mins
             && !(1..=43_200).contains(&m)

@@ -1,1 +1,172 @@
-fn main() {}
+//! `ferrydesk`: the server binary and its command line.
+
+mod config;
+mod demo;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferrydesk_desk::{Desk, DeskOptions, blobs::LocalBlobStore};
+use ferrydesk_store::{Store, StoreOptions};
+
+use config::{Config, ConfigArgs};
+
+#[derive(Parser)]
+#[command(name = "ferrydesk", version, about = "Ferrydesk: self-hosted omnichannel chat desk")]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the server.
+    Serve,
+    /// Runs the server with demo data (queue, operators, admin, templates, widget page).
+    Demo,
+    /// Applies database migrations and exits.
+    Migrate,
+    /// Manages users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Adds a user. The password is read from FERRYDESK_PASSWORD or prompted on stdin.
+    Add {
+        username: String,
+        #[arg(long, default_value = "operator")]
+        role: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, env = "FERRYDESK_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = Config::load(&cli.config)?;
+    init_tracing(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cli.cmd, cfg))
+}
+
+fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FERRYDESK_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log_json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let store = Store::connect(&StoreOptions { url: cfg.database_url(), max_connections: cfg.max_connections })
+        .await
+        .context("connecting to the database")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+async fn start_desk(cfg: &Config) -> anyhow::Result<Desk> {
+    let store = open_store(cfg).await?;
+    let blobs = Arc::new(LocalBlobStore::new(cfg.data_dir.join("blobs"))?);
+    let opts = DeskOptions {
+        timer_tick: std::time::Duration::from_millis(cfg.timer_tick_ms),
+        session_ttl: std::time::Duration::from_secs(cfg.session_ttl_secs),
+        max_file_bytes: cfg.max_file_bytes,
+        ..DeskOptions::default()
+    };
+    Ok(Desk::start(store, blobs, opts).await?)
+}
+
+async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Migrate => {
+            open_store(&cfg).await?;
+            println!("migrations applied to {}", cfg.database_label());
+            Ok(())
+        }
+        Cmd::User { cmd: UserCmd::Add { username, role, name, password } } => {
+            let desk = start_desk(&cfg).await?;
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    eprint!("password for {username}: ");
+                    let mut s = String::new();
+                    std::io::stdin().read_line(&mut s)?;
+                    s.trim_end().to_owned()
+                }
+            };
+            let u = desk
+                .create_user(
+                    None,
+                    ferrydesk_desk::admin::NewUserInput {
+                        display_name: name.unwrap_or_else(|| username.clone()),
+                        username,
+                        password,
+                        role: role.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+                        email: None,
+                        locale: None,
+                        chat_limit: None,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("created {} ({}) id {}", u.username, u.role, u.id);
+            desk.shutdown();
+            Ok(())
+        }
+        Cmd::Serve => serve(cfg, false).await,
+        Cmd::Demo => serve(cfg, true).await,
+    }
+}
+
+async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+    let desk = start_desk(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    if demo {
+        let logins = demo::seed(&desk).await.map_err(|e| anyhow::anyhow!("seeding demo data: {e}"))?;
+        println!("\nFerrydesk demo is running at {url}/");
+        println!("  widget demo page:  {url}/widget/demo");
+        println!("  API (OpenAPI):     {url}/api/openapi.json");
+        for (who, user, pass) in &logins {
+            println!("  {who:<10} {user} / {pass}");
+        }
+        println!();
+    }
+    tracing::info!(%url, database = %cfg.database_label(), "ferrydesk listening");
+    let app = ferrydesk_api::router(ferrydesk_api::AppState { desk: desk.clone(), metrics, secure_cookies: cfg.secure_cookies });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    desk.shutdown();
+    desk.store().close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

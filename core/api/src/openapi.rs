@@ -1,0 +1,50 @@
+//! The OpenAPI 3 document served at `/api/openapi.json`.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
+use crate::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ferrydesk API", description = "Omnichannel chat desk. Errors are `{code, message, field?}`."),
+    paths(
+        crate::auth::login, crate::auth::logout, crate::auth::me, crate::auth::set_my_status, crate::auth::set_status,
+        crate::auth::status_history, crate::auth::list_tokens, crate::auth::create_token, crate::auth::revoke_token,
+        crate::chats::inbox, crate::chats::list, crate::chats::export, crate::chats::view, crate::chats::accept,
+        crate::chats::reply, crate::chats::transfer, crate::chats::finish, crate::chats::read, crate::chats::get_draft,
+        crate::chats::put_draft, crate::chats::routing, crate::chats::render, crate::chats::transfer_targets,
+        crate::chats::start_chat, crate::chats::totals,
+        crate::directory::list_users, crate::directory::create_user, crate::directory::get_user, crate::directory::update_user,
+        crate::directory::list_queues, crate::directory::create_queue, crate::directory::update_queue, crate::directory::delete_queue,
+        crate::directory::list_channels, crate::directory::create_channel, crate::directory::get_channel,
+        crate::directory::update_channel, crate::directory::rotate_token, crate::directory::get_settings,
+        crate::directory::put_settings, crate::directory::search_templates, crate::directory::create_template,
+        crate::directory::update_template, crate::directory::delete_template, crate::directory::search_contacts,
+        crate::directory::get_contact, crate::directory::update_contact,
+        crate::files::upload, crate::files::download,
+        crate::channel::inbound, crate::channel::outbound, crate::channel::ack,
+        crate::ws::upgrade,
+        crate::widget::session, crate::widget::transcript, crate::widget::send, crate::widget::upload,
+        crate::widget::download, crate::widget::ws,
+    ),
+    components(schemas(ferrydesk_desk::EventBody)),
+    modifiers(&Security),
+    tags((name = "chats", description = "Operator chats (S1–S21)"), (name = "admin", description = "Administration"))
+)]
+pub struct ApiDoc;
+
+struct Security;
+impl utoipa::Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme("channel_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        c.add_security_scheme("api_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+}

@@ -1,0 +1,100 @@
+//! Configuration, layered: defaults → TOML file (`--config`) → `FERRYDESK_*` environment → flags.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "FERRYDESK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, global = true, env = "FERRYDESK_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory (SQLite file, blobs) [default: ./data].
+    #[arg(long, global = true, env = "FERRYDESK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: postgres://… for PostgreSQL [default: SQLite in the data directory].
+    #[arg(long, global = true, env = "FERRYDESK_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Timer resolution in milliseconds [default: 500].
+    #[arg(long, global = true, env = "FERRYDESK_TIMER_TICK_MS")]
+    pub timer_tick_ms: Option<u64>,
+    /// Session idle lifetime in seconds [default: 43200].
+    #[arg(long, global = true, env = "FERRYDESK_SESSION_TTL_SECS")]
+    pub session_ttl_secs: Option<u64>,
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "FERRYDESK_LOG_JSON")]
+    pub log_json: Option<bool>,
+    /// Mark cookies Secure (serve behind HTTPS).
+    #[arg(long, global = true, env = "FERRYDESK_SECURE_COOKIES")]
+    pub secure_cookies: Option<bool>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    timer_tick_ms: Option<u64>,
+    session_ttl_secs: Option<u64>,
+    log_json: Option<bool>,
+    secure_cookies: Option<bool>,
+    max_connections: Option<u32>,
+    max_file_bytes: Option<u64>,
+}
+
+/// Effective configuration.
+pub struct Config {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    database_url: Option<String>,
+    pub timer_tick_ms: u64,
+    pub session_ttl_secs: u64,
+    pub log_json: bool,
+    pub secure_cookies: bool,
+    pub max_connections: u32,
+    pub max_file_bytes: u64,
+}
+
+impl Config {
+    pub fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str::<FileConfig>(&text).with_context(|| format!("parsing {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Ok(Config {
+            listen: args.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            database_url: args.database_url.clone().or(file.database_url).filter(|s| !s.is_empty()),
+            timer_tick_ms: args.timer_tick_ms.or(file.timer_tick_ms).unwrap_or(500).max(10),
+            session_ttl_secs: args.session_ttl_secs.or(file.session_ttl_secs).unwrap_or(12 * 3600).max(1),
+            log_json: args.log_json.or(file.log_json).unwrap_or(false),
+            secure_cookies: args.secure_cookies.or(file.secure_cookies).unwrap_or(false),
+            max_connections: file.max_connections.unwrap_or(16),
+            max_file_bytes: file.max_file_bytes.unwrap_or(20 * 1024 * 1024),
+        })
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("ferrydesk.db").display()),
+        }
+    }
+
+    /// The database, without credentials, for logs.
+    pub fn database_label(&self) -> String {
+        let url = self.database_url();
+        match url.split_once('@') {
+            Some((scheme_user, rest)) => format!("{}://…@{rest}", scheme_user.split("://").next().unwrap_or("db")),
+            None => url,
+        }
+    }
+}

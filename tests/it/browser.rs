@@ -1,0 +1,73 @@
+//! A visitor writes through the real widget in headless Chromium; an Active operator is offered
+//! the chat on the WebSocket, accepts and replies; the visitor sees the reply live.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ferrydesk_tests::{Backend, Fixture, FixtureOptions};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::setup;
+
+fn browser_available() -> Result<bool> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/widget.mjs");
+    let have = std::path::Path::new("/usr/bin/chromium").exists()
+        && std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/browser/node_modules/playwright-core")).exists()
+        && std::path::Path::new(script).exists();
+    if !have && std::env::var("FERRYDESK_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        bail!("Chromium or playwright-core missing (FERRYDESK_REQUIRE_BROWSER=1): run ./test.sh to install them");
+    }
+    if !have {
+        eprintln!("SKIPPED: Chromium or tests/browser/node_modules missing; ./test.sh installs them");
+    }
+    Ok(have)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn widget_in_chromium() -> Result<()> {
+    if !browser_available()? {
+        return Ok(());
+    }
+    let (_db, server) = setup!(Backend::Sqlite);
+    let fx = Fixture::new(&server, FixtureOptions { operators: 1, ..Default::default() }).await?;
+    let anna = &fx.operators[0];
+    anna.set_status("active").await?;
+    let mut ws = anna.ws().await?;
+
+    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/artifacts");
+    let mut node = tokio::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/browser/widget.mjs"))
+        .env("BASE", &server.base)
+        .env("KEY", &fx.widget_key)
+        .env("SHOTS", shots)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting node")?;
+    let mut out = BufReader::new(node.stdout.take().context("stdout")?).lines();
+
+    // The visitor's message reaches the operator as an offer.
+    let offer = ws.wait_for("chat_offered", Duration::from_secs(60), |e| e["chat"]["preview"] == "Hello from Chromium").await?;
+    let chat = offer["chat"]["id"].as_str().unwrap_or_default().to_owned();
+    anna.post_empty(&format!("/api/v1/chats/{chat}/accept")).await?.ok()?;
+    anna.post(&format!("/api/v1/chats/{chat}/messages"), json!({"text": "Hello from the operator"})).await?.ok()?;
+
+    let verdict = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = out.next_line().await? {
+            eprintln!("[browser] {line}");
+            if line.starts_with("PASS") || line.starts_with("FAIL") {
+                return Ok::<_, anyhow::Error>(line);
+            }
+        }
+        bail!("browser script ended without a verdict")
+    })
+    .await
+    .context("browser verdict timed out")??;
+    let status = node.wait().await?;
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+    assert!(status.success());
+    Ok(())
+}

@@ -14,13 +14,21 @@ use crate::setup;
 fn browser_available() -> Result<bool> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/widget.mjs");
     let have = std::path::Path::new("/usr/bin/chromium").exists()
-        && std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/browser/node_modules/playwright-core")).exists()
+        && std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/browser/node_modules/playwright-core"
+        ))
+        .exists()
         && std::path::Path::new(script).exists();
     if !have && std::env::var("FERRYDESK_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        bail!("Chromium or playwright-core missing (FERRYDESK_REQUIRE_BROWSER=1): run ./test.sh to install them");
+        bail!(
+            "Chromium or playwright-core missing (FERRYDESK_REQUIRE_BROWSER=1): run ./test.sh to install them"
+        );
     }
     if !have {
-        eprintln!("SKIPPED: Chromium or tests/browser/node_modules missing; ./test.sh installs them");
+        eprintln!(
+            "SKIPPED: Chromium or tests/browser/node_modules missing; ./test.sh installs them"
+        );
     }
     Ok(have)
 }
@@ -31,7 +39,14 @@ async fn widget_in_chromium() -> Result<()> {
         return Ok(());
     }
     let (_db, server) = setup!(Backend::Sqlite);
-    let fx = Fixture::new(&server, FixtureOptions { operators: 1, ..Default::default() }).await?;
+    let fx = Fixture::new(
+        &server,
+        FixtureOptions {
+            operators: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
     let anna = &fx.operators[0];
     anna.set_status("active").await?;
     let mut ws = anna.ws().await?;
@@ -50,10 +65,21 @@ async fn widget_in_chromium() -> Result<()> {
     let mut out = BufReader::new(node.stdout.take().context("stdout")?).lines();
 
     // The visitor's message reaches the operator as an offer.
-    let offer = ws.wait_for("chat_offered", Duration::from_secs(60), |e| e["chat"]["preview"] == "Hello from Chromium").await?;
+    let offer = ws
+        .wait_for("chat_offered", Duration::from_secs(60), |e| {
+            e["chat"]["preview"] == "Hello from Chromium"
+        })
+        .await?;
     let chat = offer["chat"]["id"].as_str().unwrap_or_default().to_owned();
-    anna.post_empty(&format!("/api/v1/chats/{chat}/accept")).await?.ok()?;
-    anna.post(&format!("/api/v1/chats/{chat}/messages"), json!({"text": "Hello from the operator"})).await?.ok()?;
+    anna.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+    anna.post(
+        &format!("/api/v1/chats/{chat}/messages"),
+        json!({"text": "Hello from the operator"}),
+    )
+    .await?
+    .ok()?;
 
     let verdict = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = out.next_line().await? {

@@ -29,8 +29,15 @@ async fn idempotent_ingest(b: Backend) -> Result<()> {
         ids.push(r.body["message_id"].clone());
     }
     assert_eq!(created, 1, "exactly one post stored the message");
-    assert!(ids.windows(2).all(|w| w[0] == w[1]), "all answers name the same message");
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = 'dup-1'").await?, 1);
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "all answers name the same message"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = 'dup-1'")
+            .await?,
+        1
+    );
 
     let posts = (0..10).map(|i| {
         let ch = ch.clone();
@@ -43,10 +50,22 @@ async fn idempotent_ingest(b: Backend) -> Result<()> {
         let r = p.await??;
         assert_eq!(r.status, 201, "{}", r.text);
     }
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM contact_identities WHERE external_id = 'bob'").await?, 1);
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM contacts WHERE name = 'Bob'").await?, 1);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM contact_identities WHERE external_id = 'bob'")
+            .await?,
+        1
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM contacts WHERE name = 'Bob'")
+            .await?,
+        1
+    );
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM chats c JOIN contacts k ON k.id = c.contact_id WHERE k.name = 'Bob'").await?, 1);
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id LIKE 'bob-%'").await?, 10);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id LIKE 'bob-%'")
+            .await?,
+        10
+    );
     let unread = db.scalar_i64("SELECT unread_count FROM chats c JOIN contacts k ON k.id = c.contact_id WHERE k.name = 'Bob'").await?;
     assert_eq!(unread, 10);
     Ok(())

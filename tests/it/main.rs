@@ -32,7 +32,9 @@ macro_rules! on_both_backends {
 #[macro_export]
 macro_rules! setup {
     ($backend:expr) => {{
-        let Some(db) = ferrydesk_tests::Db::new($backend).await? else { return Ok(()) };
+        let Some(db) = ferrydesk_tests::Db::new($backend).await? else {
+            return Ok(());
+        };
         db.add_admin().await?;
         let server = ferrydesk_tests::Server::start(&db).await?;
         (db, server)

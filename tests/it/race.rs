@@ -19,19 +19,34 @@ const OPERATORS: usize = 20;
 const LIMIT: i64 = 5;
 
 async fn accept_race(b: Backend) -> Result<()> {
-    let Some(db) = Db::new(b).await? else { return Ok(()) };
+    let Some(db) = Db::new(b).await? else {
+        return Ok(());
+    };
     db.add_admin().await?;
     let a = Server::start(&db).await?;
     // Two nodes on PostgreSQL; SQLite is single-node by design.
-    let second = if b == Backend::Postgres { Some(Server::start(&db).await?) } else { None };
+    let second = if b == Backend::Postgres {
+        Some(Server::start(&db).await?)
+    } else {
+        None
+    };
     let nodes: Vec<&Server> = std::iter::once(&a).chain(second.as_ref()).collect();
 
-    let fx = Fixture::new(&a, FixtureOptions { operators: OPERATORS, ..Default::default() }).await?;
+    let fx = Fixture::new(
+        &a,
+        FixtureOptions {
+            operators: OPERATORS,
+            ..Default::default()
+        },
+    )
+    .await?;
     // Operators log in on alternating nodes.
     let mut ops = Vec::new();
     for i in 0..OPERATORS {
         let node = nodes[i % nodes.len()];
-        let op = node.login(&format!("op{i}"), ferrydesk_tests::PASSWORD).await?;
+        let op = node
+            .login(&format!("op{i}"), ferrydesk_tests::PASSWORD)
+            .await?;
         op.set_status("active").await?;
         ops.push(op);
     }
@@ -75,9 +90,19 @@ async fn accept_race(b: Backend) -> Result<()> {
         *per_chat.entry(chat).or_default() += 1;
         *per_op.entry(op).or_default() += 1;
     }
-    assert!(per_chat.values().all(|&n| n == 1), "a chat was accepted twice");
-    assert!(per_op.values().all(|&n| n <= LIMIT), "an operator exceeded the limit: {per_op:?}");
-    assert_eq!(wins.len(), OPERATORS * LIMIT as usize, "capacity 100 should be used completely");
+    assert!(
+        per_chat.values().all(|&n| n == 1),
+        "a chat was accepted twice"
+    );
+    assert!(
+        per_op.values().all(|&n| n <= LIMIT),
+        "an operator exceeded the limit: {per_op:?}"
+    );
+    assert_eq!(
+        wins.len(),
+        OPERATORS * LIMIT as usize,
+        "capacity 100 should be used completely"
+    );
     assert!(conflicts > 0, "the operators really raced");
 
     // And from the database.
@@ -87,9 +112,20 @@ async fn accept_race(b: Backend) -> Result<()> {
         ))
         .await?;
     assert_eq!(over, 0);
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM chats WHERE status = 'in_progress'").await?, 100);
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM chats WHERE status = 'new' AND responsible_id IS NULL").await?, 100);
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM chats").await?, CHATS as i64);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM chats WHERE status = 'in_progress'")
+            .await?,
+        100
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM chats WHERE status = 'new' AND responsible_id IS NULL")
+            .await?,
+        100
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM chats").await?,
+        CHATS as i64
+    );
     let drift = db
         .scalar_i64(
             "SELECT COUNT(*) FROM users u WHERE u.active_chats <> \
@@ -111,12 +147,19 @@ async fn grab(op: Api, wins: Arc<Mutex<Vec<(String, String)>>>) -> Result<usize>
     let mut conflicts = 0;
     for _pass in 0..100 {
         let inbox = op.get("/api/v1/me/inbox").await?.ok()?;
-        let new: Vec<String> = inbox["new_chats"].as_array().into_iter().flatten().filter_map(|c| c["id"].as_str().map(str::to_owned)).collect();
+        let new: Vec<String> = inbox["new_chats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_str().map(str::to_owned))
+            .collect();
         if new.is_empty() {
             return Ok(conflicts);
         }
         for chat in new {
-            let r = op.post_empty(&format!("/api/v1/chats/{chat}/accept")).await?;
+            let r = op
+                .post_empty(&format!("/api/v1/chats/{chat}/accept"))
+                .await?;
             match r.status {
                 200 => {
                     wins.lock().await.push((op.id(), chat));

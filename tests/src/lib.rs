@@ -23,7 +23,11 @@ pub fn server_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
     let bin = dir.join("ferrydesk");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p ferrydesk` before the tests", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p ferrydesk` before the tests",
+        bin.display()
+    );
     bin
 }
 
@@ -43,7 +47,8 @@ pub struct Db {
 }
 
 pub fn pg_admin_url() -> String {
-    std::env::var("FERRYDESK_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("FERRYDESK_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 impl Db {
@@ -51,8 +56,16 @@ impl Db {
         let dir = tempfile::tempdir()?;
         match backend {
             Backend::Sqlite => {
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("ferrydesk.db").display());
-                Ok(Some(Db { backend, url, dir, pg_name: None }))
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("ferrydesk.db").display()
+                );
+                Ok(Some(Db {
+                    backend,
+                    url,
+                    dir,
+                    pg_name: None,
+                }))
             }
             Backend::Postgres => {
                 use sqlx::Connection;
@@ -61,16 +74,30 @@ impl Db {
                     Ok(c) => c,
                     Err(e) => {
                         if std::env::var("FERRYDESK_REQUIRE_PG").as_deref() == Ok("1") {
-                            bail!("PostgreSQL is required (FERRYDESK_REQUIRE_PG=1) but unreachable at {admin}: {e}");
+                            bail!(
+                                "PostgreSQL is required (FERRYDESK_REQUIRE_PG=1) but unreachable at {admin}: {e}"
+                            );
                         }
-                        eprintln!("SKIPPED: PostgreSQL unreachable at {admin} ({e}); set FERRYDESK_TEST_PG_URL or FERRYDESK_REQUIRE_PG=1");
+                        eprintln!(
+                            "SKIPPED: PostgreSQL unreachable at {admin} ({e}); set FERRYDESK_TEST_PG_URL or FERRYDESK_REQUIRE_PG=1"
+                        );
                         return Ok(None);
                     }
                 };
                 let name = format!("fd_test_{}", uuid::Uuid::new_v4().simple());
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
-                let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
-                Ok(Some(Db { backend, url: format!("{base}/{name}"), dir, pg_name: Some(name) }))
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await?;
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_owned())
+                    .unwrap_or(admin.clone());
+                Ok(Some(Db {
+                    backend,
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                }))
             }
         }
     }
@@ -84,12 +111,19 @@ impl Db {
 
     pub async fn scalar_i64(&self, sql: &str) -> Result<i64> {
         let mut c = self.sql().await?;
-        Ok(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut c).await?)
+        Ok(
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(&mut c)
+                .await?,
+        )
     }
 
     pub async fn exec(&self, sql: &str) -> Result<u64> {
         let mut c = self.sql().await?;
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut c).await?.rows_affected())
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut c)
+            .await?
+            .rows_affected())
     }
 
     /// Creates the first admin with the CLI, as an operator of the system would.
@@ -114,12 +148,18 @@ impl Drop for Db {
             // Best effort, outside the async runtime.
             let admin = pg_admin_url();
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(rt) = rt {
                     rt.block_on(async move {
                         use sqlx::Connection;
                         if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await;
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&mut c)
+                            .await;
                         }
                     });
                 }
@@ -152,7 +192,10 @@ impl Server {
             url: db.url.clone(),
             dir: db.dir.path().to_path_buf(),
             tick_ms: 50,
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn().await?;
         Ok(s)
@@ -247,10 +290,17 @@ pub struct Resp {
 
 impl Resp {
     pub fn ok(self) -> Result<Value> {
-        if (200..300).contains(&self.status) { Ok(self.body) } else { bail!("HTTP {}: {}", self.status, self.text) }
+        if (200..300).contains(&self.status) {
+            Ok(self.body)
+        } else {
+            bail!("HTTP {}: {}", self.status, self.text)
+        }
     }
     pub fn code(&self) -> &str {
-        self.body.get("code").and_then(|c| c.as_str()).unwrap_or_default()
+        self.body
+            .get("code")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
     }
 }
 
@@ -258,7 +308,10 @@ impl Api {
     pub fn new(base: &str) -> Api {
         Api {
             base: base.to_owned(),
-            http: reqwest::Client::builder().pool_max_idle_per_host(4).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(4)
+                .build()
+                .expect("http client"),
             cookie: None,
             csrf: None,
             bearer: None,
@@ -273,13 +326,26 @@ impl Api {
     }
 
     pub fn id(&self) -> String {
-        self.user.as_ref().and_then(|u| u["id"].as_str()).unwrap_or_default().to_owned()
+        self.user
+            .as_ref()
+            .and_then(|u| u["id"].as_str())
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub async fn login(&mut self, user: &str, password: &str) -> Result<()> {
-        let r = self.http.post(format!("{}/api/v1/auth/login", self.base)).json(&json!({"username": user, "password": password})).send().await?;
+        let r = self
+            .http
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+            .await?;
         let status = r.status().as_u16();
-        let cookie = r.headers().get("set-cookie").and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or_default().to_owned());
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().to_owned());
         let body: Value = r.json().await.unwrap_or(Value::Null);
         if status != 200 {
             bail!("login {user}: HTTP {status} {body}");
@@ -291,7 +357,9 @@ impl Api {
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut b = self.http.request(method.clone(), format!("{}{}", self.base, path));
+        let mut b = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base, path));
         if let Some(c) = &self.cookie {
             b = b.header("cookie", c);
         }
@@ -318,32 +386,57 @@ impl Api {
         self.send(self.req(reqwest::Method::GET, path)).await
     }
     pub async fn post(&self, path: &str, body: Value) -> Result<Resp> {
-        self.send(self.req(reqwest::Method::POST, path).json(&body)).await
+        self.send(self.req(reqwest::Method::POST, path).json(&body))
+            .await
     }
     pub async fn post_empty(&self, path: &str) -> Result<Resp> {
         self.send(self.req(reqwest::Method::POST, path)).await
     }
     pub async fn put(&self, path: &str, body: Value) -> Result<Resp> {
-        self.send(self.req(reqwest::Method::PUT, path).json(&body)).await
+        self.send(self.req(reqwest::Method::PUT, path).json(&body))
+            .await
     }
     pub async fn patch(&self, path: &str, body: Value) -> Result<Resp> {
-        self.send(self.req(reqwest::Method::PATCH, path).json(&body)).await
+        self.send(self.req(reqwest::Method::PATCH, path).json(&body))
+            .await
     }
     pub async fn delete(&self, path: &str) -> Result<Resp> {
         self.send(self.req(reqwest::Method::DELETE, path)).await
     }
     /// Sends a raw body with a content type.
-    pub async fn raw(&self, method: reqwest::Method, path: &str, content_type: &str, body: Vec<u8>) -> Result<Resp> {
-        self.send(self.req(method, path).header("content-type", content_type).body(body)).await
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Resp> {
+        self.send(
+            self.req(method, path)
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
     }
-    pub async fn upload(&self, path: &str, filename: &str, content_type: &str, bytes: Vec<u8>) -> Result<Resp> {
-        let part = reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()).mime_str(content_type)?;
+    pub async fn upload(
+        &self,
+        path: &str,
+        filename: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Resp> {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(filename.to_owned())
+            .mime_str(content_type)?;
         let form = reqwest::multipart::Form::new().part("file", part);
-        self.send(self.req(reqwest::Method::POST, path).multipart(form)).await
+        self.send(self.req(reqwest::Method::POST, path).multipart(form))
+            .await
     }
 
     pub async fn set_status(&self, status: &str) -> Result<()> {
-        self.put("/api/v1/me/status", json!({"status": status})).await?.ok()?;
+        self.put("/api/v1/me/status", json!({"status": status}))
+            .await?
+            .ok()?;
         Ok(())
     }
 
@@ -355,11 +448,15 @@ impl Api {
             req.headers_mut().insert("cookie", c.parse()?);
         }
         if let Some(t) = &self.bearer {
-            req.headers_mut().insert("authorization", format!("Bearer {t}").parse()?);
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse()?);
         }
         let (stream, _) = tokio_tungstenite::connect_async(req).await?;
         let mut ws = Ws { stream };
-        let hello = ws.next_event(Duration::from_secs(5)).await?.ok_or_else(|| anyhow!("no hello"))?;
+        let hello = ws
+            .next_event(Duration::from_secs(5))
+            .await?
+            .ok_or_else(|| anyhow!("no hello"))?;
         assert_eq!(hello["type"], "hello");
         Ok(ws)
     }
@@ -367,7 +464,9 @@ impl Api {
 
 /// A WebSocket of events.
 pub struct Ws {
-    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl Ws {
@@ -385,9 +484,13 @@ impl Ws {
                 Err(_) => return Ok(None),
                 Ok(None) => bail!("socket closed"),
                 Ok(Some(m)) => match m? {
-                    tokio_tungstenite::tungstenite::Message::Text(t) => return Ok(Some(serde_json::from_str(&t)?)),
+                    tokio_tungstenite::tungstenite::Message::Text(t) => {
+                        return Ok(Some(serde_json::from_str(&t)?));
+                    }
                     tokio_tungstenite::tungstenite::Message::Ping(p) => {
-                        self.stream.send(tokio_tungstenite::tungstenite::Message::Pong(p)).await?;
+                        self.stream
+                            .send(tokio_tungstenite::tungstenite::Message::Pong(p))
+                            .await?;
                     }
                     tokio_tungstenite::tungstenite::Message::Close(_) => bail!("socket closed"),
                     _ => {}
@@ -397,7 +500,12 @@ impl Ws {
     }
 
     /// Waits for an event of `kind` matching `pred`, skipping others.
-    pub async fn wait_for(&mut self, kind: &str, wait: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub async fn wait_for(
+        &mut self,
+        kind: &str,
+        wait: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -438,7 +546,11 @@ pub struct FixtureOptions {
 
 impl Default for FixtureOptions {
     fn default() -> Self {
-        FixtureOptions { operators: 2, routing_rule: "all_operators", accept_timeout_secs: 300 }
+        FixtureOptions {
+            operators: 2,
+            routing_rule: "all_operators",
+            accept_timeout_secs: 300,
+        }
     }
 }
 
@@ -458,8 +570,20 @@ impl Fixture {
             .await?
             .ok()?;
         let queue = q["id"].as_str().unwrap_or_default().to_owned();
-        let w = admin.post("/api/v1/channels", json!({"kind": "widget", "name": "Website", "queue_id": queue})).await?.ok()?;
-        let a = admin.post("/api/v1/channels", json!({"kind": "api", "name": "API", "queue_id": queue})).await?.ok()?;
+        let w = admin
+            .post(
+                "/api/v1/channels",
+                json!({"kind": "widget", "name": "Website", "queue_id": queue}),
+            )
+            .await?
+            .ok()?;
+        let a = admin
+            .post(
+                "/api/v1/channels",
+                json!({"kind": "api", "name": "API", "queue_id": queue}),
+            )
+            .await?
+            .ok()?;
         let mut operators = Vec::new();
         for i in 0..opts.operators {
             operators.push(server.login(&format!("op{i}"), PASSWORD).await?);
@@ -467,7 +591,10 @@ impl Fixture {
         Ok(Fixture {
             admin,
             queue,
-            widget_key: w["channel"]["public_key"].as_str().unwrap_or_default().to_owned(),
+            widget_key: w["channel"]["public_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             widget_channel: w["channel"]["id"].as_str().unwrap_or_default().to_owned(),
             api_channel: a["channel"]["id"].as_str().unwrap_or_default().to_owned(),
             api_token: a["api_token"].as_str().unwrap_or_default().to_owned(),
@@ -498,14 +625,31 @@ pub struct Visitor {
 impl Visitor {
     pub async fn new(base: &str, key: &str) -> Result<Visitor> {
         let api = Api::new(base);
-        let s = api.post("/widget/v1/sessions", json!({"key": key})).await?.ok()?;
+        let s = api
+            .post("/widget/v1/sessions", json!({"key": key}))
+            .await?
+            .ok()?;
         let token = s["token"].as_str().unwrap_or_default().to_owned();
-        Ok(Visitor { api: api.with_bearer(&token), token })
+        Ok(Visitor {
+            api: api.with_bearer(&token),
+            token,
+        })
     }
     pub async fn send(&self, text: &str) -> Result<Value> {
-        self.api.post("/widget/v1/messages", json!({"text": text, "client_id": uuid::Uuid::new_v4().to_string()})).await?.ok()
+        self.api
+            .post(
+                "/widget/v1/messages",
+                json!({"text": text, "client_id": uuid::Uuid::new_v4().to_string()}),
+            )
+            .await?
+            .ok()
     }
     pub async fn ws(&self) -> Result<Ws> {
-        Ws::open(&format!("{}/widget/v1/ws?token={}", self.api.base.replace("http://", "ws://"), self.token)).await
+        Ws::open(&format!(
+            "{}/widget/v1/ws?token={}",
+            self.api.base.replace("http://", "ws://"),
+            self.token
+        ))
+        .await
     }
 }

@@ -18,7 +18,7 @@
   root.innerHTML =
     '<style>' +
     ':host{all:initial}' +
-    '.btn{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;background:#1f6feb;color:#fff;font:600 22px system-ui;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000}' +
+    '.btn{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;background:#1f6feb;color:#fff;display:flex;align-items:center;justify-content:center;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000}' +
     '.panel{position:fixed;right:20px;bottom:88px;width:340px;max-width:calc(100vw - 40px);height:460px;max-height:calc(100vh - 120px);background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.25);display:none;flex-direction:column;font:14px/1.4 system-ui,sans-serif;color:#1d2430;z-index:2147483000;overflow:hidden}' +
     '.panel.open{display:flex}' +
     '.head{background:#1f6feb;color:#fff;padding:12px 14px;font-weight:600}' +
@@ -36,12 +36,12 @@
     '.bar label{display:flex;align-items:center;cursor:pointer;padding:0 4px;font-size:18px}' +
     '.err{color:#cf222e;font-size:12px;padding:0 10px 6px}' +
     '</style>' +
-    '<button class="btn" data-testid="fd-open" aria-label="Chat">💬</button>' +
+    '<button class="btn" data-testid="fd-open" aria-label="Chat"><svg width="26" height="26" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M21 15a2 2 0 0 1-2 2H7l-4 4V5a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2z"/></svg></button>' +
     '<div class="panel" role="dialog" aria-label="Chat">' +
     '<div class="head" data-testid="fd-title">Chat</div>' +
     '<div class="log" data-testid="fd-log" aria-live="polite"></div>' +
     '<div class="err" data-testid="fd-error"></div>' +
-    '<div class="bar"><label title="Attach a file">📎<input type="file" data-testid="fd-file" hidden></label>' +
+    '<div class="bar"><label title="Attach a file"><svg width="18" height="18" viewBox="0 0 24 24" fill="none" stroke="#57606a" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M21.44 11.05l-9.19 9.19a6 6 0 0 1-8.49-8.49l9.19-9.19a4 4 0 0 1 5.66 5.66l-9.2 9.19a2 2 0 0 1-2.83-2.83l8.49-8.48"/></svg><input type="file" data-testid="fd-file" hidden></label>' +
     '<textarea data-testid="fd-input" placeholder="Type a message…" aria-label="Message"></textarea>' +
     '<button data-testid="fd-send">Send</button></div></div>';
 
@@ -91,7 +91,7 @@
       } else {
         var link = document.createElement("a");
         link.href = url;
-        link.textContent = "📄 " + a.filename;
+        link.textContent = a.filename;
         link.target = "_blank";
         div.appendChild(link);
       }

@@ -46,12 +46,22 @@ async fn login(State(s): State<AppState>, Json(req): Json<LoginRequest>) -> ApiR
     let ok = s.desk.login(&req.username, &req.password).await?;
     let max_age = (ok.expires_at.0 - Ts::now().0) / 1000;
     let secure = if s.secure_cookies { "; Secure" } else { "" };
-    let cookie = format!("{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}", ok.session_token);
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        ok.session_token
+    );
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         headers.insert(header::SET_COOKIE, v);
     }
-    Ok((headers, Out(Me { user: ok.user, csrf_token: Some(ok.csrf_token) })).into_response())
+    Ok((
+        headers,
+        Out(Me {
+            user: ok.user,
+            csrf_token: Some(ok.csrf_token),
+        }),
+    )
+        .into_response())
 }
 
 /// Ends the session; the operator becomes Inactive (S3).
@@ -68,7 +78,10 @@ async fn me(Auth(p): Auth) -> Out<Me> {
         ferrydesk_desk::auth::Via::Session { csrf, .. } => Some(csrf.clone()),
         ferrydesk_desk::auth::Via::Token => None,
     };
-    Out(Me { user: p.user, csrf_token: csrf })
+    Out(Me {
+        user: p.user,
+        csrf_token: csrf,
+    })
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -79,20 +92,33 @@ pub struct StatusRequest {
 
 /// Sets the caller's status Active / Inactive (S2).
 #[utoipa::path(put, path = "/api/v1/me/status", tag = "operators", request_body = StatusRequest, responses((status = 200, body = User)))]
-async fn set_my_status(State(s): State<AppState>, Auth(p): Auth, Json(r): Json<StatusRequest>) -> ApiResult<Out<User>> {
+async fn set_my_status(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(r): Json<StatusRequest>,
+) -> ApiResult<Out<User>> {
     let id = p.id().clone();
     Ok(Out(s.desk.set_status(&p, &id, r.status).await?))
 }
 
 /// Sets another operator's status (supervisors, admins).
 #[utoipa::path(put, path = "/api/v1/users/{id}/status", tag = "operators", request_body = StatusRequest, responses((status = 200, body = User)))]
-async fn set_status(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>, Json(r): Json<StatusRequest>) -> ApiResult<Out<User>> {
+async fn set_status(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<StatusRequest>,
+) -> ApiResult<Out<User>> {
     Ok(Out(s.desk.set_status(&p, &UserId(id), r.status).await?))
 }
 
 /// Status history: who, when, why (manual, logout, missed accept, …).
 #[utoipa::path(get, path = "/api/v1/users/{id}/status-history", tag = "operators", responses((status = 200, body = Vec<StatusChange>)))]
-async fn status_history(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<Vec<StatusChange>>> {
+async fn status_history(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Vec<StatusChange>>> {
     Ok(Out(s.desk.status_history(&p, &UserId(id)).await?))
 }
 
@@ -114,20 +140,53 @@ pub struct TokenInfo {
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{id}/tokens", tag = "auth", responses((status = 200, body = Vec<TokenInfo>)))]
-async fn list_tokens(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<Vec<TokenInfo>>> {
+async fn list_tokens(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Vec<TokenInfo>>> {
     let list = s.desk.list_api_tokens(&p, &UserId(id)).await?;
-    Ok(Out(list.into_iter().map(|(id, name, created_at, revoked)| TokenInfo { id, name, created_at, revoked, token: None }).collect()))
+    Ok(Out(list
+        .into_iter()
+        .map(|(id, name, created_at, revoked)| TokenInfo {
+            id,
+            name,
+            created_at,
+            revoked,
+            token: None,
+        })
+        .collect()))
 }
 
 /// Creates an API token for integrations (`Authorization: Bearer …`).
 #[utoipa::path(post, path = "/api/v1/users/{id}/tokens", tag = "auth", request_body = TokenRequest, responses((status = 201, body = TokenInfo)))]
-async fn create_token(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>, Json(r): Json<TokenRequest>) -> ApiResult<(StatusCode, Out<TokenInfo>)> {
+async fn create_token(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<TokenRequest>,
+) -> ApiResult<(StatusCode, Out<TokenInfo>)> {
     let (tid, token) = s.desk.create_api_token(&p, &UserId(id), &r.name).await?;
-    Ok((StatusCode::CREATED, Out(TokenInfo { id: tid, name: r.name, created_at: Ts::now(), revoked: false, token: Some(token) })))
+    Ok((
+        StatusCode::CREATED,
+        Out(TokenInfo {
+            id: tid,
+            name: r.name,
+            created_at: Ts::now(),
+            revoked: false,
+            token: Some(token),
+        }),
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/{id}/tokens/{token}", tag = "auth", responses((status = 204)))]
-async fn revoke_token(State(s): State<AppState>, Auth(p): Auth, Path((id, token)): Path<(String, String)>) -> ApiResult<StatusCode> {
-    s.desk.revoke_api_token(&p, &UserId(id), &TokenId(token)).await?;
+async fn revoke_token(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, token)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    s.desk
+        .revoke_api_token(&p, &UserId(id), &TokenId(token))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

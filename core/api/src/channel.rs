@@ -58,7 +58,11 @@ pub struct InboundRequest {
 /// Posts a client message. 201 when stored, 200 when it was a duplicate.
 #[utoipa::path(post, path = "/api/v1/channel/messages", tag = "channel", request_body = InboundRequest,
     responses((status = 201, body = IngestOutcome), (status = 200, body = IngestOutcome), (status = 422, body = ErrorBody)), security(("channel_token" = [])))]
-async fn inbound(State(s): State<AppState>, ChannelAuth(ch): ChannelAuth, Json(r): Json<InboundRequest>) -> ApiResult<(StatusCode, Out<IngestOutcome>)> {
+async fn inbound(
+    State(s): State<AppState>,
+    ChannelAuth(ch): ChannelAuth,
+    Json(r): Json<InboundRequest>,
+) -> ApiResult<(StatusCode, Out<IngestOutcome>)> {
     let out = s
         .desk
         .ingest(Inbound {
@@ -71,7 +75,14 @@ async fn inbound(State(s): State<AppState>, ChannelAuth(ch): ChannelAuth, Json(r
             files: Vec::new(),
         })
         .await?;
-    Ok((if out.duplicate { StatusCode::OK } else { StatusCode::CREATED }, Out(out)))
+    Ok((
+        if out.duplicate {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        Out(out),
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -84,8 +95,15 @@ pub struct OutboundQuery {
 
 /// Operator replies to deliver, oldest first, after a cursor.
 #[utoipa::path(get, path = "/api/v1/channel/outbound", tag = "channel", params(OutboundQuery), responses((status = 200, body = Vec<OutboundItem>)), security(("channel_token" = [])))]
-async fn outbound(State(s): State<AppState>, ChannelAuth(ch): ChannelAuth, Query(q): Query<OutboundQuery>) -> ApiResult<Out<Vec<OutboundItem>>> {
-    Ok(Out(s.desk.channel_outbound(&ch, q.after.as_deref(), q.limit.unwrap_or(100)).await?))
+async fn outbound(
+    State(s): State<AppState>,
+    ChannelAuth(ch): ChannelAuth,
+    Query(q): Query<OutboundQuery>,
+) -> ApiResult<Out<Vec<OutboundItem>>> {
+    Ok(Out(s
+        .desk
+        .channel_outbound(&ch, q.after.as_deref(), q.limit.unwrap_or(100))
+        .await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -96,7 +114,12 @@ pub struct AckRequest {
 
 /// Reports the delivery state of an outbound message.
 #[utoipa::path(post, path = "/api/v1/channel/outbound/{id}/ack", tag = "channel", request_body = AckRequest, responses((status = 204)), security(("channel_token" = [])))]
-async fn ack(State(s): State<AppState>, ChannelAuth(ch): ChannelAuth, Path(id): Path<String>, Json(r): Json<AckRequest>) -> ApiResult<StatusCode> {
+async fn ack(
+    State(s): State<AppState>,
+    ChannelAuth(ch): ChannelAuth,
+    Path(id): Path<String>,
+    Json(r): Json<AckRequest>,
+) -> ApiResult<StatusCode> {
     s.desk.channel_ack(&ch, &MessageId(id), r.status).await?;
     Ok(StatusCode::NO_CONTENT)
 }

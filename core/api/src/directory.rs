@@ -4,7 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json as Out, Router};
-use ferrydesk_desk::admin::{ChannelInput, ContactInput, ContactView, CreatedChannel, NewUserInput, QueueInput, Settings, UserPatchInput};
+use ferrydesk_desk::admin::{
+    ChannelInput, ContactInput, ContactView, CreatedChannel, NewUserInput, QueueInput, Settings,
+    UserPatchInput,
+};
 use ferrydesk_desk::templates::TemplateInput;
 use ferrydesk_domain::*;
 use serde::Deserialize;
@@ -25,7 +28,10 @@ pub fn router() -> Router<AppState> {
         .route("/channels/{id}/token", axum::routing::post(rotate_token))
         .route("/settings", get(get_settings).put(put_settings))
         .route("/templates", get(search_templates).post(create_template))
-        .route("/templates/{id}", put(update_template).delete(delete_template))
+        .route(
+            "/templates/{id}",
+            put(update_template).delete(delete_template),
+        )
         .route("/contacts", get(search_contacts))
         .route("/contacts/{id}", get(get_contact).put(update_contact))
 }
@@ -36,17 +42,33 @@ async fn list_users(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Out<V
 }
 
 #[utoipa::path(post, path = "/api/v1/users", tag = "admin", request_body = NewUserInput, responses((status = 201, body = User), (status = 422, body = ErrorBody)))]
-async fn create_user(State(s): State<AppState>, Auth(p): Auth, Json(u): Json<NewUserInput>) -> ApiResult<(StatusCode, Out<User>)> {
-    Ok((StatusCode::CREATED, Out(s.desk.create_user(Some(&p), u).await?)))
+async fn create_user(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(u): Json<NewUserInput>,
+) -> ApiResult<(StatusCode, Out<User>)> {
+    Ok((
+        StatusCode::CREATED,
+        Out(s.desk.create_user(Some(&p), u).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "admin", responses((status = 200, body = User)))]
-async fn get_user(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<User>> {
+async fn get_user(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<User>> {
     Ok(Out(s.desk.get_user(&p, &UserId(id)).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "admin", request_body = UserPatchInput, responses((status = 200, body = User)))]
-async fn update_user(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>, Json(u): Json<UserPatchInput>) -> ApiResult<Out<User>> {
+async fn update_user(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(u): Json<UserPatchInput>,
+) -> ApiResult<Out<User>> {
     Ok(Out(s.desk.update_user(&p, &UserId(id), u).await?))
 }
 
@@ -56,17 +78,33 @@ async fn list_queues(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Out<
 }
 
 #[utoipa::path(post, path = "/api/v1/queues", tag = "admin", request_body = QueueInput, responses((status = 201, body = Queue)))]
-async fn create_queue(State(s): State<AppState>, Auth(p): Auth, Json(q): Json<QueueInput>) -> ApiResult<(StatusCode, Out<Queue>)> {
-    Ok((StatusCode::CREATED, Out(s.desk.save_queue(&p, None, q).await?)))
+async fn create_queue(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(q): Json<QueueInput>,
+) -> ApiResult<(StatusCode, Out<Queue>)> {
+    Ok((
+        StatusCode::CREATED,
+        Out(s.desk.save_queue(&p, None, q).await?),
+    ))
 }
 
 #[utoipa::path(put, path = "/api/v1/queues/{id}", tag = "admin", request_body = QueueInput, responses((status = 200, body = Queue)))]
-async fn update_queue(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>, Json(q): Json<QueueInput>) -> ApiResult<Out<Queue>> {
+async fn update_queue(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(q): Json<QueueInput>,
+) -> ApiResult<Out<Queue>> {
     Ok(Out(s.desk.save_queue(&p, Some(&QueueId(id)), q).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/queues/{id}", tag = "admin", responses((status = 204)))]
-async fn delete_queue(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_queue(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.desk.delete_queue(&p, &QueueId(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -78,17 +116,33 @@ async fn list_channels(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Ou
 
 /// Creates a widget or API channel; an API channel's token is shown once.
 #[utoipa::path(post, path = "/api/v1/channels", tag = "admin", request_body = ChannelInput, responses((status = 201, body = CreatedChannel)))]
-async fn create_channel(State(s): State<AppState>, Auth(p): Auth, Json(c): Json<ChannelInput>) -> ApiResult<(StatusCode, Out<CreatedChannel>)> {
-    Ok((StatusCode::CREATED, Out(s.desk.create_channel(&p, c).await?)))
+async fn create_channel(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(c): Json<ChannelInput>,
+) -> ApiResult<(StatusCode, Out<CreatedChannel>)> {
+    Ok((
+        StatusCode::CREATED,
+        Out(s.desk.create_channel(&p, c).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "admin", responses((status = 200, body = Channel)))]
-async fn get_channel(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<Channel>> {
+async fn get_channel(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Channel>> {
     Ok(Out(s.desk.get_channel(&p, &ChannelId(id)).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/channels/{id}", tag = "admin", request_body = ChannelInput, responses((status = 200, body = Channel)))]
-async fn update_channel(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>, Json(c): Json<ChannelInput>) -> ApiResult<Out<Channel>> {
+async fn update_channel(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(c): Json<ChannelInput>,
+) -> ApiResult<Out<Channel>> {
     Ok(Out(s.desk.update_channel(&p, &ChannelId(id), c).await?))
 }
 
@@ -99,8 +153,14 @@ pub struct ChannelToken {
 
 /// Issues a new token for an API channel; the previous one stops working.
 #[utoipa::path(post, path = "/api/v1/channels/{id}/token", tag = "admin", responses((status = 200, body = ChannelToken)))]
-async fn rotate_token(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<ChannelToken>> {
-    Ok(Out(ChannelToken { api_token: s.desk.rotate_channel_token(&p, &ChannelId(id)).await? }))
+async fn rotate_token(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<ChannelToken>> {
+    Ok(Out(ChannelToken {
+        api_token: s.desk.rotate_channel_token(&p, &ChannelId(id)).await?,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/settings", tag = "admin", responses((status = 200, body = Settings)))]
@@ -109,7 +169,11 @@ async fn get_settings(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Out
 }
 
 #[utoipa::path(put, path = "/api/v1/settings", tag = "admin", request_body = Settings, responses((status = 200, body = Settings)))]
-async fn put_settings(State(s): State<AppState>, Auth(p): Auth, Json(v): Json<Settings>) -> ApiResult<Out<Settings>> {
+async fn put_settings(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(v): Json<Settings>,
+) -> ApiResult<Out<Settings>> {
     Ok(Out(s.desk.update_settings(&p, v).await?))
 }
 
@@ -125,23 +189,49 @@ pub struct TemplateQuery {
 
 /// Templates matching `q` by name or text (S12, S13).
 #[utoipa::path(get, path = "/api/v1/templates", tag = "templates", params(TemplateQuery), responses((status = 200, body = Vec<Template>)))]
-async fn search_templates(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<TemplateQuery>) -> ApiResult<Out<Vec<Template>>> {
+async fn search_templates(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<TemplateQuery>,
+) -> ApiResult<Out<Vec<Template>>> {
     let chat = q.chat_id.map(ChatId);
-    Ok(Out(s.desk.search_templates(&p, &q.q, chat.as_ref()).await?))
+    Ok(Out(s
+        .desk
+        .search_templates(&p, &q.q, chat.as_ref())
+        .await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/templates", tag = "templates", request_body = TemplateInput, responses((status = 201, body = Template)))]
-async fn create_template(State(s): State<AppState>, Auth(p): Auth, Json(t): Json<TemplateInput>) -> ApiResult<(StatusCode, Out<Template>)> {
-    Ok((StatusCode::CREATED, Out(s.desk.save_template(&p, None, t).await?)))
+async fn create_template(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(t): Json<TemplateInput>,
+) -> ApiResult<(StatusCode, Out<Template>)> {
+    Ok((
+        StatusCode::CREATED,
+        Out(s.desk.save_template(&p, None, t).await?),
+    ))
 }
 
 #[utoipa::path(put, path = "/api/v1/templates/{id}", tag = "templates", request_body = TemplateInput, responses((status = 200, body = Template)))]
-async fn update_template(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>, Json(t): Json<TemplateInput>) -> ApiResult<Out<Template>> {
-    Ok(Out(s.desk.save_template(&p, Some(&TemplateId(id)), t).await?))
+async fn update_template(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(t): Json<TemplateInput>,
+) -> ApiResult<Out<Template>> {
+    Ok(Out(s
+        .desk
+        .save_template(&p, Some(&TemplateId(id)), t)
+        .await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "templates", responses((status = 204)))]
-async fn delete_template(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_template(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.desk.delete_template(&p, &TemplateId(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -156,17 +246,33 @@ pub struct ContactQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/contacts", tag = "contacts", params(ContactQuery), responses((status = 200, body = Vec<Contact>)))]
-async fn search_contacts(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<ContactQuery>) -> ApiResult<Out<Vec<Contact>>> {
-    Ok(Out(s.desk.search_contacts(&p, &q.q, q.limit.unwrap_or(50), q.offset.unwrap_or(0)).await?))
+async fn search_contacts(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<ContactQuery>,
+) -> ApiResult<Out<Vec<Contact>>> {
+    Ok(Out(s
+        .desk
+        .search_contacts(&p, &q.q, q.limit.unwrap_or(50), q.offset.unwrap_or(0))
+        .await?))
 }
 
 /// A contact with identities and the timeline of chats (S23, S24).
 #[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts", responses((status = 200, body = ContactView)))]
-async fn get_contact(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<ContactView>> {
+async fn get_contact(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<ContactView>> {
     Ok(Out(s.desk.contact_view(&p, &ContactId(id)).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/contacts/{id}", tag = "contacts", request_body = ContactInput, responses((status = 200, body = Contact)))]
-async fn update_contact(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>, Json(c): Json<ContactInput>) -> ApiResult<Out<Contact>> {
+async fn update_contact(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(c): Json<ContactInput>,
+) -> ApiResult<Out<Contact>> {
     Ok(Out(s.desk.update_contact(&p, &ContactId(id), c).await?))
 }

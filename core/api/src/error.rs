@@ -39,20 +39,43 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, field) = match self.0 {
-            Error::NotFound { what } => (StatusCode::NOT_FOUND, "not_found".to_owned(), format!("{what} not found"), None),
-            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated".into(), "authentication required".into(), None),
+            Error::NotFound { what } => (
+                StatusCode::NOT_FOUND,
+                "not_found".to_owned(),
+                format!("{what} not found"),
+                None,
+            ),
+            Error::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated".into(),
+                "authentication required".into(),
+                None,
+            ),
             Error::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden".into(), m, None),
-            Error::Conflict { code, message } => (StatusCode::CONFLICT, code.to_owned(), message, None),
-            Error::Invalid { field, message } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid".into(), format!("{field}: {message}"), Some(field))
+            Error::Conflict { code, message } => {
+                (StatusCode::CONFLICT, code.to_owned(), message, None)
             }
-            e @ Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large".into(), e.to_string(), None),
+            Error::Invalid { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid".into(),
+                format!("{field}: {message}"),
+                Some(field),
+            ),
+            e @ Error::TooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large".into(),
+                e.to_string(),
+                None,
+            ),
             Error::RateLimited { retry_after } => {
                 let mut r = (
                     StatusCode::TOO_MANY_REQUESTS,
                     axum::Json(ErrorBody {
                         code: "rate_limited".into(),
-                        message: format!("too many attempts; retry in {} s", retry_after.as_secs().max(1)),
+                        message: format!(
+                            "too many attempts; retry in {} s",
+                            retry_after.as_secs().max(1)
+                        ),
                         field: None,
                     }),
                 )
@@ -66,16 +89,36 @@ impl IntoResponse for ApiError {
                 let id = uuid_like();
                 tracing::error!(error = %e, error_id = %id, "internal error");
                 let busy = matches!(&e, Error::Store(s) if s.is_retryable());
-                let status = if busy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
-                (status, "internal".into(), format!("internal error (reference {id})"), None)
+                let status = if busy {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                (
+                    status,
+                    "internal".into(),
+                    format!("internal error (reference {id})"),
+                    None,
+                )
             }
         };
-        (status, axum::Json(ErrorBody { code, message, field })).into_response()
+        (
+            status,
+            axum::Json(ErrorBody {
+                code,
+                message,
+                field,
+            }),
+        )
+            .into_response()
     }
 }
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{:x}", n & 0xffff_ffff_ffff)
 }

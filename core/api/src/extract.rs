@@ -16,7 +16,8 @@ pub const SESSION_COOKIE: &str = "fd_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// A JSON body. Wrong types, unknown or missing fields are answered with 422 naming the JSON
-/// pointer of the problem; non-JSON with 415; oversized bodies with 413 (by the body limit).
+/// pointer of the problem (a non-JSON content type names `content-type`); oversized bodies get
+/// 413.
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
@@ -27,13 +28,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim() == "application/json"));
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim() == "application/json")
+            });
         if !is_json {
-            return Err(ApiError::invalid("content-type", "expected application/json"));
+            return Err(ApiError::invalid(
+                "content-type",
+                "expected application/json",
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError(Error::TooLarge { what: "request body", limit: crate::JSON_LIMIT as u64 })
+                ApiError(Error::TooLarge {
+                    what: "request body",
+                    limit: crate::JSON_LIMIT as u64,
+                })
             } else {
                 ApiError::invalid("body", e.body_text())
             }
@@ -46,7 +57,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let pointer = if path == "." { String::from("/") } else { format!("/{}", path.replace('.', "/")) };
+        let pointer = if path == "." {
+            String::from("/")
+        } else {
+            format!("/{}", path.replace('.', "/"))
+        };
         let msg = e.inner().to_string();
         // serde_json appends " at line L column C"; keep it, it helps with hand-written JSON.
         ApiError::invalid(pointer, msg)
@@ -59,7 +74,10 @@ pub struct Auth(pub Principal);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if let Some(bearer) = bearer(parts) {
             return Ok(Auth(state.desk.authenticate_token(bearer).await?));
         }
@@ -70,9 +88,15 @@ impl FromRequestParts<AppState> for Auth {
             let ferrydesk_desk::auth::Via::Session { csrf, .. } = &p.via else {
                 return Err(ApiError(Error::Unauthenticated));
             };
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
             if !constant_time_eq(sent.as_bytes(), csrf.as_bytes()) {
-                return Err(ApiError(Error::forbidden("missing or wrong CSRF token (send the x-csrf-token header)")));
+                return Err(ApiError(Error::forbidden(
+                    "missing or wrong CSRF token (send the x-csrf-token header)",
+                )));
             }
         }
         Ok(Auth(p))
@@ -80,14 +104,26 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    parts
+        .headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
-        let (k, v) = kv.trim().split_once('=')?;
-        (k == name).then(|| v.to_owned())
-    })
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

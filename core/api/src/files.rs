@@ -13,14 +13,22 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Auth;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/files", post(upload)).route("/files/{id}", get(download))
+    Router::new()
+        .route("/files", post(upload))
+        .route("/files/{id}", get(download))
 }
 
 /// Reads the multipart field `file`: `(filename, content type, bytes)`.
-pub(crate) async fn read_file_field(mut mp: Multipart, limit: u64) -> ApiResult<(String, String, Vec<u8>)> {
+pub(crate) async fn read_file_field(
+    mut mp: Multipart,
+    limit: u64,
+) -> ApiResult<(String, String, Vec<u8>)> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError(ferrydesk_desk::Error::TooLarge { what: "file", limit })
+            ApiError(ferrydesk_desk::Error::TooLarge {
+                what: "file",
+                limit,
+            })
         } else {
             ApiError::invalid("file", e.body_text())
         }
@@ -30,26 +38,43 @@ pub(crate) async fn read_file_field(mut mp: Multipart, limit: u64) -> ApiResult<
             continue;
         }
         let name = field.file_name().unwrap_or("file").to_owned();
-        let ct = field.content_type().unwrap_or("application/octet-stream").to_owned();
+        let ct = field
+            .content_type()
+            .unwrap_or("application/octet-stream")
+            .to_owned();
         let bytes = field.bytes().await.map_err(bad)?;
         return Ok((name, ct, bytes.to_vec()));
     }
-    Err(ApiError::invalid("file", "multipart field `file` is missing"))
+    Err(ApiError::invalid(
+        "file",
+        "multipart field `file` is missing",
+    ))
 }
 
 /// Uploads a file (multipart field `file`) to attach to a reply. Size and content-type are
 /// checked against the bytes.
 #[utoipa::path(post, path = "/api/v1/files", tag = "files", request_body(content_type = "multipart/form-data", content = String),
     responses((status = 201, body = Attachment), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn upload(State(s): State<AppState>, Auth(p): Auth, mp: Multipart) -> ApiResult<(StatusCode, Out<Attachment>)> {
+async fn upload(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    mp: Multipart,
+) -> ApiResult<(StatusCode, Out<Attachment>)> {
     let (name, ct, bytes) = read_file_field(mp, s.desk.options().max_file_bytes).await?;
-    let a = s.desk.upload(Uploader::User(p.id()), &name, &ct, bytes).await?;
+    let a = s
+        .desk
+        .upload(Uploader::User(p.id()), &name, &ct, bytes)
+        .await?;
     Ok((StatusCode::CREATED, Out(a)))
 }
 
 /// Downloads a file of a chat the caller may read.
 #[utoipa::path(get, path = "/api/v1/files/{id}", tag = "files", responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)))]
-async fn download(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Response> {
+async fn download(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let (a, bytes) = s.desk.download(&p, &FileId(id)).await?;
     Ok(file_response(&a, bytes))
 }
@@ -59,7 +84,14 @@ pub(crate) fn file_response(a: &Attachment, bytes: Vec<u8>) -> Response {
     let disp = format!(
         "{}; filename*=UTF-8''{}",
         if inline { "inline" } else { "attachment" },
-        a.filename.bytes().map(|b| if b.is_ascii_alphanumeric() || b"._-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>()
+        a.filename
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            })
+            .collect::<String>()
     );
     let mut r = bytes.into_response();
     let h = r.headers_mut();
@@ -69,8 +101,17 @@ pub(crate) fn file_response(a: &Attachment, bytes: Vec<u8>) -> Response {
     if let Ok(v) = HeaderValue::from_str(&disp) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
     r
 }

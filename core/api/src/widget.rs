@@ -2,8 +2,8 @@
 //! `/widget/v1` (CORS-open, authenticated by the visitor token, never by cookies) and a demo
 //! page.
 
-use axum::extract::{FromRequestParts, Multipart, Path, State, WebSocketUpgrade};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
+use axum::extract::{FromRequestParts, Multipart, Path, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -27,20 +27,39 @@ const WIDGET_JS: &str = include_str!("../assets/widget.js");
 const DEMO_HTML: &str = include_str!("../assets/demo.html");
 
 pub fn router(file_limit: usize) -> Router<AppState> {
-    let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any);
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any);
     let api = Router::new()
         .route("/sessions", post(session))
         .route("/messages", get(transcript).post(send))
-        .route("/files", post(upload).layer(axum::extract::DefaultBodyLimit::max(file_limit)))
+        .route(
+            "/files",
+            post(upload).layer(axum::extract::DefaultBodyLimit::max(file_limit)),
+        )
         .route("/files/{id}", get(download))
         .route("/ws", get(ws))
         .layer(axum::extract::DefaultBodyLimit::max(crate::JSON_LIMIT))
         .layer(cors);
-    Router::new().route("/widget.js", get(script)).route("/widget/demo", get(demo)).nest("/widget/v1", api)
+    Router::new()
+        .route("/widget.js", get(script))
+        .route("/widget/demo", get(demo))
+        .nest("/widget/v1", api)
 }
 
 async fn script() -> Response {
-    ([(header::CONTENT_TYPE, "application/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")], WIDGET_JS).into_response()
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        WIDGET_JS,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -53,7 +72,12 @@ async fn demo(State(s): State<AppState>, Query(q): Query<DemoQuery>) -> ApiResul
     let key = match q.key {
         Some(k) => k,
         None => {
-            let mut conn = s.desk.store().read().await.map_err(|e| ApiError(e.into()))?;
+            let mut conn = s
+                .desk
+                .store()
+                .read()
+                .await
+                .map_err(|e| ApiError(e.into()))?;
             ferrydesk_store::directory::list_channels(&mut conn)
                 .await
                 .map_err(|e| ApiError(e.into()))?
@@ -62,7 +86,10 @@ async fn demo(State(s): State<AppState>, Query(q): Query<DemoQuery>) -> ApiResul
                 .ok_or_else(|| ApiError(ferrydesk_desk::Error::not_found("widget channel")))?
         }
     };
-    let key: String = key.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let key: String = key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
     Ok(Html(DEMO_HTML.replace("{{KEY}}", &key)))
 }
 
@@ -73,8 +100,15 @@ pub struct VisitorAuth(pub Visitor);
 impl FromRequestParts<AppState> for VisitorAuth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Self::Rejection> {
-        let from_query = parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned));
-        let token = bearer(parts).map(str::to_owned).or(from_query).ok_or(ApiError(ferrydesk_desk::Error::Unauthenticated))?;
+        let from_query = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .map(str::to_owned)
+        });
+        let token = bearer(parts)
+            .map(str::to_owned)
+            .or(from_query)
+            .ok_or(ApiError(ferrydesk_desk::Error::Unauthenticated))?;
         Ok(VisitorAuth(s.desk.authenticate_visitor(&token).await?))
     }
 }
@@ -90,13 +124,22 @@ pub struct SessionRequest {
 
 /// Starts a visitor session; the widget keeps the token in localStorage.
 #[utoipa::path(post, path = "/widget/v1/sessions", tag = "widget", request_body = SessionRequest, responses((status = 201, body = VisitorSession), (status = 404, body = ErrorBody)))]
-async fn session(State(s): State<AppState>, Json(r): Json<SessionRequest>) -> ApiResult<(StatusCode, Out<VisitorSession>)> {
-    Ok((StatusCode::CREATED, Out(s.desk.visitor_session(&r.key, r.name.as_deref()).await?)))
+async fn session(
+    State(s): State<AppState>,
+    Json(r): Json<SessionRequest>,
+) -> ApiResult<(StatusCode, Out<VisitorSession>)> {
+    Ok((
+        StatusCode::CREATED,
+        Out(s.desk.visitor_session(&r.key, r.name.as_deref()).await?),
+    ))
 }
 
 /// The visitor's conversation so far.
 #[utoipa::path(get, path = "/widget/v1/messages", tag = "widget", responses((status = 200, body = Vec<ferrydesk_domain::Message>)))]
-async fn transcript(State(s): State<AppState>, VisitorAuth(v): VisitorAuth) -> ApiResult<Out<Vec<ferrydesk_domain::Message>>> {
+async fn transcript(
+    State(s): State<AppState>,
+    VisitorAuth(v): VisitorAuth,
+) -> ApiResult<Out<Vec<ferrydesk_domain::Message>>> {
     Ok(Out(s.desk.visitor_transcript(&v).await?))
 }
 
@@ -114,27 +157,59 @@ pub struct VisitorMessage {
 
 /// Sends a visitor message.
 #[utoipa::path(post, path = "/widget/v1/messages", tag = "widget", request_body = VisitorMessage, responses((status = 201, body = IngestOutcome)))]
-async fn send(State(s): State<AppState>, VisitorAuth(v): VisitorAuth, Json(m): Json<VisitorMessage>) -> ApiResult<(StatusCode, Out<IngestOutcome>)> {
-    let out = s.desk.visitor_send(&v, &m.text, m.client_id.as_deref(), m.files).await?;
-    Ok((if out.duplicate { StatusCode::OK } else { StatusCode::CREATED }, Out(out)))
+async fn send(
+    State(s): State<AppState>,
+    VisitorAuth(v): VisitorAuth,
+    Json(m): Json<VisitorMessage>,
+) -> ApiResult<(StatusCode, Out<IngestOutcome>)> {
+    let out = s
+        .desk
+        .visitor_send(&v, &m.text, m.client_id.as_deref(), m.files)
+        .await?;
+    Ok((
+        if out.duplicate {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        Out(out),
+    ))
 }
 
 /// Uploads a visitor file (multipart field `file`).
 #[utoipa::path(post, path = "/widget/v1/files", tag = "widget", request_body(content_type = "multipart/form-data", content = String), responses((status = 201, body = Attachment)))]
-async fn upload(State(s): State<AppState>, VisitorAuth(v): VisitorAuth, mp: Multipart) -> ApiResult<(StatusCode, Out<Attachment>)> {
+async fn upload(
+    State(s): State<AppState>,
+    VisitorAuth(v): VisitorAuth,
+    mp: Multipart,
+) -> ApiResult<(StatusCode, Out<Attachment>)> {
     let (name, ct, bytes) = read_file_field(mp, s.desk.options().max_file_bytes).await?;
-    Ok((StatusCode::CREATED, Out(s.desk.upload(Uploader::Visitor(&v.identity.id), &name, &ct, bytes).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Out(s
+            .desk
+            .upload(Uploader::Visitor(&v.identity.id), &name, &ct, bytes)
+            .await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/widget/v1/files/{id}", tag = "widget", responses((status = 200, body = Vec<u8>)))]
-async fn download(State(s): State<AppState>, VisitorAuth(v): VisitorAuth, Path(id): Path<String>) -> ApiResult<Response> {
+async fn download(
+    State(s): State<AppState>,
+    VisitorAuth(v): VisitorAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let (a, bytes) = s.desk.visitor_download(&v, &FileId(id)).await?;
     Ok(file_response(&a, bytes))
 }
 
 /// The visitor's live socket: operator replies and chat completion.
 #[utoipa::path(get, path = "/widget/v1/ws", tag = "widget", responses((status = 101)))]
-async fn ws(State(s): State<AppState>, VisitorAuth(v): VisitorAuth, up: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(s): State<AppState>,
+    VisitorAuth(v): VisitorAuth,
+    up: WebSocketUpgrade,
+) -> Response {
     up.on_upgrade(move |socket| serve(s, v, socket))
 }
 

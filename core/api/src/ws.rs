@@ -25,15 +25,25 @@ pub fn router() -> Router<AppState> {
 
 /// Upgrades to the event socket. Messages are JSON objects with a `type` (see `EventBody`).
 #[utoipa::path(get, path = "/api/v1/ws", tag = "events", responses((status = 101, description = "WebSocket of events")))]
-async fn upgrade(State(s): State<AppState>, Auth(p): Auth, headers: HeaderMap, ws: WebSocketUpgrade) -> ApiResult<Response> {
+async fn upgrade(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
     // Browsers send cookies on cross-site WebSocket handshakes: refuse foreign origins.
     if let ferrydesk_desk::auth::Via::Session { .. } = p.via
         && let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
     {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let origin_host = origin.split("://").nth(1).unwrap_or_default();
         if origin_host != host {
-            return Err(ApiError(ferrydesk_desk::Error::forbidden("cross-origin WebSocket refused")));
+            return Err(ApiError(ferrydesk_desk::Error::forbidden(
+                "cross-origin WebSocket refused",
+            )));
         }
     }
     Ok(ws.on_upgrade(move |socket| serve(s, p, socket)))
@@ -45,7 +55,11 @@ async fn serve(s: AppState, p: Principal, mut socket: WebSocket) {
     let hello = serde_json::json!({ "type": "hello", "user_id": p.id(), "status": p.user.status });
     let mut recheck = tokio::time::interval(Duration::from_secs(30));
     recheck.tick().await;
-    if socket.send(Message::Text(hello.to_string().into())).await.is_ok() {
+    if socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_ok()
+    {
         loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
@@ -78,8 +92,18 @@ async fn serve(s: AppState, p: Principal, mut socket: WebSocket) {
 async fn still_valid(s: &AppState, p: &Principal) -> bool {
     match &p.via {
         ferrydesk_desk::auth::Via::Session { token_hash, .. } => {
-            let Ok(mut conn) = s.desk.store().read().await else { return true };
-            matches!(ferrydesk_store::security::session_user(&mut conn, token_hash, ferrydesk_domain::Ts::now()).await, Ok(Some(_)))
+            let Ok(mut conn) = s.desk.store().read().await else {
+                return true;
+            };
+            matches!(
+                ferrydesk_store::security::session_user(
+                    &mut conn,
+                    token_hash,
+                    ferrydesk_domain::Ts::now()
+                )
+                .await,
+                Ok(Some(_))
+            )
         }
         ferrydesk_desk::auth::Via::Token => true,
     }

@@ -40,7 +40,9 @@ pub struct UserPatchInput {
     pub password: Option<String>,
 }
 
-fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -129,7 +131,10 @@ pub struct ContactInput {
 fn check_len(field: &str, v: &str, min: usize, max: usize) -> Result<()> {
     let n = v.trim().chars().count();
     if n < min || n > max {
-        return Err(Error::invalid(field, format!("must be {min} to {max} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be {min} to {max} characters"),
+        ));
     }
     Ok(())
 }
@@ -149,15 +154,24 @@ impl Desk {
             p.require(Role::Admin)?;
         }
         check_len("username", &u.username, 2, 64)?;
-        if !u.username.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)) {
-            return Err(Error::invalid("username", "letters, digits and . _ - @ only"));
+        if !u
+            .username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+        {
+            return Err(Error::invalid(
+                "username",
+                "letters, digits and . _ - @ only",
+            ));
         }
         check_len("display_name", &u.display_name, 1, 200)?;
         check_limit(u.chat_limit)?;
         let hash = {
             let desk = self.clone();
             let pw = u.password.clone();
-            tokio::task::spawn_blocking(move || desk.hash_password(&pw)).await.map_err(|e| Error::Internal(e.to_string()))??
+            tokio::task::spawn_blocking(move || desk.hash_password(&pw))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??
         };
         let id = UserId::generate();
         let mut tx = self.store().begin().await?;
@@ -177,10 +191,17 @@ impl Desk {
         )
         .await;
         match res {
-            Err(e) if e.is_unique_violation() => return Err(Error::Conflict { code: "username_taken", message: "the username is taken".into() }),
+            Err(e) if e.is_unique_violation() => {
+                return Err(Error::Conflict {
+                    code: "username_taken",
+                    message: "the username is taken".into(),
+                });
+            }
             r => r?,
         }
-        let user = directory::get_user(&mut tx, &id).await?.ok_or(Error::not_found("user"))?;
+        let user = directory::get_user(&mut tx, &id)
+            .await?
+            .ok_or(Error::not_found("user"))?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         Ok(user)
     }
@@ -196,12 +217,20 @@ impl Desk {
             p.require(Role::Supervisor)?;
         }
         let mut conn = self.store().read().await?;
-        directory::get_user(&mut conn, id).await?.ok_or(Error::not_found("user"))
+        directory::get_user(&mut conn, id)
+            .await?
+            .ok_or(Error::not_found("user"))
     }
 
     /// Admins change anything; users change their own name, locale and password.
-    pub async fn update_user(&self, p: &Principal, id: &UserId, patch: UserPatchInput) -> Result<User> {
-        let own_only = patch.role.is_none() && patch.chat_limit.is_none() && patch.disabled.is_none();
+    pub async fn update_user(
+        &self,
+        p: &Principal,
+        id: &UserId,
+        patch: UserPatchInput,
+    ) -> Result<User> {
+        let own_only =
+            patch.role.is_none() && patch.chat_limit.is_none() && patch.disabled.is_none();
         if id != p.id() || !own_only {
             p.require(Role::Admin)?;
         }
@@ -218,7 +247,11 @@ impl Desk {
             Some(pw) => {
                 let desk = self.clone();
                 let pw = pw.clone();
-                Some(tokio::task::spawn_blocking(move || desk.hash_password(&pw)).await.map_err(|e| Error::Internal(e.to_string()))??)
+                Some(
+                    tokio::task::spawn_blocking(move || desk.hash_password(&pw))
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))??,
+                )
             }
             None => None,
         };
@@ -245,9 +278,19 @@ impl Desk {
         }
         let mut events = Vec::new();
         if patch.disabled == Some(true) {
-            self.set_status_in(&mut tx, id, OperatorStatus::Inactive, StatusReason::Admin, Some(p.id()), &mut events).await?;
+            self.set_status_in(
+                &mut tx,
+                id,
+                OperatorStatus::Inactive,
+                StatusReason::Admin,
+                Some(p.id()),
+                &mut events,
+            )
+            .await?;
         }
-        let user = directory::get_user(&mut tx, id).await?.ok_or(Error::not_found("user"))?;
+        let user = directory::get_user(&mut tx, id)
+            .await?
+            .ok_or(Error::not_found("user"))?;
         self.commit(tx, events).await?;
         Ok(user)
     }
@@ -255,22 +298,35 @@ impl Desk {
     fn validate_queue(q: &QueueInput) -> Result<()> {
         check_len("name", &q.name, 1, 200)?;
         if !(1..=86_400).contains(&q.accept_timeout_secs) {
-            return Err(Error::invalid("accept_timeout_secs", "must be between 1 and 86400"));
+            return Err(Error::invalid(
+                "accept_timeout_secs",
+                "must be between 1 and 86400",
+            ));
         }
         if let Some(m) = q.completion_timeout_mins
             && !(1..=43_200).contains(&m)
         {
-            return Err(Error::invalid("completion_timeout_mins", "must be between 1 and 43200, or null for never"));
+            return Err(Error::invalid(
+                "completion_timeout_mins",
+                "must be between 1 and 43200, or null for never",
+            ));
         }
         Ok(())
     }
 
-    pub async fn save_queue(&self, p: &Principal, id: Option<&QueueId>, input: QueueInput) -> Result<Queue> {
+    pub async fn save_queue(
+        &self,
+        p: &Principal,
+        id: Option<&QueueId>,
+        input: QueueInput,
+    ) -> Result<Queue> {
         p.require(Role::Admin)?;
         Self::validate_queue(&input)?;
         let mut tx = self.store().begin().await?;
         for (i, m) in input.members.iter().enumerate() {
-            directory::get_user(&mut tx, m).await?.ok_or_else(|| Error::invalid(format!("members/{i}"), "no such user"))?;
+            directory::get_user(&mut tx, m)
+                .await?
+                .ok_or_else(|| Error::invalid(format!("members/{i}"), "no such user"))?;
         }
         let mut q = Queue {
             id: id.cloned().unwrap_or_else(QueueId::generate),
@@ -284,11 +340,18 @@ impl Desk {
         q.members.sort();
         q.members.dedup();
         let res = match id {
-            Some(_) => directory::update_queue(&mut tx, &q).await.map(|found| found.then_some(())),
+            Some(_) => directory::update_queue(&mut tx, &q)
+                .await
+                .map(|found| found.then_some(())),
             None => directory::insert_queue(&mut tx, &q).await.map(Some),
         };
         match res {
-            Err(e) if e.is_unique_violation() => return Err(Error::Conflict { code: "name_taken", message: "a queue with this name exists".into() }),
+            Err(e) if e.is_unique_violation() => {
+                return Err(Error::Conflict {
+                    code: "name_taken",
+                    message: "a queue with this name exists".into(),
+                });
+            }
             Ok(None) => return Err(Error::not_found("queue")),
             r => r?,
         };
@@ -297,7 +360,9 @@ impl Desk {
         for m in &q.members {
             self.drain_for(&mut tx, m, &mut events).await?;
         }
-        let q = directory::get_queue(&mut tx, &q.id).await?.ok_or(Error::not_found("queue"))?;
+        let q = directory::get_queue(&mut tx, &q.id)
+            .await?
+            .ok_or(Error::not_found("queue"))?;
         self.commit(tx, events).await?;
         Ok(q)
     }
@@ -311,12 +376,28 @@ impl Desk {
         p.require(Role::Admin)?;
         let mut tx = self.store().begin().await?;
         let in_use: i64 = {
-            let (_, n) = chat_store::list_chats(&mut tx, &chat_store::ChatFilter { queue: Some(id.clone()), limit: 1, ..Default::default() }, Ts::now()).await?;
+            let (_, n) = chat_store::list_chats(
+                &mut tx,
+                &chat_store::ChatFilter {
+                    queue: Some(id.clone()),
+                    limit: 1,
+                    ..Default::default()
+                },
+                Ts::now(),
+            )
+            .await?;
             n
         };
-        let channels = directory::list_channels(&mut tx).await?.into_iter().filter(|c| &c.queue_id == id).count();
+        let channels = directory::list_channels(&mut tx)
+            .await?
+            .into_iter()
+            .filter(|c| &c.queue_id == id)
+            .count();
         if in_use > 0 || channels > 0 {
-            return Err(Error::conflict("queue_in_use", "the queue has chats or channels; move them first"));
+            return Err(Error::conflict(
+                "queue_in_use",
+                "the queue has chats or channels; move them first",
+            ));
         }
         if !directory::delete_queue(&mut tx, id).await? {
             return Err(Error::not_found("queue"));
@@ -325,13 +406,21 @@ impl Desk {
         Ok(())
     }
 
-    pub async fn create_channel(&self, p: &Principal, input: ChannelInput) -> Result<CreatedChannel> {
+    pub async fn create_channel(
+        &self,
+        p: &Principal,
+        input: ChannelInput,
+    ) -> Result<CreatedChannel> {
         p.require(Role::Admin)?;
         check_len("name", &input.name, 1, 200)?;
         if !input.settings.is_object() && !input.settings.is_null() {
             return Err(Error::invalid("settings", "must be an object"));
         }
-        let settings = if input.settings.is_null() { serde_json::json!({}) } else { input.settings.clone() };
+        let settings = if input.settings.is_null() {
+            serde_json::json!({})
+        } else {
+            input.settings.clone()
+        };
         let id = ChannelId::generate();
         let (public_key, token, token_hash) = match input.kind {
             ChannelKind::Widget => (Some(new_secret("fdw_").0[..24].to_owned()), None, None),
@@ -339,10 +428,17 @@ impl Desk {
                 let (t, h) = new_secret("fdc_");
                 (None, Some(t), Some(h))
             }
-            ChannelKind::Plugin => return Err(Error::invalid("kind", "plugin channels are created by installing a connector plugin")),
+            ChannelKind::Plugin => {
+                return Err(Error::invalid(
+                    "kind",
+                    "plugin channels are created by installing a connector plugin",
+                ));
+            }
         };
         let mut tx = self.store().begin().await?;
-        directory::get_queue(&mut tx, &input.queue_id).await?.ok_or_else(|| Error::invalid("queue_id", "no such queue"))?;
+        directory::get_queue(&mut tx, &input.queue_id)
+            .await?
+            .ok_or_else(|| Error::invalid("queue_id", "no such queue"))?;
         directory::insert_channel(
             &mut tx,
             directory::NewChannel {
@@ -358,28 +454,67 @@ impl Desk {
         )
         .await?;
         if !input.active {
-            directory::update_channel(&mut tx, &id, input.name.trim(), &input.queue_id, false, &settings).await?;
+            directory::update_channel(
+                &mut tx,
+                &id,
+                input.name.trim(),
+                &input.queue_id,
+                false,
+                &settings,
+            )
+            .await?;
         }
-        let channel = directory::get_channel(&mut tx, &id).await?.ok_or(Error::not_found("channel"))?;
+        let channel = directory::get_channel(&mut tx, &id)
+            .await?
+            .ok_or(Error::not_found("channel"))?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-        Ok(CreatedChannel { channel, api_token: token })
+        Ok(CreatedChannel {
+            channel,
+            api_token: token,
+        })
     }
 
-    pub async fn update_channel(&self, p: &Principal, id: &ChannelId, input: ChannelInput) -> Result<Channel> {
+    pub async fn update_channel(
+        &self,
+        p: &Principal,
+        id: &ChannelId,
+        input: ChannelInput,
+    ) -> Result<Channel> {
         p.require(Role::Admin)?;
         check_len("name", &input.name, 1, 200)?;
-        let settings = if input.settings.is_null() { serde_json::json!({}) } else { input.settings.clone() };
+        let settings = if input.settings.is_null() {
+            serde_json::json!({})
+        } else {
+            input.settings.clone()
+        };
         if !settings.is_object() {
             return Err(Error::invalid("settings", "must be an object"));
         }
         let mut tx = self.store().begin().await?;
-        let cur = directory::get_channel(&mut tx, id).await?.ok_or(Error::not_found("channel"))?;
+        let cur = directory::get_channel(&mut tx, id)
+            .await?
+            .ok_or(Error::not_found("channel"))?;
         if cur.kind != input.kind {
-            return Err(Error::invalid("kind", "the kind of a channel cannot change"));
+            return Err(Error::invalid(
+                "kind",
+                "the kind of a channel cannot change",
+            ));
         }
-        directory::get_queue(&mut tx, &input.queue_id).await?.ok_or_else(|| Error::invalid("queue_id", "no such queue"))?;
-        directory::update_channel(&mut tx, id, input.name.trim(), &input.queue_id, input.active, &settings).await?;
-        let channel = directory::get_channel(&mut tx, id).await?.ok_or(Error::not_found("channel"))?;
+        directory::get_queue(&mut tx, &input.queue_id)
+            .await?
+            .ok_or_else(|| Error::invalid("queue_id", "no such queue"))?;
+        directory::update_channel(
+            &mut tx,
+            id,
+            input.name.trim(),
+            &input.queue_id,
+            input.active,
+            &settings,
+        )
+        .await?;
+        let channel = directory::get_channel(&mut tx, id)
+            .await?
+            .ok_or(Error::not_found("channel"))?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         Ok(channel)
     }
@@ -389,7 +524,9 @@ impl Desk {
         p.require(Role::Admin)?;
         let (t, h) = new_secret("fdc_");
         let mut tx = self.store().begin().await?;
-        let ch = directory::get_channel(&mut tx, id).await?.ok_or(Error::not_found("channel"))?;
+        let ch = directory::get_channel(&mut tx, id)
+            .await?
+            .ok_or(Error::not_found("channel"))?;
         if ch.kind != ChannelKind::Api {
             return Err(Error::invalid("kind", "only API channels have tokens"));
         }
@@ -405,26 +542,44 @@ impl Desk {
 
     pub async fn get_channel(&self, _p: &Principal, id: &ChannelId) -> Result<Channel> {
         let mut conn = self.store().read().await?;
-        directory::get_channel(&mut conn, id).await?.ok_or(Error::not_found("channel"))
+        directory::get_channel(&mut conn, id)
+            .await?
+            .ok_or(Error::not_found("channel"))
     }
 
     pub async fn settings(&self, _p: &Principal) -> Result<Settings> {
         let mut conn = self.store().read().await?;
-        Ok(Settings { simultaneous_chats: self.default_chat_limit(&mut conn).await? })
+        Ok(Settings {
+            simultaneous_chats: self.default_chat_limit(&mut conn).await?,
+        })
     }
 
     pub async fn update_settings(&self, p: &Principal, s: Settings) -> Result<Settings> {
         p.require(Role::Admin)?;
         if !(1..=100).contains(&s.simultaneous_chats) {
-            return Err(Error::invalid("simultaneous_chats", "must be between 1 and 100"));
+            return Err(Error::invalid(
+                "simultaneous_chats",
+                "must be between 1 and 100",
+            ));
         }
         let mut tx = self.store().begin().await?;
-        settings::set(&mut tx, setting::SIMULTANEOUS_CHATS, &serde_json::json!(s.simultaneous_chats)).await?;
+        settings::set(
+            &mut tx,
+            setting::SIMULTANEOUS_CHATS,
+            &serde_json::json!(s.simultaneous_chats),
+        )
+        .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         Ok(s)
     }
 
-    pub async fn search_contacts(&self, _p: &Principal, q: &str, limit: i64, offset: i64) -> Result<Vec<Contact>> {
+    pub async fn search_contacts(
+        &self,
+        _p: &Principal,
+        q: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Contact>> {
         let mut conn = self.store().read().await?;
         Ok(contacts::search_contacts(&mut conn, q, limit.clamp(1, 200), offset.max(0)).await?)
     }
@@ -432,20 +587,40 @@ impl Desk {
     /// A contact with the timeline of their chats (S24).
     pub async fn contact_view(&self, p: &Principal, id: &ContactId) -> Result<ContactView> {
         let mut conn = self.store().read().await?;
-        let contact = contacts::get_contact(&mut conn, id).await?.ok_or(Error::not_found("contact"))?;
-        let (chats, _) = chat_store::list_chats(&mut conn, &chat_store::ChatFilter { contact: Some(id.clone()), limit: 500, ..Default::default() }, Ts::now()).await?;
+        let contact = contacts::get_contact(&mut conn, id)
+            .await?
+            .ok_or(Error::not_found("contact"))?;
+        let (chats, _) = chat_store::list_chats(
+            &mut conn,
+            &chat_store::ChatFilter {
+                contact: Some(id.clone()),
+                limit: 500,
+                ..Default::default()
+            },
+            Ts::now(),
+        )
+        .await?;
         let mut timeline = Vec::with_capacity(chats.len());
         for mut c in chats {
             // The visibility rule (S10): others' unfinished chats show without their content.
-            if !p.role().sees_all_chats() && self.readable_chat(&mut conn, p, &c.id).await.is_err() {
+            if !p.role().sees_all_chats() && self.readable_chat(&mut conn, p, &c.id).await.is_err()
+            {
                 c.preview = None;
             }
-            timeline.push(TimelineEntry::Chat { at: c.started_at, chat: c });
+            timeline.push(TimelineEntry::Chat {
+                at: c.started_at,
+                chat: c,
+            });
         }
         Ok(ContactView { contact, timeline })
     }
 
-    pub async fn update_contact(&self, _p: &Principal, id: &ContactId, input: ContactInput) -> Result<Contact> {
+    pub async fn update_contact(
+        &self,
+        _p: &Principal,
+        id: &ContactId,
+        input: ContactInput,
+    ) -> Result<Contact> {
         check_len("name", &input.name, 1, 200)?;
         if let Some(e) = &input.email
             && !e.is_empty()
@@ -454,13 +629,17 @@ impl Desk {
             return Err(Error::invalid("email", "is not an email address"));
         }
         let mut tx = self.store().begin().await?;
-        let mut c = contacts::get_contact(&mut tx, id).await?.ok_or(Error::not_found("contact"))?;
+        let mut c = contacts::get_contact(&mut tx, id)
+            .await?
+            .ok_or(Error::not_found("contact"))?;
         c.name = input.name.trim().to_owned();
         c.photo_url = input.photo_url.filter(|s| !s.is_empty());
         c.email = input.email.filter(|s| !s.is_empty());
         c.phone = input.phone.filter(|s| !s.is_empty());
         contacts::update_contact(&mut tx, &c, Ts::now()).await?;
-        let c = contacts::get_contact(&mut tx, id).await?.ok_or(Error::not_found("contact"))?;
+        let c = contacts::get_contact(&mut tx, id)
+            .await?
+            .ok_or(Error::not_found("contact"))?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         Ok(c)
     }

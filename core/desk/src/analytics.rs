@@ -59,17 +59,36 @@ fn stats(mut v: Vec<f64>) -> (Option<f64>, Option<f64>) {
 
 fn totals(key: String, rows: &[&ChatFacts]) -> Totals {
     let secs = |a: i64, b: i64| (b - a).max(0) as f64 / 1000.0;
-    let (wait_avg, wait_p90) = stats(rows.iter().filter_map(|r| r.accepted_at.map(|a| secs(r.queued_at, a))).collect());
-    let (fr_avg, fr_p90) =
-        stats(rows.iter().filter_map(|r| Some(secs(r.accepted_at.unwrap_or(r.started_at), r.first_reply_at?))).collect());
-    let (h_avg, _) = stats(rows.iter().filter_map(|r| Some(secs(r.accepted_at?, r.ended_at?))).collect());
+    let (wait_avg, wait_p90) = stats(
+        rows.iter()
+            .filter_map(|r| r.accepted_at.map(|a| secs(r.queued_at, a)))
+            .collect(),
+    );
+    let (fr_avg, fr_p90) = stats(
+        rows.iter()
+            .filter_map(|r| {
+                Some(secs(
+                    r.accepted_at.unwrap_or(r.started_at),
+                    r.first_reply_at?,
+                ))
+            })
+            .collect(),
+    );
+    let (h_avg, _) = stats(
+        rows.iter()
+            .filter_map(|r| Some(secs(r.accepted_at?, r.ended_at?)))
+            .collect(),
+    );
     Totals {
         key,
         chats: rows.len() as i64,
         new: rows.iter().filter(|r| r.status == "new").count() as i64,
         in_progress: rows.iter().filter(|r| r.status == "in_progress").count() as i64,
         completed: rows.iter().filter(|r| r.status == "completed").count() as i64,
-        auto_finished: rows.iter().filter(|r| r.close_reason.as_deref() == Some("auto_finish")).count() as i64,
+        auto_finished: rows
+            .iter()
+            .filter(|r| r.close_reason.as_deref() == Some("auto_finish"))
+            .count() as i64,
         missed: rows.iter().map(|r| r.missed_count).sum(),
         wait_avg_secs: wait_avg,
         wait_p90_secs: wait_p90,
@@ -81,7 +100,13 @@ fn totals(key: String, rows: &[&ChatFacts]) -> Totals {
 
 impl Desk {
     /// Totals of chats started in `[from, to)` (supervisors and admins).
-    pub async fn totals(&self, p: &Principal, from: Ts, to: Ts, group_by: GroupBy) -> Result<TotalsReport> {
+    pub async fn totals(
+        &self,
+        p: &Principal,
+        from: Ts,
+        to: Ts,
+        group_by: GroupBy,
+    ) -> Result<TotalsReport> {
         p.require(Role::Supervisor)?;
         if to <= from {
             return Err(Error::invalid("to", "must be after from"));
@@ -119,8 +144,21 @@ impl Desk {
         let mut w = csv::Writer::from_writer(Vec::new());
         let err = |e: csv::Error| Error::Internal(e.to_string());
         w.write_record([
-            "id", "status", "contact", "channel_id", "queue_id", "responsible_id", "parent_id", "started_at", "accepted_at",
-            "first_reply_at", "ended_at", "duration_secs", "close_reason", "unread_count", "missed_count",
+            "id",
+            "status",
+            "contact",
+            "channel_id",
+            "queue_id",
+            "responsible_id",
+            "parent_id",
+            "started_at",
+            "accepted_at",
+            "first_reply_at",
+            "ended_at",
+            "duration_secs",
+            "close_reason",
+            "unread_count",
+            "missed_count",
         ])
         .map_err(err)?;
         let t = |v: Option<Ts>| v.map(|t| t.to_rfc3339()).unwrap_or_default();
@@ -144,6 +182,7 @@ impl Desk {
             ])
             .map_err(err)?;
         }
-        String::from_utf8(w.into_inner().map_err(|e| Error::Internal(e.to_string()))?).map_err(|e| Error::Internal(e.to_string()))
+        String::from_utf8(w.into_inner().map_err(|e| Error::Internal(e.to_string()))?)
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 }

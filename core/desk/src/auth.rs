@@ -94,7 +94,8 @@ impl Desk {
         let key = format!("user:{}", username.to_lowercase());
         let mut conn = self.store().read().await?;
         let (failures, last) =
-            security::login_failures(&mut conn, &key, Ts(now.0 - window.as_millis() as i64)).await?;
+            security::login_failures(&mut conn, &key, Ts(now.0 - window.as_millis() as i64))
+                .await?;
         if failures >= self.options().login_max_failures {
             let until = last.unwrap_or(now).0 + window.as_millis() as i64;
             return Err(Error::RateLimited {
@@ -109,7 +110,9 @@ impl Desk {
                 let pw = password.to_owned();
                 let a = self.argon2();
                 tokio::task::spawn_blocking(move || {
-                    PasswordHash::new(&hash).map(|h| a.verify_password(pw.as_bytes(), &h).is_ok()).unwrap_or(false)
+                    PasswordHash::new(&hash)
+                        .map(|h| a.verify_password(pw.as_bytes(), &h).is_ok())
+                        .unwrap_or(false)
                 })
                 .await
                 .unwrap_or(false)
@@ -133,9 +136,15 @@ impl Desk {
         let (session_token, token_hash) = new_secret("fds_");
         let (csrf_token, _) = new_secret("");
         let expires_at = Ts(now.0 + self.options().session_ttl.as_millis() as i64);
-        security::insert_session(&mut tx, &token_hash, &user.id, &csrf_token, now, expires_at).await?;
+        security::insert_session(&mut tx, &token_hash, &user.id, &csrf_token, now, expires_at)
+            .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-        Ok(LoginOk { session_token, csrf_token, user, expires_at })
+        Ok(LoginOk {
+            session_token,
+            csrf_token,
+            user,
+            expires_at,
+        })
     }
 
     /// Resolves a session cookie; slides its expiry when more than a minute old.
@@ -143,8 +152,9 @@ impl Desk {
         let now = Ts::now();
         let hash = hash_secret(token);
         let mut conn = self.store().read().await?;
-        let (user, csrf, expires) =
-            security::session_user(&mut conn, &hash, now).await?.ok_or(Error::Unauthenticated)?;
+        let (user, csrf, expires) = security::session_user(&mut conn, &hash, now)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
         drop(conn);
         let ttl = self.options().session_ttl.as_millis() as i64;
         if expires.0 - now.0 < ttl - 60_000 {
@@ -152,14 +162,25 @@ impl Desk {
             security::touch_session(&mut tx, &hash, now, Ts(now.0 + ttl)).await?;
             tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         }
-        Ok(Principal { user, via: crate::auth::Via::Session { token_hash: hash, csrf } })
+        Ok(Principal {
+            user,
+            via: crate::auth::Via::Session {
+                token_hash: hash,
+                csrf,
+            },
+        })
     }
 
     /// Resolves an API token.
     pub async fn authenticate_token(&self, token: &str) -> Result<Principal> {
         let mut conn = self.store().read().await?;
-        let user = security::api_token_user(&mut conn, &hash_secret(token)).await?.ok_or(Error::Unauthenticated)?;
-        Ok(Principal { user, via: Via::Token })
+        let user = security::api_token_user(&mut conn, &hash_secret(token))
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        Ok(Principal {
+            user,
+            via: Via::Token,
+        })
     }
 
     /// Ends the session; an operator with no other session becomes Inactive (S3).
@@ -169,15 +190,29 @@ impl Desk {
         };
         let mut tx = self.store().begin().await?;
         let mut events = Vec::new();
-        if let Some(user) = security::delete_session(&mut tx, token_hash).await? {
-            self.set_status_in(&mut tx, &user, OperatorStatus::Inactive, StatusReason::Logout, Some(&user), &mut events)
-                .await?;
+        if let Some(user) = security::delete_session(&mut tx, token_hash).await?
+            && security::live_sessions(&mut tx, &user, Ts::now()).await? == 0
+        {
+            self.set_status_in(
+                &mut tx,
+                &user,
+                OperatorStatus::Inactive,
+                StatusReason::Logout,
+                Some(&user),
+                &mut events,
+            )
+            .await?;
         }
         self.commit(tx, events).await
     }
 
     /// Creates an API token for `user` (admins for anyone, others for themselves).
-    pub async fn create_api_token(&self, p: &Principal, user: &UserId, name: &str) -> Result<(TokenId, String)> {
+    pub async fn create_api_token(
+        &self,
+        p: &Principal,
+        user: &UserId,
+        name: &str,
+    ) -> Result<(TokenId, String)> {
         if user != p.id() {
             p.require(Role::Admin)?;
         }
@@ -188,13 +223,19 @@ impl Desk {
         let (token, hash) = new_secret("fdt_");
         let id = TokenId::generate();
         let mut tx = self.store().begin().await?;
-        directory::get_user(&mut tx, user).await?.ok_or(Error::not_found("user"))?;
+        directory::get_user(&mut tx, user)
+            .await?
+            .ok_or(Error::not_found("user"))?;
         security::insert_api_token(&mut tx, &id, user, name, &hash, Ts::now()).await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         Ok((id, token))
     }
 
-    pub async fn list_api_tokens(&self, p: &Principal, user: &UserId) -> Result<Vec<(TokenId, String, Ts, bool)>> {
+    pub async fn list_api_tokens(
+        &self,
+        p: &Principal,
+        user: &UserId,
+    ) -> Result<Vec<(TokenId, String, Ts, bool)>> {
         if user != p.id() {
             p.require(Role::Admin)?;
         }

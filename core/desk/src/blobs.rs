@@ -45,7 +45,10 @@ impl BlobStore for LocalBlobStore {
             if tokio::fs::try_exists(&path).await? {
                 return Ok(sha);
             }
-            let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| self.root.clone());
+            let dir = path
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| self.root.clone());
             tokio::fs::create_dir_all(&dir).await?;
             let tmp = dir.join(format!(".{sha}.{}", uuid::Uuid::new_v4()));
             let write = async {
@@ -71,10 +74,21 @@ impl BlobStore for LocalBlobStore {
 
 /// Content types accepted from clients and operators.
 const ALLOWED: &[&str] = &[
-    "image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain", "text/csv",
-    "application/zip", "application/msword", "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "application/vnd.ms-excel", "audio/mpeg",
-    "audio/ogg", "video/mp4",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "text/plain",
+    "text/csv",
+    "application/zip",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.ms-excel",
+    "audio/mpeg",
+    "audio/ogg",
+    "video/mp4",
 ];
 
 /// Who uploads a file.
@@ -85,23 +99,45 @@ pub enum Uploader<'a> {
 
 /// Checks the bytes against the declared type and the allow-list; returns the type to store.
 pub fn check_content(declared: &str, bytes: &[u8]) -> Result<String> {
-    let declared = declared.split(';').next().unwrap_or_default().trim().to_lowercase();
+    let declared = declared
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_lowercase();
     if bytes.is_empty() {
         return Err(Error::invalid("file", "the file is empty"));
     }
     let detected = infer::get(bytes).map(|t| t.mime_type().to_owned());
     let effective = match detected {
         // OOXML documents are zip files: trust the declared subtype when the bytes are a zip.
-        Some(d) if d == "application/zip" && declared.starts_with("application/vnd.openxmlformats") => declared.clone(),
+        Some(d)
+            if d == "application/zip" && declared.starts_with("application/vnd.openxmlformats") =>
+        {
+            declared.clone()
+        }
         Some(d) => d,
-        None if declared.starts_with("text/") && std::str::from_utf8(bytes).is_ok() => declared.clone(),
-        None => return Err(Error::invalid("file", format!("cannot recognise the content as {declared}"))),
+        None if declared.starts_with("text/") && std::str::from_utf8(bytes).is_ok() => {
+            declared.clone()
+        }
+        None => {
+            return Err(Error::invalid(
+                "file",
+                format!("cannot recognise the content as {declared}"),
+            ));
+        }
     };
     if !ALLOWED.contains(&effective.as_str()) {
-        return Err(Error::invalid("file", format!("files of type {effective} are not accepted")));
+        return Err(Error::invalid(
+            "file",
+            format!("files of type {effective} are not accepted"),
+        ));
     }
     if !declared.is_empty() && declared != "application/octet-stream" && declared != effective {
-        return Err(Error::invalid("file", format!("the content is {effective}, not {declared} as declared")));
+        return Err(Error::invalid(
+            "file",
+            format!("the content is {effective}, not {declared} as declared"),
+        ));
     }
     Ok(effective)
 }
@@ -109,15 +145,28 @@ pub fn check_content(declared: &str, bytes: &[u8]) -> Result<String> {
 fn clean_filename(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let s: String = base.chars().filter(|c| !c.is_control()).take(200).collect();
-    if s.trim().is_empty() { "file".into() } else { s }
+    if s.trim().is_empty() {
+        "file".into()
+    } else {
+        s
+    }
 }
 
 impl Desk {
     /// Stores an uploaded file, not yet attached to any message.
-    pub async fn upload(&self, who: Uploader<'_>, filename: &str, content_type: &str, bytes: Vec<u8>) -> Result<Attachment> {
+    pub async fn upload(
+        &self,
+        who: Uploader<'_>,
+        filename: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Attachment> {
         let limit = self.options().max_file_bytes;
         if bytes.len() as u64 > limit {
-            return Err(Error::TooLarge { what: "file", limit });
+            return Err(Error::TooLarge {
+                what: "file",
+                limit,
+            });
         }
         let content_type = check_content(content_type, &bytes)?;
         let size = bytes.len() as i64;
@@ -131,21 +180,40 @@ impl Desk {
         };
         messages::insert_file(
             &mut tx,
-            messages::NewFile { id: &id, sha256: &sha, size, content_type: &content_type, filename: &filename, uploader_user: u, uploader_identity: v, now: Ts::now() },
+            messages::NewFile {
+                id: &id,
+                sha256: &sha,
+                size,
+                content_type: &content_type,
+                filename: &filename,
+                uploader_user: u,
+                uploader_identity: v,
+                now: Ts::now(),
+            },
         )
         .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-        Ok(Attachment { id, filename, content_type, size, sha256: sha })
+        Ok(Attachment {
+            id,
+            filename,
+            content_type,
+            size,
+            sha256: sha,
+        })
     }
 
     /// A file's bytes for a staff member: attached files follow the chat's visibility rule,
     /// unattached ones are readable by their uploader only.
     pub async fn download(&self, p: &Principal, id: &FileId) -> Result<(Attachment, Vec<u8>)> {
         let mut conn = self.store().read().await?;
-        let rec = messages::get_file(&mut conn, id).await?.ok_or(Error::not_found("file"))?;
+        let rec = messages::get_file(&mut conn, id)
+            .await?
+            .ok_or(Error::not_found("file"))?;
         match &rec.chat_id {
             Some(chat) => {
-                self.readable_chat(&mut conn, p, chat).await.map_err(|_| Error::not_found("file"))?;
+                self.readable_chat(&mut conn, p, chat)
+                    .await
+                    .map_err(|_| Error::not_found("file"))?;
             }
             None if rec.uploader_user.as_ref() == Some(p.id()) => {}
             None => return Err(Error::not_found("file")),

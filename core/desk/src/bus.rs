@@ -41,11 +41,18 @@ pub enum EventBody {
     /// A chat the receiver handles changed (preview, unread count, …).
     ChatUpdated { chat: Chat },
     /// The chat was completed.
-    ChatFinished { chat_id: ChatId, reason: CloseReason },
+    ChatFinished {
+        chat_id: ChatId,
+        reason: CloseReason,
+    },
     /// A message in a chat the receiver may read.
     MessageCreated { message: Message },
     /// The receiver's operator status changed.
-    StatusChanged { user_id: UserId, status: OperatorStatus, reason: StatusReason },
+    StatusChanged {
+        user_id: UserId,
+        status: OperatorStatus,
+        reason: StatusReason,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,10 +63,16 @@ pub struct Event {
 
 impl Event {
     pub fn to_users(users: Vec<UserId>, body: EventBody) -> Event {
-        Event { to: Audience::Users(users), body }
+        Event {
+            to: Audience::Users(users),
+            body,
+        }
     }
     pub fn to_user(user: &UserId, body: EventBody) -> Event {
-        Event { to: Audience::Users(vec![user.clone()]), body }
+        Event {
+            to: Audience::Users(vec![user.clone()]),
+            body,
+        }
     }
 }
 
@@ -100,10 +113,31 @@ pub(crate) const NOTIFY_CHANNEL: &str = "ferrydesk_events";
 /// PostgreSQL's NOTIFY payload limit is 8000 bytes.
 pub(crate) const NOTIFY_MAX: usize = 7900;
 
-/// Serialises an event for `NOTIFY`, shortening message bodies that would not fit; receivers
-/// can fetch the whole message by id.
-pub(crate) fn encode_envelope(node: &str, e: &Event) -> String {
-    let env = Envelope { node: node.to_owned(), event: e.clone() };
+/// Serialises an event for `NOTIFY` in payloads under the size limit: a large audience is split
+/// over several notifications, and a long message body is shortened (receivers can fetch the
+/// whole message by id).
+pub(crate) fn encode_envelopes(node: &str, e: &Event) -> Vec<String> {
+    let s = encode_envelope(node, e);
+    match &e.to {
+        Audience::Users(users) if s.len() > NOTIFY_MAX && users.len() > 1 => {
+            let (a, b) = users.split_at(users.len() / 2);
+            let part = |us: &[UserId]| Event {
+                to: Audience::Users(us.to_vec()),
+                body: e.body.clone(),
+            };
+            let mut out = encode_envelopes(node, &part(a));
+            out.extend(encode_envelopes(node, &part(b)));
+            out
+        }
+        _ => vec![s],
+    }
+}
+
+fn encode_envelope(node: &str, e: &Event) -> String {
+    let env = Envelope {
+        node: node.to_owned(),
+        event: e.clone(),
+    };
     let s = serde_json::to_string(&env).unwrap_or_default();
     if s.len() <= NOTIFY_MAX {
         return s;

@@ -59,8 +59,13 @@ impl Desk {
             return Err(Error::invalid("external_id", "must be 1 to 256 bytes"));
         }
         let (reply, rx) = oneshot::channel();
-        self.inner.ingest.send(Job { msg, reply }).await.map_err(|_| Error::Internal("ingestion stopped".into()))?;
-        rx.await.map_err(|_| Error::Internal("ingestion stopped".into()))?
+        self.inner
+            .ingest
+            .send(Job { msg, reply })
+            .await
+            .map_err(|_| Error::Internal("ingestion stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Internal("ingestion stopped".into()))?
     }
 }
 
@@ -94,7 +99,9 @@ async fn commit_batch(desk: &Desk, jobs: &[Job]) -> Result<Vec<Result<IngestOutc
     let mut events = Vec::new();
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let mut sp = sqlx::Acquire::begin(&mut *tx).await.map_err(ferrydesk_store::Error::from)?;
+        let mut sp = sqlx::Acquire::begin(&mut *tx)
+            .await
+            .map_err(ferrydesk_store::Error::from)?;
         let mut ev = Vec::new();
         match ingest_one(desk, &mut sp, &job.msg, &mut ev).await {
             Ok(o) => {
@@ -133,17 +140,35 @@ async fn ingest_alone(desk: &Desk, msg: &Inbound) -> Result<IngestOutcome> {
     }
 }
 
-async fn ingest_one(desk: &Desk, conn: &mut Conn, m: &Inbound, events: &mut Vec<Event>) -> Result<IngestOutcome> {
+async fn ingest_one(
+    desk: &Desk,
+    conn: &mut Conn,
+    m: &Inbound,
+    events: &mut Vec<Event>,
+) -> Result<IngestOutcome> {
     let now = Ts::now();
-    let channel = directory::get_channel(conn, &m.channel).await?.ok_or_else(|| Error::invalid("channel", "no such channel"))?;
+    let channel = directory::get_channel(conn, &m.channel)
+        .await?
+        .ok_or_else(|| Error::invalid("channel", "no such channel"))?;
     if !channel.active {
-        return Err(Error::conflict("channel_inactive", "the channel is switched off"));
+        return Err(Error::conflict(
+            "channel_inactive",
+            "the channel is switched off",
+        ));
     }
     if let Some(ext) = &m.external_id
         && let Some((mid, cid)) = messages::by_external_id(conn, &channel.id, ext).await?
     {
-        let chat = chat_store::get_chat(conn, &cid, now).await?.ok_or(Error::not_found("chat"))?;
-        return Ok(IngestOutcome { message_id: mid, chat_id: cid, contact_id: chat.contact_id, duplicate: true, new_chat: false });
+        let chat = chat_store::get_chat(conn, &cid, now)
+            .await?
+            .ok_or(Error::not_found("chat"))?;
+        return Ok(IngestOutcome {
+            message_id: mid,
+            chat_id: cid,
+            contact_id: chat.contact_id,
+            duplicate: true,
+            new_chat: false,
+        });
     }
 
     // Contact by sender identity (S23). Concurrent first messages race on the identity's
@@ -152,10 +177,21 @@ async fn ingest_one(desk: &Desk, conn: &mut Conn, m: &Inbound, events: &mut Vec<
         Some(i) => i,
         None => {
             let cid = ContactId::generate();
-            let name = m.sender_name.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("{} {}", channel.name, &m.sender));
+            let name = m
+                .sender_name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| format!("{} {}", channel.name, &m.sender));
             contacts::insert_contact(
                 conn,
-                contacts::NewContact { id: &cid, name: &name, photo_url: m.sender_photo_url.as_deref(), email: None, phone: None, now },
+                contacts::NewContact {
+                    id: &cid,
+                    name: &name,
+                    photo_url: m.sender_photo_url.as_deref(),
+                    email: None,
+                    phone: None,
+                    now,
+                },
             )
             .await?;
             let ident = Identity {
@@ -170,39 +206,45 @@ async fn ingest_one(desk: &Desk, conn: &mut Conn, m: &Inbound, events: &mut Vec<
                 ident
             } else {
                 contacts::delete_contact(conn, &cid).await?;
-                contacts::identity_by_external(conn, &channel.id, &m.sender).await?.ok_or(Error::not_found("identity"))?
+                contacts::identity_by_external(conn, &channel.id, &m.sender)
+                    .await?
+                    .ok_or(Error::not_found("identity"))?
             }
         }
     };
 
     // The contact's unfinished chat on this channel, or a new one continuing the last (S21).
-    let (chat_id, new_chat) = match chat_store::open_chat_of(conn, &identity.contact_id, &channel.id).await? {
-        Some(c) => (c, false),
-        None => {
-            let parent = chat_store::last_completed_of(conn, &identity.contact_id, &channel.id).await?;
-            let id = ChatId::generate();
-            let created = chat_store::insert_chat(
-                conn,
-                chat_store::NewChat {
-                    id: &id,
-                    contact: &identity.contact_id,
-                    channel: &channel.id,
-                    identity: Some(&identity.id),
-                    queue: &channel.queue_id,
-                    parent: parent.as_ref(),
-                    operator_initiated: false,
-                    now,
-                },
-            )
-            .await?;
-            if created {
-                (id, true)
-            } else {
-                let c = chat_store::open_chat_of(conn, &identity.contact_id, &channel.id).await?.ok_or(Error::not_found("chat"))?;
-                (c, false)
+    let (chat_id, new_chat) =
+        match chat_store::open_chat_of(conn, &identity.contact_id, &channel.id).await? {
+            Some(c) => (c, false),
+            None => {
+                let parent =
+                    chat_store::last_completed_of(conn, &identity.contact_id, &channel.id).await?;
+                let id = ChatId::generate();
+                let created = chat_store::insert_chat(
+                    conn,
+                    chat_store::NewChat {
+                        id: &id,
+                        contact: &identity.contact_id,
+                        channel: &channel.id,
+                        identity: Some(&identity.id),
+                        queue: &channel.queue_id,
+                        parent: parent.as_ref(),
+                        operator_initiated: false,
+                        now,
+                    },
+                )
+                .await?;
+                if created {
+                    (id, true)
+                } else {
+                    let c = chat_store::open_chat_of(conn, &identity.contact_id, &channel.id)
+                        .await?
+                        .ok_or(Error::not_found("chat"))?;
+                    (c, false)
+                }
             }
-        }
-    };
+        };
 
     let mid = MessageId::generate();
     let stored = messages::insert_message(
@@ -223,22 +265,50 @@ async fn ingest_one(desk: &Desk, conn: &mut Conn, m: &Inbound, events: &mut Vec<
     if !stored {
         // A concurrent delivery of the same external id committed first.
         let ext = m.external_id.as_deref().unwrap_or_default();
-        let (mid, cid) = messages::by_external_id(conn, &channel.id, ext).await?.ok_or(Error::not_found("message"))?;
-        return Ok(IngestOutcome { message_id: mid, chat_id: cid, contact_id: identity.contact_id, duplicate: true, new_chat: false });
+        let (mid, cid) = messages::by_external_id(conn, &channel.id, ext)
+            .await?
+            .ok_or(Error::not_found("message"))?;
+        return Ok(IngestOutcome {
+            message_id: mid,
+            chat_id: cid,
+            contact_id: identity.contact_id,
+            duplicate: true,
+            new_chat: false,
+        });
     }
     for f in &m.files {
-        let rec = messages::get_file(conn, f).await?.ok_or_else(|| Error::invalid("files", format!("file {f} does not exist")))?;
-        if rec.uploader_identity.as_ref().is_some_and(|i| i != &identity.id) {
-            return Err(Error::invalid("files", format!("file {f} belongs to another sender")));
+        let rec = messages::get_file(conn, f)
+            .await?
+            .ok_or_else(|| Error::invalid("files", format!("file {f} does not exist")))?;
+        if rec
+            .uploader_identity
+            .as_ref()
+            .is_some_and(|i| i != &identity.id)
+        {
+            return Err(Error::invalid(
+                "files",
+                format!("file {f} belongs to another sender"),
+            ));
         }
         if !messages::attach_file(conn, f, &mid, &chat_id).await? {
-            return Err(Error::invalid("files", format!("file {f} is already attached")));
+            return Err(Error::invalid(
+                "files",
+                format!("file {f} is already attached"),
+            ));
         }
     }
-    let state = chat_store::on_inbound(conn, &chat_id, &preview_of(&m.text, m.files.len()), now).await?;
-    let message = messages::get_message(conn, &mid).await?.ok_or(Error::not_found("message"))?;
+    let state =
+        chat_store::on_inbound(conn, &chat_id, &preview_of(&m.text, m.files.len()), now).await?;
+    let message = messages::get_message(conn, &mid)
+        .await?
+        .ok_or(Error::not_found("message"))?;
     if channel.kind == ChannelKind::Widget {
-        events.push(Event { to: crate::Audience::Visitor(identity.id.clone()), body: EventBody::MessageCreated { message: message.clone() } });
+        events.push(Event {
+            to: crate::Audience::Visitor(identity.id.clone()),
+            body: EventBody::MessageCreated {
+                message: message.clone(),
+            },
+        });
     }
     if new_chat {
         desk.route(conn, &chat_id, events).await?;
@@ -246,7 +316,20 @@ async fn ingest_one(desk: &Desk, conn: &mut Conn, m: &Inbound, events: &mut Vec<
         events.push(Event::to_user(r, EventBody::MessageCreated { message }));
     } else if let (ChatStatus::New, Some(d)) = (state.status, &state.directed_to) {
         events.push(Event::to_user(d, EventBody::MessageCreated { message }));
+    } else if state.status == ChatStatus::New
+        && let Some(q) = directory::get_queue(conn, &state.queue).await?
+        && q.routing_rule == RoutingRule::AllOperators
+        && let Some(chat) = chat_store::get_chat(conn, &chat_id, now).await?
+    {
+        // The preview changed for everyone the waiting chat is offered to.
+        events.push(Event::to_users(q.members, EventBody::ChatUpdated { chat }));
     }
     metrics::counter!("ferrydesk_messages_total", "direction" => "inbound").increment(1);
-    Ok(IngestOutcome { message_id: mid, chat_id, contact_id: identity.contact_id, duplicate: false, new_chat })
+    Ok(IngestOutcome {
+        message_id: mid,
+        chat_id,
+        contact_id: identity.contact_id,
+        duplicate: false,
+        new_chat,
+    })
 }

@@ -90,7 +90,11 @@ struct Inner {
 
 impl Desk {
     /// Starts the desk: the ingestion writer, the timers and (on PostgreSQL) the event listener.
-    pub async fn start(store: Store, blobs: Arc<dyn blobs::BlobStore>, opts: DeskOptions) -> Result<Desk> {
+    pub async fn start(
+        store: Store,
+        blobs: Arc<dyn blobs::BlobStore>,
+        opts: DeskOptions,
+    ) -> Result<Desk> {
         let (ingest_tx, ingest_rx) = mpsc::channel(opts.ingest_batch * 8);
         let (shutdown, _) = watch::channel(false);
         let desk = Desk {
@@ -142,8 +146,11 @@ impl Desk {
     pub(crate) async fn commit(&self, mut tx: Tx, events: Vec<Event>) -> Result<()> {
         if self.store().backend() == ferrydesk_store::Backend::Postgres {
             for e in &events {
-                let payload = bus::encode_envelope(&self.inner.node_id, e);
-                self.store().notify(&mut tx, bus::NOTIFY_CHANNEL, &payload).await?;
+                for payload in bus::encode_envelopes(&self.inner.node_id, e) {
+                    self.store()
+                        .notify(&mut tx, bus::NOTIFY_CHANNEL, &payload)
+                        .await?;
+                }
             }
         }
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
@@ -155,10 +162,12 @@ impl Desk {
 
     /// The "simultaneous chats" system setting.
     pub(crate) async fn default_chat_limit(&self, conn: &mut ferrydesk_store::Conn) -> Result<i64> {
-        Ok(ferrydesk_store::settings::get(conn, setting::SIMULTANEOUS_CHATS)
-            .await?
-            .and_then(|v| v.as_i64())
-            .unwrap_or(setting::SIMULTANEOUS_CHATS_DEFAULT))
+        Ok(
+            ferrydesk_store::settings::get(conn, setting::SIMULTANEOUS_CHATS)
+                .await?
+                .and_then(|v| v.as_i64())
+                .unwrap_or(setting::SIMULTANEOUS_CHATS_DEFAULT),
+        )
     }
 }
 
@@ -170,5 +179,9 @@ pub(crate) fn limit_of(u: &User, default_limit: i64) -> i64 {
 /// Trims a message text to a list preview.
 pub(crate) fn preview_of(text: &str, files: usize) -> String {
     let t: String = text.chars().take(120).collect();
-    if t.is_empty() && files > 0 { format!("[{files} file(s)]") } else { t }
+    if t.is_empty() && files > 0 {
+        format!("[{files} file(s)]")
+    } else {
+        t
+    }
 }

@@ -13,7 +13,12 @@ const DRAIN_LIMIT: i64 = 100;
 
 impl Desk {
     /// Routes a new, undirected chat according to its queue's rule and records why.
-    pub(crate) async fn route(&self, conn: &mut Conn, chat_id: &ChatId, events: &mut Vec<Event>) -> Result<Option<UserId>> {
+    pub(crate) async fn route(
+        &self,
+        conn: &mut Conn,
+        chat_id: &ChatId,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<UserId>> {
         let now = Ts::now();
         let Some(chat) = chat_store::get_chat(conn, chat_id, now).await? else {
             return Ok(None);
@@ -26,9 +31,16 @@ impl Desk {
         };
         let default_limit = self.default_chat_limit(conn).await?;
         let members = directory::queue_members_with_load(conn, &queue.id).await?;
-        let candidates: Vec<Candidate> = members.iter().map(|u| candidate(u, default_limit)).collect();
-        let eligible: Vec<&User> =
-            members.iter().zip(&candidates).filter(|(_, c)| c.eligible).map(|(u, _)| u).collect();
+        let candidates: Vec<Candidate> = members
+            .iter()
+            .map(|u| candidate(u, default_limit))
+            .collect();
+        let eligible: Vec<&User> = members
+            .iter()
+            .zip(&candidates)
+            .filter(|(_, c)| c.eligible)
+            .map(|(u, _)| u)
+            .collect();
 
         let mut decision = RoutingDecision {
             id: DecisionId::generate(),
@@ -45,15 +57,27 @@ impl Desk {
         match queue.routing_rule {
             RoutingRule::AllOperators if !eligible.is_empty() => {
                 decision.action = RoutingAction::Offered;
-                decision.reason = format!("offered to {} eligible operator(s); the first to accept wins", eligible.len());
+                decision.reason = format!(
+                    "offered to {} eligible operator(s); the first to accept wins",
+                    eligible.len()
+                );
                 let ids = eligible.iter().map(|u| u.id.clone()).collect();
-                events.push(Event::to_users(ids, EventBody::ChatOffered { chat: chat.clone() }));
+                events.push(Event::to_users(
+                    ids,
+                    EventBody::ChatOffered { chat: chat.clone() },
+                ));
             }
             RoutingRule::AvailableOperator if !eligible.is_empty() => {
                 // Fewest chats in progress; tie → longest since the last chat (never first).
                 let best = eligible
                     .iter()
-                    .min_by_key(|u| (u.active_chats, u.last_chat_at.map(|t| t.0).unwrap_or(i64::MIN), u.id.0.clone()))
+                    .min_by_key(|u| {
+                        (
+                            u.active_chats,
+                            u.last_chat_at.map(|t| t.0).unwrap_or(i64::MIN),
+                            u.id.0.clone(),
+                        )
+                    })
                     .map(|u| (*u).clone());
                 if let Some(best) = best {
                     let deadline = now.plus_secs(queue.accept_timeout_secs);
@@ -91,7 +115,12 @@ impl Desk {
     /// Offers waiting chats to `user`, whose capacity or status just changed: directs waiting
     /// chats of "available operator" queues (oldest first) and re-offers those of
     /// "all operators" queues.
-    pub(crate) async fn drain_for(&self, conn: &mut Conn, user: &UserId, events: &mut Vec<Event>) -> Result<()> {
+    pub(crate) async fn drain_for(
+        &self,
+        conn: &mut Conn,
+        user: &UserId,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
         let Some(u) = directory::get_user(conn, user).await? else {
             return Ok(());
         };
@@ -100,7 +129,9 @@ impl Desk {
             return Ok(());
         }
         for qid in directory::queues_of_user(conn, user).await? {
-            let Some(q) = directory::get_queue(conn, &qid).await? else { continue };
+            let Some(q) = directory::get_queue(conn, &qid).await? else {
+                continue;
+            };
             let waiting = chat_store::waiting_in_queue(conn, &qid, DRAIN_LIMIT).await?;
             match q.routing_rule {
                 RoutingRule::AvailableOperator => {
@@ -125,7 +156,12 @@ impl Desk {
     }
 
     /// Takes back the chats directed to `user` (who became Inactive) and routes them again.
-    async fn withdraw_directed(&self, conn: &mut Conn, user: &UserId, events: &mut Vec<Event>) -> Result<()> {
+    async fn withdraw_directed(
+        &self,
+        conn: &mut Conn,
+        user: &UserId,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
         let now = Ts::now();
         let directed: Vec<ChatId> = chat_store::new_chats_for(conn, user, now)
             .await?
@@ -136,7 +172,13 @@ impl Desk {
         for chat in directed {
             // Force the deadline so the conditional update applies now.
             if chat_store::expire_direction(conn, &chat, user, Ts(i64::MAX)).await? {
-                events.push(Event::to_user(user, EventBody::ChatWithdrawn { chat_id: chat.clone(), reason: "inactive".into() }));
+                events.push(Event::to_user(
+                    user,
+                    EventBody::ChatWithdrawn {
+                        chat_id: chat.clone(),
+                        reason: "inactive".into(),
+                    },
+                ));
                 self.route(conn, &chat, events).await?;
             }
         }
@@ -156,7 +198,14 @@ impl Desk {
         if !directory::set_status(conn, user, status, reason, actor, Ts::now()).await? {
             return Ok(false);
         }
-        events.push(Event::to_user(user, EventBody::StatusChanged { user_id: user.clone(), status, reason }));
+        events.push(Event::to_user(
+            user,
+            EventBody::StatusChanged {
+                user_id: user.clone(),
+                status,
+                reason,
+            },
+        ));
         match status {
             OperatorStatus::Inactive => self.withdraw_directed(conn, user, events).await?,
             OperatorStatus::Active => self.drain_for(conn, user, events).await?,
@@ -173,7 +222,13 @@ impl Desk {
         if !chat_store::expire_direction(&mut tx, chat, user, now).await? {
             return Ok(());
         }
-        events.push(Event::to_user(user, EventBody::ChatWithdrawn { chat_id: chat.clone(), reason: "accept_timeout".into() }));
+        events.push(Event::to_user(
+            user,
+            EventBody::ChatWithdrawn {
+                chat_id: chat.clone(),
+                reason: "accept_timeout".into(),
+            },
+        ));
         chat_store::insert_decision(
             &mut tx,
             &RoutingDecision {
@@ -189,7 +244,15 @@ impl Desk {
             },
         )
         .await?;
-        self.set_status_in(&mut tx, user, OperatorStatus::Inactive, StatusReason::MissedAccept, None, &mut events).await?;
+        self.set_status_in(
+            &mut tx,
+            user,
+            OperatorStatus::Inactive,
+            StatusReason::MissedAccept,
+            None,
+            &mut events,
+        )
+        .await?;
         self.route(&mut tx, chat, &mut events).await?;
         metrics::counter!("ferrydesk_missed_accepts_total").increment(1);
         self.commit(tx, events).await

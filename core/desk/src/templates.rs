@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use ferrydesk_domain::*;
 use ferrydesk_store::{contacts, directory};
-use handlebars::{Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderErrorReason};
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderErrorReason,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -40,7 +42,9 @@ impl Renderer {
         hb.register_helper("lower", Box::new(CaseHelper(false)));
         hb.register_helper("default", Box::new(DefaultHelper));
         hb.register_helper("first_name", Box::new(FirstNameHelper));
-        Renderer { hb: Arc::new(RwLock::new(hb)) }
+        Renderer {
+            hb: Arc::new(RwLock::new(hb)),
+        }
     }
 
     /// Adds a helper (e.g. a plugin macro). A later registration under the same name wins.
@@ -52,24 +56,49 @@ impl Renderer {
 
     /// Checks that a template compiles; the error names line and column.
     pub fn check(&self, body: &str) -> Result<()> {
-        handlebars::Template::compile(body).map(|_| ()).map_err(|e| Error::invalid("body", e.to_string()))
+        handlebars::Template::compile(body)
+            .map(|_| ())
+            .map_err(|e| Error::invalid("body", e.to_string()))
     }
 
     pub fn render(&self, body: &str, ctx: &serde_json::Value) -> Result<String> {
-        let hb = self.hb.read().map_err(|_| Error::Internal("template registry poisoned".into()))?;
-        hb.render_template(body, ctx).map_err(|e| Error::invalid("body", e.to_string()))
+        let hb = self
+            .hb
+            .read()
+            .map_err(|_| Error::Internal("template registry poisoned".into()))?;
+        hb.render_template(body, ctx)
+            .map_err(|e| Error::invalid("body", e.to_string()))
     }
 }
 
 /// `{{date}}` → today's date; `{{date "[hour]:[minute]"}}` with a `time` format description.
 struct DateHelper;
 impl HelperDef for DateHelper {
-    fn call<'reg: 'rc, 'rc>(&self, h: &Helper<'rc>, _: &'reg Handlebars<'reg>, ctx: &'rc Context, _: &mut RenderContext<'reg, 'rc>, out: &mut dyn Output) -> HelperResult {
-        let fmt = h.param(0).and_then(|p| p.value().as_str()).unwrap_or("[year]-[month]-[day]");
-        let offset_min = ctx.data().pointer("/now/utc_offset_minutes").and_then(|v| v.as_i64()).unwrap_or(0);
-        let fd = time::format_description::parse_borrowed::<2>(fmt).map_err(|e| RenderErrorReason::Other(format!("date format: {e}")))?;
-        let offset = time::UtcOffset::from_whole_seconds((offset_min * 60) as i32).unwrap_or(time::UtcOffset::UTC);
-        let s = time::OffsetDateTime::now_utc().to_offset(offset).format(&fd).map_err(|e| RenderErrorReason::Other(e.to_string()))?;
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let fmt = h
+            .param(0)
+            .and_then(|p| p.value().as_str())
+            .unwrap_or("[year]-[month]-[day]");
+        let offset_min = ctx
+            .data()
+            .pointer("/now/utc_offset_minutes")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        let fd = time::format_description::parse_borrowed::<2>(fmt)
+            .map_err(|e| RenderErrorReason::Other(format!("date format: {e}")))?;
+        let offset = time::UtcOffset::from_whole_seconds((offset_min * 60) as i32)
+            .unwrap_or(time::UtcOffset::UTC);
+        let s = time::OffsetDateTime::now_utc()
+            .to_offset(offset)
+            .format(&fd)
+            .map_err(|e| RenderErrorReason::Other(e.to_string()))?;
         out.write(&s)?;
         Ok(())
     }
@@ -77,9 +106,28 @@ impl HelperDef for DateHelper {
 
 struct CaseHelper(bool);
 impl HelperDef for CaseHelper {
-    fn call<'reg: 'rc, 'rc>(&self, h: &Helper<'rc>, _: &'reg Handlebars<'reg>, _: &'rc Context, _: &mut RenderContext<'reg, 'rc>, out: &mut dyn Output) -> HelperResult {
-        let v = h.param(0).map(|p| p.value().as_str().map(str::to_owned).unwrap_or_else(|| p.value().to_string())).unwrap_or_default();
-        out.write(&if self.0 { v.to_uppercase() } else { v.to_lowercase() })?;
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let v = h
+            .param(0)
+            .map(|p| {
+                p.value()
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| p.value().to_string())
+            })
+            .unwrap_or_default();
+        out.write(&if self.0 {
+            v.to_uppercase()
+        } else {
+            v.to_lowercase()
+        })?;
         Ok(())
     }
 }
@@ -87,7 +135,14 @@ impl HelperDef for CaseHelper {
 /// `{{default contact.email "—"}}`: the first non-empty parameter.
 struct DefaultHelper;
 impl HelperDef for DefaultHelper {
-    fn call<'reg: 'rc, 'rc>(&self, h: &Helper<'rc>, _: &'reg Handlebars<'reg>, _: &'rc Context, _: &mut RenderContext<'reg, 'rc>, out: &mut dyn Output) -> HelperResult {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
         for p in h.params() {
             match p.value() {
                 serde_json::Value::Null => continue,
@@ -103,8 +158,18 @@ impl HelperDef for DefaultHelper {
 /// `{{first_name contact.name}}`: the first word of a name.
 struct FirstNameHelper;
 impl HelperDef for FirstNameHelper {
-    fn call<'reg: 'rc, 'rc>(&self, h: &Helper<'rc>, _: &'reg Handlebars<'reg>, _: &'rc Context, _: &mut RenderContext<'reg, 'rc>, out: &mut dyn Output) -> HelperResult {
-        let v = h.param(0).and_then(|p| p.value().as_str()).unwrap_or_default();
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let v = h
+            .param(0)
+            .and_then(|p| p.value().as_str())
+            .unwrap_or_default();
         out.write(v.split_whitespace().next().unwrap_or_default())?;
         Ok(())
     }
@@ -133,21 +198,36 @@ impl Desk {
             return Err(Error::invalid("name", "must be 1 to 200 characters"));
         }
         if t.body.trim().is_empty() || t.body.len() > MAX_TEMPLATE_BYTES {
-            return Err(Error::invalid("body", format!("must be 1 to {MAX_TEMPLATE_BYTES} bytes")));
+            return Err(Error::invalid(
+                "body",
+                format!("must be 1 to {MAX_TEMPLATE_BYTES} bytes"),
+            ));
         }
         self.templates().check(&t.body)
     }
 
-    pub async fn save_template(&self, p: &Principal, id: Option<&TemplateId>, t: TemplateInput) -> Result<Template> {
+    pub async fn save_template(
+        &self,
+        p: &Principal,
+        id: Option<&TemplateId>,
+        t: TemplateInput,
+    ) -> Result<Template> {
         p.require(Role::Admin)?;
         self.validate_template(&t)?;
         let now = Ts::now();
         let mut tx = self.store().begin().await?;
         if let Some(q) = &t.queue_id {
-            directory::get_queue(&mut tx, q).await?.ok_or_else(|| Error::invalid("queue_id", "no such queue"))?;
+            directory::get_queue(&mut tx, q)
+                .await?
+                .ok_or_else(|| Error::invalid("queue_id", "no such queue"))?;
         }
         let created_at = match id {
-            Some(id) => directory::get_template(&mut tx, id).await?.ok_or(Error::not_found("template"))?.created_at,
+            Some(id) => {
+                directory::get_template(&mut tx, id)
+                    .await?
+                    .ok_or(Error::not_found("template"))?
+                    .created_at
+            }
             None => now,
         };
         let tpl = Template {
@@ -175,7 +255,12 @@ impl Desk {
 
     /// Templates matching `q` by name or text. Operators see global templates and those of
     /// their queues (plus the chat's queue when given); admins and supervisors see all.
-    pub async fn search_templates(&self, p: &Principal, q: &str, chat: Option<&ChatId>) -> Result<Vec<Template>> {
+    pub async fn search_templates(
+        &self,
+        p: &Principal,
+        q: &str,
+        chat: Option<&ChatId>,
+    ) -> Result<Vec<Template>> {
         let mut conn = self.store().read().await?;
         if p.role().sees_all_chats() && chat.is_none() {
             return Ok(directory::search_templates(&mut conn, q, None, 100).await?);
@@ -189,21 +274,42 @@ impl Desk {
     }
 
     /// Renders a template with the chat's values (S12).
-    pub async fn render_template(&self, p: &Principal, chat: &ChatId, id: &TemplateId) -> Result<Rendered> {
+    pub async fn render_template(
+        &self,
+        p: &Principal,
+        chat: &ChatId,
+        id: &TemplateId,
+    ) -> Result<Rendered> {
         let mut conn = self.store().read().await?;
         let chat = self.readable_chat(&mut conn, p, chat).await?;
-        let tpl = directory::get_template(&mut conn, id).await?.ok_or(Error::not_found("template"))?;
+        let tpl = directory::get_template(&mut conn, id)
+            .await?
+            .ok_or(Error::not_found("template"))?;
         let ctx = self.render_context(&mut conn, p, &chat).await?;
         drop(conn);
         let text = self.templates().render(&tpl.body, &ctx)?;
-        Ok(Rendered { template_id: tpl.id, text })
+        Ok(Rendered {
+            template_id: tpl.id,
+            text,
+        })
     }
 
     /// The values macros can use: `contact`, `operator`, `chat`, `channel`, `queue`, `now`.
-    pub async fn render_context(&self, conn: &mut ferrydesk_store::Conn, p: &Principal, chat: &Chat) -> Result<serde_json::Value> {
-        let contact = contacts::get_contact(conn, &chat.contact_id).await?.ok_or(Error::not_found("contact"))?;
-        let channel = directory::get_channel(conn, &chat.channel_id).await?.ok_or(Error::not_found("channel"))?;
-        let queue = directory::get_queue(conn, &chat.queue_id).await?.ok_or(Error::not_found("queue"))?;
+    pub async fn render_context(
+        &self,
+        conn: &mut ferrydesk_store::Conn,
+        p: &Principal,
+        chat: &Chat,
+    ) -> Result<serde_json::Value> {
+        let contact = contacts::get_contact(conn, &chat.contact_id)
+            .await?
+            .ok_or(Error::not_found("contact"))?;
+        let channel = directory::get_channel(conn, &chat.channel_id)
+            .await?
+            .ok_or(Error::not_found("channel"))?;
+        let queue = directory::get_queue(conn, &chat.queue_id)
+            .await?
+            .ok_or(Error::not_found("queue"))?;
         let first = |s: &str| s.split_whitespace().next().unwrap_or_default().to_owned();
         Ok(json!({
             "contact": { "id": contact.id, "name": contact.name, "first_name": first(&contact.name),

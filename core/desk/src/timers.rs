@@ -30,29 +30,48 @@ pub(crate) async fn fire_due(desk: &Desk) -> Result<()> {
     let now = Ts::now();
     let (timeouts, finishes) = {
         let mut conn = desk.store().read().await?;
-        (chat_store::due_accept_timeouts(&mut conn, now, BATCH).await?, chat_store::due_autofinish(&mut conn, now, BATCH).await?)
+        (
+            chat_store::due_accept_timeouts(&mut conn, now, BATCH).await?,
+            chat_store::due_autofinish(&mut conn, now, BATCH).await?,
+        )
     };
     for (chat, user) in timeouts {
         desk.fire_accept_timeout(&chat, &user).await?;
     }
     for id in finishes {
         let mut tx = desk.store().begin().await?;
-        let Some(chat) = chat_store::get_chat(&mut tx, &id, Ts::now()).await? else { continue };
-        desk.finish_in(tx, &chat, CloseReason::AutoFinish, None, true).await?;
+        let Some(chat) = chat_store::get_chat(&mut tx, &id, Ts::now()).await? else {
+            continue;
+        };
+        desk.finish_in(tx, &chat, CloseReason::AutoFinish, None, true)
+            .await?;
     }
     let mut tx = desk.store().begin().await?;
     let orphaned = security::expire_sessions(&mut tx, now).await?;
     let mut events = Vec::new();
     for u in orphaned {
-        desk.set_status_in(&mut tx, &u, OperatorStatus::Inactive, StatusReason::SessionExpired, None, &mut events).await?;
+        desk.set_status_in(
+            &mut tx,
+            &u,
+            OperatorStatus::Inactive,
+            StatusReason::SessionExpired,
+            None,
+            &mut events,
+        )
+        .await?;
     }
     desk.commit(tx, events).await
 }
 
 /// Relays events committed by other nodes (PostgreSQL `LISTEN`) to this node's sockets.
 pub(crate) async fn spawn_listener(desk: Desk, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    let mut listener = sqlx::postgres::PgListener::connect(desk.store().url()).await.map_err(ferrydesk_store::Error::from)?;
-    listener.listen(NOTIFY_CHANNEL).await.map_err(ferrydesk_store::Error::from)?;
+    let mut listener = sqlx::postgres::PgListener::connect(desk.store().url())
+        .await
+        .map_err(ferrydesk_store::Error::from)?;
+    listener
+        .listen(NOTIFY_CHANNEL)
+        .await
+        .map_err(ferrydesk_store::Error::from)?;
     tokio::spawn(async move {
         loop {
             let n = tokio::select! {

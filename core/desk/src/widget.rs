@@ -37,18 +37,40 @@ pub struct OutboundItem {
 
 impl Desk {
     /// Starts a widget visitor session on the channel with this public key.
-    pub async fn visitor_session(&self, public_key: &str, name: Option<&str>) -> Result<VisitorSession> {
+    pub async fn visitor_session(
+        &self,
+        public_key: &str,
+        name: Option<&str>,
+    ) -> Result<VisitorSession> {
         let now = Ts::now();
         let mut tx = self.store().begin().await?;
-        let channel = directory::channel_by_public_key(&mut tx, public_key).await?.ok_or(Error::not_found("channel"))?;
+        let channel = directory::channel_by_public_key(&mut tx, public_key)
+            .await?
+            .ok_or(Error::not_found("channel"))?;
         if channel.kind != ChannelKind::Widget || !channel.active {
             return Err(Error::not_found("channel"));
         }
-        let name = name.map(str::trim).filter(|n| !n.is_empty()).map(|n| n.chars().take(200).collect::<String>());
+        let name = name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| n.chars().take(200).collect::<String>());
         let contact_id = ContactId::generate();
         let visitor_no = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let display = name.clone().unwrap_or_else(|| format!("Visitor {visitor_no}"));
-        contacts::insert_contact(&mut tx, contacts::NewContact { id: &contact_id, name: &display, photo_url: None, email: None, phone: None, now }).await?;
+        let display = name
+            .clone()
+            .unwrap_or_else(|| format!("Visitor {visitor_no}"));
+        contacts::insert_contact(
+            &mut tx,
+            contacts::NewContact {
+                id: &contact_id,
+                name: &display,
+                photo_url: None,
+                email: None,
+                phone: None,
+                now,
+            },
+        )
+        .await?;
         let identity = Identity {
             id: IdentityId::generate(),
             contact_id,
@@ -61,12 +83,19 @@ impl Desk {
         let (token, hash) = new_secret("fdv_");
         security::insert_visitor_session(&mut tx, &hash, &channel.id, &identity.id, now).await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-        Ok(VisitorSession { token, visitor_id: identity.id, channel_name: channel.name, settings: channel.settings })
+        Ok(VisitorSession {
+            token,
+            visitor_id: identity.id,
+            channel_name: channel.name,
+            settings: channel.settings,
+        })
     }
 
     pub async fn authenticate_visitor(&self, token: &str) -> Result<Visitor> {
         let mut conn = self.store().read().await?;
-        let (channel, identity) = security::visitor_session(&mut conn, &hash_secret(token)).await?.ok_or(Error::Unauthenticated)?;
+        let (channel, identity) = security::visitor_session(&mut conn, &hash_secret(token))
+            .await?
+            .ok_or(Error::Unauthenticated)?;
         Ok(Visitor { channel, identity })
     }
 
@@ -76,7 +105,12 @@ impl Desk {
         let mut conn = self.store().read().await?;
         let (chats, _) = chat_store::list_chats(
             &mut conn,
-            &chat_store::ChatFilter { contact: Some(v.identity.contact_id.clone()), channel: Some(v.channel.clone()), limit: 100, ..Default::default() },
+            &chat_store::ChatFilter {
+                contact: Some(v.identity.contact_id.clone()),
+                channel: Some(v.channel.clone()),
+                limit: 100,
+                ..Default::default()
+            },
             Ts::now(),
         )
         .await?;
@@ -87,7 +121,13 @@ impl Desk {
     }
 
     /// A message from the visitor. `client_id` makes retries idempotent.
-    pub async fn visitor_send(&self, v: &Visitor, text: &str, client_id: Option<&str>, files: Vec<FileId>) -> Result<IngestOutcome> {
+    pub async fn visitor_send(
+        &self,
+        v: &Visitor,
+        text: &str,
+        client_id: Option<&str>,
+        files: Vec<FileId>,
+    ) -> Result<IngestOutcome> {
         self.ingest(Inbound {
             channel: v.channel.clone(),
             external_id: client_id.map(|c| format!("{}:{c}", v.identity.id)),
@@ -101,13 +141,21 @@ impl Desk {
     }
 
     /// A file of the visitor's conversation.
-    pub async fn visitor_download(&self, v: &Visitor, id: &FileId) -> Result<(Attachment, Vec<u8>)> {
+    pub async fn visitor_download(
+        &self,
+        v: &Visitor,
+        id: &FileId,
+    ) -> Result<(Attachment, Vec<u8>)> {
         let mut conn = self.store().read().await?;
-        let rec = messages::get_file(&mut conn, id).await?.ok_or(Error::not_found("file"))?;
+        let rec = messages::get_file(&mut conn, id)
+            .await?
+            .ok_or(Error::not_found("file"))?;
         let allowed = match &rec.chat_id {
             Some(chat) => chat_store::get_chat(&mut conn, chat, Ts::now())
                 .await?
-                .is_some_and(|c| c.contact_id == v.identity.contact_id && c.channel_id == v.channel),
+                .is_some_and(|c| {
+                    c.contact_id == v.identity.contact_id && c.channel_id == v.channel
+                }),
             None => rec.uploader_identity.as_ref() == Some(&v.identity.id),
         };
         if !allowed {
@@ -121,7 +169,9 @@ impl Desk {
     /// Resolves an API channel token.
     pub async fn authenticate_channel(&self, token: &str) -> Result<Channel> {
         let mut conn = self.store().read().await?;
-        let ch = directory::channel_by_token_hash(&mut conn, &hash_secret(token)).await?.ok_or(Error::Unauthenticated)?;
+        let ch = directory::channel_by_token_hash(&mut conn, &hash_secret(token))
+            .await?
+            .ok_or(Error::Unauthenticated)?;
         if ch.kind != ChannelKind::Api {
             return Err(Error::Unauthenticated);
         }
@@ -129,20 +179,36 @@ impl Desk {
     }
 
     /// Outbound messages of an API channel after a cursor (the last message id seen).
-    pub async fn channel_outbound(&self, ch: &Channel, after: Option<&str>, limit: i64) -> Result<Vec<OutboundItem>> {
+    pub async fn channel_outbound(
+        &self,
+        ch: &Channel,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboundItem>> {
         let mut conn = self.store().read().await?;
-        Ok(messages::outbound_after(&mut conn, &ch.id, after, limit.clamp(1, 500))
-            .await?
-            .into_iter()
-            .map(|(message, recipient)| OutboundItem { message, recipient })
-            .collect())
+        Ok(
+            messages::outbound_after(&mut conn, &ch.id, after, limit.clamp(1, 500))
+                .await?
+                .into_iter()
+                .map(|(message, recipient)| OutboundItem { message, recipient })
+                .collect(),
+        )
     }
 
     /// The integration reports delivery of an outbound message.
-    pub async fn channel_ack(&self, ch: &Channel, id: &MessageId, status: DeliveryStatus) -> Result<()> {
+    pub async fn channel_ack(
+        &self,
+        ch: &Channel,
+        id: &MessageId,
+        status: DeliveryStatus,
+    ) -> Result<()> {
         let mut tx = self.store().begin().await?;
-        let m = messages::get_message(&mut tx, id).await?.ok_or(Error::not_found("message"))?;
-        let chat = chat_store::get_chat(&mut tx, &m.chat_id, Ts::now()).await?.ok_or(Error::not_found("message"))?;
+        let m = messages::get_message(&mut tx, id)
+            .await?
+            .ok_or(Error::not_found("message"))?;
+        let chat = chat_store::get_chat(&mut tx, &m.chat_id, Ts::now())
+            .await?
+            .ok_or(Error::not_found("message"))?;
         if chat.channel_id != ch.id || m.direction != Direction::Outbound {
             return Err(Error::not_found("message"));
         }
@@ -151,7 +217,10 @@ impl Desk {
         if let Some(r) = &chat.responsible_id {
             let mut m = m;
             m.delivery_status = Some(status);
-            events.push(crate::Event::to_user(r, crate::EventBody::MessageCreated { message: m }));
+            events.push(crate::Event::to_user(
+                r,
+                crate::EventBody::MessageCreated { message: m },
+            ));
         }
         self.commit(tx, events).await
     }

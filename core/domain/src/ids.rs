@@ -39,15 +39,6 @@ macro_rules! id {
 }
 
 id!(
-    UserId,
-    QueueId,
-    ChannelId,
-    ContactId,
-    IdentityId,
-    ChatId,
-    MessageId,
-    FileId,
-    TemplateId,
-    DecisionId,
-    TokenId
+    UserId, QueueId, ChannelId, ContactId, IdentityId, ChatId, MessageId, FileId, TemplateId,
+    DecisionId, TokenId
 );

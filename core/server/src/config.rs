@@ -17,7 +17,12 @@ pub struct ConfigArgs {
     #[arg(long, global = true, env = "FERRYDESK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Database URL: postgres://… for PostgreSQL [default: SQLite in the data directory].
-    #[arg(long, global = true, env = "FERRYDESK_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRYDESK_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// Timer resolution in milliseconds [default: 500].
     #[arg(long, global = true, env = "FERRYDESK_TIMER_TICK_MS")]
@@ -26,10 +31,10 @@ pub struct ConfigArgs {
     #[arg(long, global = true, env = "FERRYDESK_SESSION_TTL_SECS")]
     pub session_ttl_secs: Option<u64>,
     /// Log as JSON lines.
-    #[arg(long, global = true, env = "FERRYDESK_LOG_JSON")]
+    #[arg(long, global = true, env = "FERRYDESK_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
     pub log_json: Option<bool>,
     /// Mark cookies Secure (serve behind HTTPS).
-    #[arg(long, global = true, env = "FERRYDESK_SECURE_COOKIES")]
+    #[arg(long, global = true, env = "FERRYDESK_SECURE_COOKIES", num_args = 0..=1, default_missing_value = "true")]
     pub secure_cookies: Option<bool>,
 }
 
@@ -64,17 +69,39 @@ impl Config {
     pub fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
         let file = match &args.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str::<FileConfig>(&text).with_context(|| format!("parsing {}", p.display()))?
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing {}", p.display()))?
             }
             None => FileConfig::default(),
         };
         Ok(Config {
-            listen: args.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
-            database_url: args.database_url.clone().or(file.database_url).filter(|s| !s.is_empty()),
-            timer_tick_ms: args.timer_tick_ms.or(file.timer_tick_ms).unwrap_or(500).max(10),
-            session_ttl_secs: args.session_ttl_secs.or(file.session_ttl_secs).unwrap_or(12 * 3600).max(1),
+            listen: args
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            database_url: args
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .filter(|s| !s.is_empty()),
+            timer_tick_ms: args
+                .timer_tick_ms
+                .or(file.timer_tick_ms)
+                .unwrap_or(500)
+                .max(10),
+            session_ttl_secs: args
+                .session_ttl_secs
+                .or(file.session_ttl_secs)
+                .unwrap_or(12 * 3600)
+                .max(1),
             log_json: args.log_json.or(file.log_json).unwrap_or(false),
             secure_cookies: args.secure_cookies.or(file.secure_cookies).unwrap_or(false),
             max_connections: file.max_connections.unwrap_or(16),
@@ -85,7 +112,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("ferrydesk.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ferrydesk.db").display()
+            ),
         }
     }
 
@@ -93,7 +123,10 @@ impl Config {
     pub fn database_label(&self) -> String {
         let url = self.database_url();
         match url.split_once('@') {
-            Some((scheme_user, rest)) => format!("{}://…@{rest}", scheme_user.split("://").next().unwrap_or("db")),
+            Some((scheme_user, rest)) => format!(
+                "{}://…@{rest}",
+                scheme_user.split("://").next().unwrap_or("db")
+            ),
             None => url,
         }
     }

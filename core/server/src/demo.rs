@@ -31,11 +31,24 @@ pub async fn seed(desk: &Desk) -> Result<Vec<(&'static str, &'static str, &'stat
         locale: Some(locale.into()),
         chat_limit: None,
     };
-    let admin = desk.create_user(None, mk("admin", "Alex Admin", Role::Admin, "en")).await?;
-    desk.create_user(None, mk("sofia", "Sofia Supervisor", Role::Supervisor, "en")).await?;
-    let anna = desk.create_user(None, mk("anna", "Anna Ivanova", Role::Operator, "ru")).await?;
-    let boris = desk.create_user(None, mk("boris", "Boris Petrov", Role::Operator, "en")).await?;
-    let p = Principal { user: admin, via: Via::Token };
+    let admin = desk
+        .create_user(None, mk("admin", "Alex Admin", Role::Admin, "en"))
+        .await?;
+    desk.create_user(
+        None,
+        mk("sofia", "Sofia Supervisor", Role::Supervisor, "en"),
+    )
+    .await?;
+    let anna = desk
+        .create_user(None, mk("anna", "Anna Ivanova", Role::Operator, "ru"))
+        .await?;
+    let boris = desk
+        .create_user(None, mk("boris", "Boris Petrov", Role::Operator, "en"))
+        .await?;
+    let p = Principal {
+        user: admin,
+        via: Via::Token,
+    };
     let queue = desk
         .save_queue(
             &p,
@@ -60,15 +73,45 @@ pub async fn seed(desk: &Desk) -> Result<Vec<(&'static str, &'static str, &'stat
         },
     )
     .await?;
-    desk.create_channel(&p, ChannelInput { kind: ChannelKind::Api, name: "Integration API".into(), queue_id: queue.id.clone(), active: true, settings: serde_json::json!({}) })
-        .await?;
+    desk.create_channel(
+        &p,
+        ChannelInput {
+            kind: ChannelKind::Api,
+            name: "Integration API".into(),
+            queue_id: queue.id.clone(),
+            active: true,
+            settings: serde_json::json!({}),
+        },
+    )
+    .await?;
     for (name, body) in [
-        ("Greeting", "Hello, {{contact.first_name}}! My name is {{operator.first_name}}. How can I help you?"),
-        ("Приветствие", "Здравствуйте, {{contact.first_name}}! Меня зовут {{operator.first_name}}. Чем могу помочь?"),
-        ("Goodbye", "Thank you for contacting {{channel.name}}, {{contact.first_name}}. Have a nice day!"),
-        ("Opening hours", "We answer chats on weekdays from 9:00 to 18:00. Today is {{date \"[day].[month].[year]\"}}."),
+        (
+            "Greeting",
+            "Hello, {{contact.first_name}}! My name is {{operator.first_name}}. How can I help you?",
+        ),
+        (
+            "Приветствие",
+            "Здравствуйте, {{contact.first_name}}! Меня зовут {{operator.first_name}}. Чем могу помочь?",
+        ),
+        (
+            "Goodbye",
+            "Thank you for contacting {{channel.name}}, {{contact.first_name}}. Have a nice day!",
+        ),
+        (
+            "Opening hours",
+            "We answer chats on weekdays from 9:00 to 18:00. Today is {{date \"[day].[month].[year]\"}}.",
+        ),
     ] {
-        desk.save_template(&p, None, TemplateInput { name: name.into(), body: body.into(), queue_id: None }).await?;
+        desk.save_template(
+            &p,
+            None,
+            TemplateInput {
+                name: name.into(),
+                body: body.into(),
+                queue_id: None,
+            },
+        )
+        .await?;
     }
     Ok(logins)
 }

@@ -13,7 +13,11 @@ use ferrydesk_store::{Store, StoreOptions};
 use config::{Config, ConfigArgs};
 
 #[derive(Parser)]
-#[command(name = "ferrydesk", version, about = "Ferrydesk: self-hosted omnichannel chat desk")]
+#[command(
+    name = "ferrydesk",
+    version,
+    about = "Ferrydesk: self-hosted omnichannel chat desk"
+)]
 struct Cli {
     #[command(flatten)]
     config: ConfigArgs,
@@ -54,14 +58,19 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = Config::load(&cli.config)?;
     init_tracing(&cfg);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli.cmd, cfg))
 }
 
 fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FERRYDESK_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("FERRYDESK_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cfg.log_json {
         b.json().init();
     } else {
@@ -70,10 +79,14 @@ fn init_tracing(cfg: &Config) {
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let store = Store::connect(&StoreOptions { url: cfg.database_url(), max_connections: cfg.max_connections })
-        .await
-        .context("connecting to the database")?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let store = Store::connect(&StoreOptions {
+        url: cfg.database_url(),
+        max_connections: cfg.max_connections,
+    })
+    .await
+    .context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }
@@ -97,7 +110,15 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             println!("migrations applied to {}", cfg.database_label());
             Ok(())
         }
-        Cmd::User { cmd: UserCmd::Add { username, role, name, password } } => {
+        Cmd::User {
+            cmd:
+                UserCmd::Add {
+                    username,
+                    role,
+                    name,
+                    password,
+                },
+        } => {
             let desk = start_desk(&cfg).await?;
             let password = match password {
                 Some(p) => p,
@@ -133,13 +154,19 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
     let desk = start_desk(&cfg).await?;
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     if demo {
-        let logins = demo::seed(&desk).await.map_err(|e| anyhow::anyhow!("seeding demo data: {e}"))?;
+        let logins = demo::seed(&desk)
+            .await
+            .map_err(|e| anyhow::anyhow!("seeding demo data: {e}"))?;
         println!("\nFerrydesk demo is running at {url}/");
         println!("  widget demo page:  {url}/widget/demo");
         println!("  API (OpenAPI):     {url}/api/openapi.json");
@@ -149,8 +176,14 @@ async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         println!();
     }
     tracing::info!(%url, database = %cfg.database_label(), "ferrydesk listening");
-    let app = ferrydesk_api::router(ferrydesk_api::AppState { desk: desk.clone(), metrics, secure_cookies: cfg.secure_cookies });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let app = ferrydesk_api::router(ferrydesk_api::AppState {
+        desk: desk.clone(),
+        metrics,
+        secure_cookies: cfg.secure_cookies,
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     desk.shutdown();
     desk.store().close().await;
     Ok(())
@@ -162,7 +195,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

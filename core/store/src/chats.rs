@@ -42,7 +42,11 @@ pub async fn insert_chat(conn: &mut Conn, c: NewChat<'_>) -> Result<bool> {
 }
 
 /// The unfinished chat of a contact on a channel.
-pub async fn open_chat_of(conn: &mut Conn, contact: &ContactId, channel: &ChannelId) -> Result<Option<ChatId>> {
+pub async fn open_chat_of(
+    conn: &mut Conn,
+    contact: &ContactId,
+    channel: &ChannelId,
+) -> Result<Option<ChatId>> {
     let id: Option<String> = sqlx::query_scalar(
         "SELECT id FROM chats WHERE contact_id = $1 AND channel_id = $2 AND status <> 'completed'",
     )
@@ -54,7 +58,11 @@ pub async fn open_chat_of(conn: &mut Conn, contact: &ContactId, channel: &Channe
 }
 
 /// The most recent completed chat of a contact on a channel (the parent of a new one, S21).
-pub async fn last_completed_of(conn: &mut Conn, contact: &ContactId, channel: &ChannelId) -> Result<Option<ChatId>> {
+pub async fn last_completed_of(
+    conn: &mut Conn,
+    contact: &ContactId,
+    channel: &ChannelId,
+) -> Result<Option<ChatId>> {
     let id: Option<String> = sqlx::query_scalar(
         "SELECT id FROM chats WHERE contact_id = $1 AND channel_id = $2 AND status = 'completed' \
          ORDER BY ended_at DESC, id DESC LIMIT 1",
@@ -68,7 +76,12 @@ pub async fn last_completed_of(conn: &mut Conn, contact: &ContactId, channel: &C
 
 pub async fn get_chat(conn: &mut Conn, id: &ChatId, now: Ts) -> Result<Option<Chat>> {
     let sql = format!("SELECT {CHAT_COLS} FROM {CHAT_FROM} WHERE c.id = $1");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(id.as_str()).fetch_optional(conn).await?.map(|r| rows::chat(&r, now)).transpose()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| rows::chat(&r, now))
+        .transpose()
 }
 
 /// Filters of the chats section (S25).
@@ -79,6 +92,9 @@ pub struct ChatFilter {
     pub queue: Option<QueueId>,
     pub operator: Option<UserId>,
     pub contact: Option<ContactId>,
+    /// Only chats this operator may read (the visibility rule S10, as SQL): completed chats,
+    /// chats in progress they are responsible for, new chats offered to them.
+    pub visible_to: Option<UserId>,
     pub from: Option<Ts>,
     pub to: Option<Ts>,
     pub limit: i64,
@@ -91,7 +107,8 @@ pub async fn list_chats(conn: &mut Conn, f: &ChatFilter, now: Ts) -> Result<(Vec
     let mut binds: Vec<String> = Vec::new();
     let mut push = |cond: &str, v: String, binds: &mut Vec<String>| {
         binds.push(v);
-        conds.push(cond.replace('?', &format!("${}", binds.len())));
+        let n = format!("${}", binds.len());
+        conds.push(cond.replace("?1", &n).replace('?', &n));
     };
     if let Some(s) = f.status {
         push("c.status = ?", s.as_str().to_owned(), &mut binds);
@@ -107,6 +124,16 @@ pub async fn list_chats(conn: &mut Conn, f: &ChatFilter, now: Ts) -> Result<(Vec
     }
     if let Some(c) = &f.contact {
         push("c.contact_id = ?", c.0.clone(), &mut binds);
+    }
+    if let Some(u) = &f.visible_to {
+        push(
+            "(c.status = 'completed' OR (c.status = 'in_progress' AND c.responsible_id = ?1) \
+             OR (c.status = 'new' AND (c.directed_to = ?1 OR (c.directed_to IS NULL AND EXISTS ( \
+               SELECT 1 FROM queue_members qm JOIN queues q ON q.id = qm.queue_id \
+               WHERE qm.queue_id = c.queue_id AND qm.user_id = ?1 AND q.routing_rule = 'all_operators')))))",
+            u.0.clone(),
+            &mut binds,
+        );
     }
     let mut where_sql = conds.join(" AND ");
     let mut n = binds.len();
@@ -137,7 +164,10 @@ pub async fn list_chats(conn: &mut Conn, f: &ChatFilter, now: Ts) -> Result<(Vec
     }
     let total = cq.fetch_one(&mut *conn).await?;
     let rows = lq.bind(f.limit).bind(f.offset).fetch_all(conn).await?;
-    let chats = rows.iter().map(|r| rows::chat(r, now)).collect::<Result<_>>()?;
+    let chats = rows
+        .iter()
+        .map(|r| rows::chat(r, now))
+        .collect::<Result<_>>()?;
     Ok((chats, total))
 }
 
@@ -151,7 +181,13 @@ pub async fn new_chats_for(conn: &mut Conn, user: &UserId, now: Ts) -> Result<Ve
            WHERE qm.queue_id = c.queue_id AND qm.user_id = $1))) \
          ORDER BY c.queued_at, c.id"
     );
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(user.as_str()).fetch_all(conn).await?.iter().map(|r| rows::chat(r, now)).collect()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(user.as_str())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|r| rows::chat(r, now))
+        .collect()
 }
 
 /// Chats in progress with `user` responsible.
@@ -160,7 +196,13 @@ pub async fn active_chats_for(conn: &mut Conn, user: &UserId, now: Ts) -> Result
         "SELECT {CHAT_COLS} FROM {CHAT_FROM} WHERE c.status = 'in_progress' AND c.responsible_id = $1 \
          ORDER BY c.last_message_at DESC, c.id"
     );
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(user.as_str()).fetch_all(conn).await?.iter().map(|r| rows::chat(r, now)).collect()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(user.as_str())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|r| rows::chat(r, now))
+        .collect()
 }
 
 /// Makes `user` responsible if the chat is still new and not directed to somebody else.
@@ -198,7 +240,12 @@ pub async fn direct(conn: &mut Conn, chat: &ChatId, user: &UserId, deadline: Ts)
 }
 
 /// Takes a directed chat back from `user` whose accept deadline passed.
-pub async fn expire_direction(conn: &mut Conn, chat: &ChatId, user: &UserId, now: Ts) -> Result<bool> {
+pub async fn expire_direction(
+    conn: &mut Conn,
+    chat: &ChatId,
+    user: &UserId,
+    now: Ts,
+) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE chats SET directed_to = NULL, accept_deadline = NULL, missed_count = missed_count + 1 \
          WHERE id = $1 AND status = 'new' AND directed_to = $2 AND accept_deadline <= $3",
@@ -212,7 +259,11 @@ pub async fn expire_direction(conn: &mut Conn, chat: &ChatId, user: &UserId, now
 }
 
 /// `(chat, directed operator)` whose accept deadline has passed.
-pub async fn due_accept_timeouts(conn: &mut Conn, now: Ts, limit: i64) -> Result<Vec<(ChatId, UserId)>> {
+pub async fn due_accept_timeouts(
+    conn: &mut Conn,
+    now: Ts,
+    limit: i64,
+) -> Result<Vec<(ChatId, UserId)>> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT id, directed_to FROM chats WHERE accept_deadline <= $1 AND status = 'new' \
          AND directed_to IS NOT NULL ORDER BY accept_deadline LIMIT $2",
@@ -221,7 +272,10 @@ pub async fn due_accept_timeouts(conn: &mut Conn, now: Ts, limit: i64) -> Result
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|(c, u)| (ChatId(c), UserId(u))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(c, u)| (ChatId(c), UserId(u)))
+        .collect())
 }
 
 /// Chats in progress whose auto-finish time has passed.
@@ -250,7 +304,13 @@ pub async fn waiting_in_queue(conn: &mut Conn, queue: &QueueId, limit: i64) -> R
 }
 
 /// Puts an in-progress chat back into a queue as new. Returns the former responsible.
-pub async fn requeue(conn: &mut Conn, chat: &ChatId, from: &UserId, queue: &QueueId, now: Ts) -> Result<bool> {
+pub async fn requeue(
+    conn: &mut Conn,
+    chat: &ChatId,
+    from: &UserId,
+    queue: &QueueId,
+    now: Ts,
+) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE chats SET status = 'new', responsible_id = NULL, directed_to = NULL, accept_deadline = NULL, \
          autofinish_at = NULL, queue_id = $3, queued_at = $4 \
@@ -301,18 +361,30 @@ pub async fn finish(
     now: Ts,
     only_if_autofinish_due: bool,
 ) -> Result<Option<Option<UserId>>> {
-    let extra = if only_if_autofinish_due { " AND status = 'in_progress' AND autofinish_at <= $5" } else { "" };
+    let extra = if only_if_autofinish_due {
+        " AND status = 'in_progress' AND autofinish_at <= $5"
+    } else {
+        ""
+    };
     let sql = format!(
         "UPDATE chats SET status = 'completed', ended_at = $2, close_reason = $3, closed_by = $4, \
          autofinish_at = NULL, accept_deadline = NULL, directed_to = NULL \
          WHERE id = $1 AND status <> 'completed'{extra} RETURNING responsible_id"
     );
-    let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(chat.as_str()).bind(now.0).bind(reason.as_str()).bind(by.map(|b| b.as_str()));
+    let mut q = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(chat.as_str())
+        .bind(now.0)
+        .bind(reason.as_str())
+        .bind(by.map(|b| b.as_str()));
     if only_if_autofinish_due {
         q = q.bind(now.0);
     }
     let row = q.fetch_optional(conn).await?;
-    row.map(|r| Ok(r.try_get::<Option<String>, _>("responsible_id")?.map(UserId))).transpose()
+    row.map(|r| {
+        Ok(r.try_get::<Option<String>, _>("responsible_id")?
+            .map(UserId))
+    })
+    .transpose()
 }
 
 /// What ingestion needs to know about a chat after recording a client message.
@@ -324,7 +396,12 @@ pub struct ChatState {
 }
 
 /// Records a client message on the chat: preview, unread count, clears the auto-finish timer.
-pub async fn on_inbound(conn: &mut Conn, chat: &ChatId, preview: &str, now: Ts) -> Result<ChatState> {
+pub async fn on_inbound(
+    conn: &mut Conn,
+    chat: &ChatId,
+    preview: &str,
+    now: Ts,
+) -> Result<ChatState> {
     let r = sqlx::query(
         "UPDATE chats SET last_message_at = $2, last_message_direction = 'inbound', preview = $3, \
          last_client_message_at = $2, unread_count = unread_count + 1, autofinish_at = NULL \
@@ -337,14 +414,22 @@ pub async fn on_inbound(conn: &mut Conn, chat: &ChatId, preview: &str, now: Ts) 
     .await?;
     Ok(ChatState {
         status: rows::parse(&r.try_get::<String, _>("status")?)?,
-        responsible: r.try_get::<Option<String>, _>("responsible_id")?.map(UserId),
+        responsible: r
+            .try_get::<Option<String>, _>("responsible_id")?
+            .map(UserId),
         queue: QueueId(r.try_get("queue_id")?),
         directed_to: r.try_get::<Option<String>, _>("directed_to")?.map(UserId),
     })
 }
 
 /// Records an operator message: first reply time, preview, and the auto-finish deadline.
-pub async fn on_outbound(conn: &mut Conn, chat: &ChatId, preview: &str, now: Ts, autofinish_at: Option<Ts>) -> Result<()> {
+pub async fn on_outbound(
+    conn: &mut Conn,
+    chat: &ChatId,
+    preview: &str,
+    now: Ts,
+    autofinish_at: Option<Ts>,
+) -> Result<()> {
     sqlx::query(
         "UPDATE chats SET last_message_at = $2, last_message_direction = 'outbound', preview = $3, \
          last_operator_message_at = $2, first_reply_at = COALESCE(first_reply_at, $2), \
@@ -387,8 +472,15 @@ pub async fn insert_decision(conn: &mut Conn, d: &RoutingDecision) -> Result<()>
 }
 
 pub async fn decisions_of(conn: &mut Conn, chat: &ChatId) -> Result<Vec<RoutingDecision>> {
-    let sql = format!("SELECT {DECISION_COLS} FROM routing_decisions WHERE chat_id = $1 ORDER BY at, id");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(chat.as_str()).fetch_all(conn).await?.iter().map(rows::decision).collect()
+    let sql =
+        format!("SELECT {DECISION_COLS} FROM routing_decisions WHERE chat_id = $1 ORDER BY at, id");
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(chat.as_str())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(rows::decision)
+        .collect()
 }
 
 /// The chain of earlier chats of this chat (parent, grandparent, …), nearest first.
@@ -396,10 +488,11 @@ pub async fn ancestors(conn: &mut Conn, chat: &ChatId, max: usize) -> Result<Vec
     let mut out = Vec::new();
     let mut cur = chat.clone();
     while out.len() < max {
-        let p: Option<Option<String>> = sqlx::query_scalar("SELECT parent_id FROM chats WHERE id = $1")
-            .bind(cur.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+        let p: Option<Option<String>> =
+            sqlx::query_scalar("SELECT parent_id FROM chats WHERE id = $1")
+                .bind(cur.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
         match p.flatten() {
             Some(p) => {
                 cur = ChatId(p);
@@ -457,5 +550,10 @@ pub async fn facts(conn: &mut Conn, from: Ts, to: Ts) -> Result<Vec<ChatFacts>> 
 
 /// The channel identity a chat talks to.
 pub async fn identity_of(conn: &mut Conn, chat: &ChatId) -> Result<Option<Option<String>>> {
-    Ok(sqlx::query_scalar("SELECT identity_id FROM chats WHERE id = $1").bind(chat.as_str()).fetch_optional(conn).await?)
+    Ok(
+        sqlx::query_scalar("SELECT identity_id FROM chats WHERE id = $1")
+            .bind(chat.as_str())
+            .fetch_optional(conn)
+            .await?,
+    )
 }

@@ -48,7 +48,11 @@ pub async fn update_contact(conn: &mut Conn, c: &Contact, now: Ts) -> Result<boo
 
 pub async fn get_contact(conn: &mut Conn, id: &ContactId) -> Result<Option<Contact>> {
     let sql = format!("SELECT {CONTACT_COLS} FROM contacts WHERE id = $1");
-    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str())).bind(id.as_str()).fetch_optional(&mut *conn).await? else {
+    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
         return Ok(None);
     };
     let mut c = rows::contact(&r)?;
@@ -57,28 +61,60 @@ pub async fn get_contact(conn: &mut Conn, id: &ContactId) -> Result<Option<Conta
 }
 
 pub async fn identities_of(conn: &mut Conn, contact: &ContactId) -> Result<Vec<Identity>> {
-    let sql = format!("SELECT {IDENTITY_COLS} FROM contact_identities WHERE contact_id = $1 ORDER BY created_at");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(contact.as_str()).fetch_all(conn).await?.iter().map(rows::identity).collect()
+    let sql = format!(
+        "SELECT {IDENTITY_COLS} FROM contact_identities WHERE contact_id = $1 ORDER BY created_at"
+    );
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(contact.as_str())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(rows::identity)
+        .collect()
 }
 
 pub async fn get_identity(conn: &mut Conn, id: &IdentityId) -> Result<Option<Identity>> {
     let sql = format!("SELECT {IDENTITY_COLS} FROM contact_identities WHERE id = $1");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(id.as_str()).fetch_optional(conn).await?.map(|r| rows::identity(&r)).transpose()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| rows::identity(&r))
+        .transpose()
 }
 
 /// Contacts whose name, email or phone contains `q`, newest first.
-pub async fn search_contacts(conn: &mut Conn, q: &str, limit: i64, offset: i64) -> Result<Vec<Contact>> {
+pub async fn search_contacts(
+    conn: &mut Conn,
+    q: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Contact>> {
     let pattern = format!("%{}%", q.to_lowercase());
     let sql = format!(
         "SELECT {CONTACT_COLS} FROM contacts WHERE merged_into IS NULL AND (LOWER(name) LIKE $1 \
          OR LOWER(COALESCE(email, '')) LIKE $1 OR COALESCE(phone, '') LIKE $1) \
          ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     );
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(pattern).bind(limit).bind(offset).fetch_all(conn).await?.iter().map(rows::contact).collect()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(rows::contact)
+        .collect()
 }
 
-pub async fn identity_by_external(conn: &mut Conn, channel: &ChannelId, external_id: &str) -> Result<Option<Identity>> {
-    let sql = format!("SELECT {IDENTITY_COLS} FROM contact_identities WHERE channel_id = $1 AND external_id = $2");
+pub async fn identity_by_external(
+    conn: &mut Conn,
+    channel: &ChannelId,
+    external_id: &str,
+) -> Result<Option<Identity>> {
+    let sql = format!(
+        "SELECT {IDENTITY_COLS} FROM contact_identities WHERE channel_id = $1 AND external_id = $2"
+    );
     sqlx::query(AssertSqlSafe(sql.as_str()))
         .bind(channel.as_str())
         .bind(external_id)
@@ -106,6 +142,9 @@ pub async fn insert_identity(conn: &mut Conn, i: &Identity) -> Result<bool> {
 }
 
 pub async fn delete_contact(conn: &mut Conn, id: &ContactId) -> Result<()> {
-    sqlx::query("DELETE FROM contacts WHERE id = $1").bind(id.as_str()).execute(conn).await?;
+    sqlx::query("DELETE FROM contacts WHERE id = $1")
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -39,13 +39,22 @@ pub async fn insert_user(conn: &mut Conn, u: NewUser<'_>) -> Result<()> {
 
 pub async fn get_user(conn: &mut Conn, id: &UserId) -> Result<Option<User>> {
     let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(id.as_str()).fetch_optional(conn).await?.map(|r| rows::user(&r)).transpose()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| rows::user(&r))
+        .transpose()
 }
 
 /// The user and their password hash, for login.
 pub async fn get_user_for_login(conn: &mut Conn, username: &str) -> Result<Option<(User, String)>> {
     let sql = format!("SELECT {USER_COLS}, password_hash FROM users WHERE username = $1");
-    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str())).bind(username).fetch_optional(conn).await? else {
+    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(username)
+        .fetch_optional(conn)
+        .await?
+    else {
         return Ok(None);
     };
     use sqlx::Row;
@@ -54,7 +63,12 @@ pub async fn get_user_for_login(conn: &mut Conn, username: &str) -> Result<Optio
 
 pub async fn list_users(conn: &mut Conn) -> Result<Vec<User>> {
     let sql = format!("SELECT {USER_COLS} FROM users ORDER BY display_name, username");
-    sqlx::query(AssertSqlSafe(sql.as_str())).fetch_all(conn).await?.iter().map(rows::user).collect()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(rows::user)
+        .collect()
 }
 
 #[derive(Default)]
@@ -129,7 +143,11 @@ pub async fn set_status(
     Ok(true)
 }
 
-pub async fn status_history(conn: &mut Conn, user: &UserId, limit: i64) -> Result<Vec<StatusChange>> {
+pub async fn status_history(
+    conn: &mut Conn,
+    user: &UserId,
+    limit: i64,
+) -> Result<Vec<StatusChange>> {
     let rows: Vec<(String, String, String, Option<String>, i64)> = sqlx::query_as(
         "SELECT user_id, status, reason, actor_id, at FROM status_history WHERE user_id = $1 \
          ORDER BY at DESC, id DESC LIMIT $2",
@@ -154,7 +172,12 @@ pub async fn status_history(conn: &mut Conn, user: &UserId, limit: i64) -> Resul
 /// Takes one unit of chat capacity from `user` if they have it. A single conditional statement:
 /// on PostgreSQL the row lock makes concurrent takers re-check the condition, so the limit holds
 /// across nodes.
-pub async fn take_capacity(conn: &mut Conn, user: &UserId, default_limit: i64, now: Ts) -> Result<bool> {
+pub async fn take_capacity(
+    conn: &mut Conn,
+    user: &UserId,
+    default_limit: i64,
+    now: Ts,
+) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE users SET active_chats = active_chats + 1, last_chat_at = $3 \
          WHERE id = $1 AND disabled = 0 AND active_chats < COALESCE(chat_limit, $2)",
@@ -168,10 +191,12 @@ pub async fn take_capacity(conn: &mut Conn, user: &UserId, default_limit: i64, n
 }
 
 pub async fn release_capacity(conn: &mut Conn, user: &UserId) -> Result<()> {
-    sqlx::query("UPDATE users SET active_chats = active_chats - 1 WHERE id = $1 AND active_chats > 0")
-        .bind(user.as_str())
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE users SET active_chats = active_chats - 1 WHERE id = $1 AND active_chats > 0",
+    )
+    .bind(user.as_str())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -218,27 +243,34 @@ pub async fn set_members(conn: &mut Conn, queue: &QueueId, members: &[UserId]) -
         .execute(&mut *conn)
         .await?;
     for m in members {
-        sqlx::query("INSERT INTO queue_members (queue_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(queue.as_str())
-            .bind(m.as_str())
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "INSERT INTO queue_members (queue_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(queue.as_str())
+        .bind(m.as_str())
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
 
 async fn members_of(conn: &mut Conn, queue: &QueueId) -> Result<Vec<UserId>> {
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT user_id FROM queue_members WHERE queue_id = $1 ORDER BY user_id")
-            .bind(queue.as_str())
-            .fetch_all(conn)
-            .await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT user_id FROM queue_members WHERE queue_id = $1 ORDER BY user_id",
+    )
+    .bind(queue.as_str())
+    .fetch_all(conn)
+    .await?;
     Ok(ids.into_iter().map(UserId).collect())
 }
 
 pub async fn get_queue(conn: &mut Conn, id: &QueueId) -> Result<Option<Queue>> {
     let sql = format!("SELECT {QUEUE_COLS} FROM queues WHERE id = $1");
-    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str())).bind(id.as_str()).fetch_optional(&mut *conn).await? else {
+    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
         return Ok(None);
     };
     let mut q = rows::queue(&r)?;
@@ -248,7 +280,9 @@ pub async fn get_queue(conn: &mut Conn, id: &QueueId) -> Result<Option<Queue>> {
 
 pub async fn list_queues(conn: &mut Conn) -> Result<Vec<Queue>> {
     let sql = format!("SELECT {QUEUE_COLS} FROM queues ORDER BY name");
-    let rows = sqlx::query(AssertSqlSafe(sql.as_str())).fetch_all(&mut *conn).await?;
+    let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .fetch_all(&mut *conn)
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let mut q = rows::queue(&r)?;
@@ -259,16 +293,20 @@ pub async fn list_queues(conn: &mut Conn) -> Result<Vec<Queue>> {
 }
 
 pub async fn delete_queue(conn: &mut Conn, id: &QueueId) -> Result<bool> {
-    let r = sqlx::query("DELETE FROM queues WHERE id = $1").bind(id.as_str()).execute(conn).await?;
+    let r = sqlx::query("DELETE FROM queues WHERE id = $1")
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
     Ok(r.rows_affected() == 1)
 }
 
 /// Queues where `user` is a member.
 pub async fn queues_of_user(conn: &mut Conn, user: &UserId) -> Result<Vec<QueueId>> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT queue_id FROM queue_members WHERE user_id = $1")
-        .bind(user.as_str())
-        .fetch_all(conn)
-        .await?;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT queue_id FROM queue_members WHERE user_id = $1")
+            .bind(user.as_str())
+            .fetch_all(conn)
+            .await?;
     Ok(ids.into_iter().map(QueueId).collect())
 }
 
@@ -277,9 +315,19 @@ pub async fn queue_members_with_load(conn: &mut Conn, queue: &QueueId) -> Result
     let sql = format!(
         "SELECT {} FROM users u JOIN queue_members qm ON qm.user_id = u.id WHERE qm.queue_id = $1 \
          ORDER BY u.id",
-        USER_COLS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+        USER_COLS
+            .split(", ")
+            .map(|c| format!("u.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(queue.as_str()).fetch_all(conn).await?.iter().map(rows::user).collect()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(queue.as_str())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(rows::user)
+        .collect()
 }
 
 // ---- channels ----
@@ -321,14 +369,16 @@ pub async fn update_channel(
     active: bool,
     settings: &serde_json::Value,
 ) -> Result<bool> {
-    let r = sqlx::query("UPDATE channels SET name = $2, queue_id = $3, active = $4, settings = $5 WHERE id = $1")
-        .bind(id.as_str())
-        .bind(name)
-        .bind(queue.as_str())
-        .bind(active as i64)
-        .bind(settings.to_string())
-        .execute(conn)
-        .await?;
+    let r = sqlx::query(
+        "UPDATE channels SET name = $2, queue_id = $3, active = $4, settings = $5 WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .bind(name)
+    .bind(queue.as_str())
+    .bind(active as i64)
+    .bind(settings.to_string())
+    .execute(conn)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -343,22 +393,42 @@ pub async fn set_channel_token(conn: &mut Conn, id: &ChannelId, token_hash: &str
 
 pub async fn get_channel(conn: &mut Conn, id: &ChannelId) -> Result<Option<Channel>> {
     let sql = format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = $1");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(id.as_str()).fetch_optional(conn).await?.map(|r| rows::channel(&r)).transpose()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| rows::channel(&r))
+        .transpose()
 }
 
 pub async fn channel_by_public_key(conn: &mut Conn, key: &str) -> Result<Option<Channel>> {
     let sql = format!("SELECT {CHANNEL_COLS} FROM channels WHERE public_key = $1");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(key).fetch_optional(conn).await?.map(|r| rows::channel(&r)).transpose()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| rows::channel(&r))
+        .transpose()
 }
 
 pub async fn channel_by_token_hash(conn: &mut Conn, hash: &str) -> Result<Option<Channel>> {
     let sql = format!("SELECT {CHANNEL_COLS} FROM channels WHERE token_hash = $1");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(hash).fetch_optional(conn).await?.map(|r| rows::channel(&r)).transpose()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(hash)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| rows::channel(&r))
+        .transpose()
 }
 
 pub async fn list_channels(conn: &mut Conn) -> Result<Vec<Channel>> {
     let sql = format!("SELECT {CHANNEL_COLS} FROM channels ORDER BY name");
-    sqlx::query(AssertSqlSafe(sql.as_str())).fetch_all(conn).await?.iter().map(rows::channel).collect()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(rows::channel)
+        .collect()
 }
 
 // ---- templates ----
@@ -382,18 +452,37 @@ pub async fn upsert_template(conn: &mut Conn, t: &Template) -> Result<()> {
 
 pub async fn get_template(conn: &mut Conn, id: &TemplateId) -> Result<Option<Template>> {
     let sql = format!("SELECT {TEMPLATE_COLS} FROM templates WHERE id = $1");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(id.as_str()).fetch_optional(conn).await?.map(|r| rows::template(&r)).transpose()
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| rows::template(&r))
+        .transpose()
 }
 
 pub async fn delete_template(conn: &mut Conn, id: &TemplateId) -> Result<bool> {
-    let r = sqlx::query("DELETE FROM templates WHERE id = $1").bind(id.as_str()).execute(conn).await?;
+    let r = sqlx::query("DELETE FROM templates WHERE id = $1")
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
     Ok(r.rows_affected() == 1)
 }
 
 /// Templates whose name or text contains `q` (case-insensitive), global or of one of `queues`.
 /// `queues = None` lists all templates (admin view).
-pub async fn search_templates(conn: &mut Conn, q: &str, queues: Option<&[QueueId]>, limit: i64) -> Result<Vec<Template>> {
-    let pattern = format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+pub async fn search_templates(
+    conn: &mut Conn,
+    q: &str,
+    queues: Option<&[QueueId]>,
+    limit: i64,
+) -> Result<Vec<Template>> {
+    let pattern = format!(
+        "%{}%",
+        q.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
     let mut sql = format!(
         "SELECT {TEMPLATE_COLS} FROM templates WHERE (LOWER(name) LIKE $1 ESCAPE '\\' OR LOWER(body) LIKE $1 ESCAPE '\\')"
     );
@@ -405,16 +494,29 @@ pub async fn search_templates(conn: &mut Conn, q: &str, queues: Option<&[QueueId
         sql.push(')');
     }
     sql.push_str(" ORDER BY name LIMIT $2");
-    let mut query = sqlx::query(AssertSqlSafe(sql.as_str())).bind(pattern).bind(limit);
+    let mut query = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(pattern)
+        .bind(limit);
     for qid in queues.unwrap_or_default() {
         query = query.bind(qid.as_str());
     }
-    query.fetch_all(conn).await?.iter().map(rows::template).collect()
+    query
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(rows::template)
+        .collect()
 }
 
 // ---- drafts ----
 
-pub async fn save_draft(conn: &mut Conn, chat: &ChatId, user: &UserId, body: &str, now: Ts) -> Result<()> {
+pub async fn save_draft(
+    conn: &mut Conn,
+    chat: &ChatId,
+    user: &UserId,
+    body: &str,
+    now: Ts,
+) -> Result<()> {
     if body.is_empty() {
         sqlx::query("DELETE FROM drafts WHERE chat_id = $1 AND user_id = $2")
             .bind(chat.as_str())
@@ -436,7 +538,11 @@ pub async fn save_draft(conn: &mut Conn, chat: &ChatId, user: &UserId, body: &st
     Ok(())
 }
 
-pub async fn get_draft(conn: &mut Conn, chat: &ChatId, user: &UserId) -> Result<Option<(String, Ts)>> {
+pub async fn get_draft(
+    conn: &mut Conn,
+    chat: &ChatId,
+    user: &UserId,
+) -> Result<Option<(String, Ts)>> {
     let r: Option<(String, i64)> =
         sqlx::query_as("SELECT body, updated_at FROM drafts WHERE chat_id = $1 AND user_id = $2")
             .bind(chat.as_str())

@@ -130,8 +130,15 @@ impl Store {
                 // One writer connection: SQLite serialises writers anyway, and queuing them in
                 // the pool avoids SQLITE_BUSY storms.
                 let write = mk(1).connect_with(connect.clone()).await?;
-                let read = mk(opts.max_connections.max(2)).connect_with(connect).await?;
-                Ok(Store { read, write, backend, url: opts.url.clone() })
+                let read = mk(opts.max_connections.max(2))
+                    .connect_with(connect)
+                    .await?;
+                Ok(Store {
+                    read,
+                    write,
+                    backend,
+                    url: opts.url.clone(),
+                })
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -139,7 +146,12 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(connect)
                     .await?;
-                Ok(Store { read: pool.clone(), write: pool, backend, url: opts.url.clone() })
+                Ok(Store {
+                    read: pool.clone(),
+                    write: pool,
+                    backend,
+                    url: opts.url.clone(),
+                })
             }
         }
     }
@@ -161,9 +173,15 @@ impl Store {
     /// Applies pending migrations from `migrations/<backend>/`.
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
-            Backend::Sqlite => sqlx::migrate!("../../migrations/sqlite").run(&self.write).await?,
+            Backend::Sqlite => {
+                sqlx::migrate!("../../migrations/sqlite")
+                    .run(&self.write)
+                    .await?
+            }
             Backend::Postgres => {
-                sqlx::migrate!("../../migrations/postgres").run(&self.write).await?
+                sqlx::migrate!("../../migrations/postgres")
+                    .run(&self.write)
+                    .await?
             }
         }
         Ok(())
@@ -171,7 +189,10 @@ impl Store {
 
     /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite).
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.write.begin_with(self.backend.begin_statement()).await?)
+        Ok(self
+            .write
+            .begin_with(self.backend.begin_statement())
+            .await?)
     }
 
     /// A read connection.

@@ -41,19 +41,28 @@ pub async fn insert_message(conn: &mut Conn, m: NewMessage<'_>) -> Result<bool> 
 }
 
 /// `(message id, chat id)` of an already stored external message.
-pub async fn by_external_id(conn: &mut Conn, channel: &ChannelId, external_id: &str) -> Result<Option<(MessageId, ChatId)>> {
-    let r: Option<(String, String)> =
-        sqlx::query_as("SELECT id, chat_id FROM messages WHERE channel_id = $1 AND external_id = $2")
-            .bind(channel.as_str())
-            .bind(external_id)
-            .fetch_optional(conn)
-            .await?;
+pub async fn by_external_id(
+    conn: &mut Conn,
+    channel: &ChannelId,
+    external_id: &str,
+) -> Result<Option<(MessageId, ChatId)>> {
+    let r: Option<(String, String)> = sqlx::query_as(
+        "SELECT id, chat_id FROM messages WHERE channel_id = $1 AND external_id = $2",
+    )
+    .bind(channel.as_str())
+    .bind(external_id)
+    .fetch_optional(conn)
+    .await?;
     Ok(r.map(|(m, c)| (MessageId(m), ChatId(c))))
 }
 
 pub async fn get_message(conn: &mut Conn, id: &MessageId) -> Result<Option<Message>> {
     let sql = format!("SELECT {MESSAGE_COLS} FROM {MESSAGE_FROM} WHERE m.id = $1");
-    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str())).bind(id.as_str()).fetch_optional(&mut *conn).await? else {
+    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
         return Ok(None);
     };
     let mut m = rows::message(&r)?;
@@ -66,14 +75,26 @@ pub async fn transcript(conn: &mut Conn, chats: &[ChatId]) -> Result<Vec<Message
     if chats.is_empty() {
         return Ok(Vec::new());
     }
-    let list = (1..=chats.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-    let sql = format!("SELECT {MESSAGE_COLS} FROM {MESSAGE_FROM} WHERE m.chat_id IN ({list}) ORDER BY m.created_at, m.id");
+    let list = (1..=chats.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {MESSAGE_COLS} FROM {MESSAGE_FROM} WHERE m.chat_id IN ({list}) ORDER BY m.created_at, m.id"
+    );
     let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
     for c in chats {
         q = q.bind(c.as_str());
     }
-    let mut msgs: Vec<Message> = q.fetch_all(&mut *conn).await?.iter().map(rows::message).collect::<Result<_>>()?;
-    let fsql = format!("SELECT {FILE_COLS}, message_id FROM files WHERE chat_id IN ({list}) AND message_id IS NOT NULL ORDER BY created_at, id");
+    let mut msgs: Vec<Message> = q
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(rows::message)
+        .collect::<Result<_>>()?;
+    let fsql = format!(
+        "SELECT {FILE_COLS}, message_id FROM files WHERE chat_id IN ({list}) AND message_id IS NOT NULL ORDER BY created_at, id"
+    );
     let mut fq = sqlx::query(AssertSqlSafe(fsql.as_str()));
     for c in chats {
         fq = fq.bind(c.as_str());
@@ -88,13 +109,23 @@ pub async fn transcript(conn: &mut Conn, chats: &[ChatId]) -> Result<Vec<Message
 }
 
 /// Outbound messages of a channel after the cursor (a message id; ids are time-ordered).
-pub async fn outbound_after(conn: &mut Conn, channel: &ChannelId, after: Option<&str>, limit: i64) -> Result<Vec<(Message, Option<String>)>> {
+pub async fn outbound_after(
+    conn: &mut Conn,
+    channel: &ChannelId,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(Message, Option<String>)>> {
     let sql = format!(
         "SELECT {MESSAGE_COLS}, i.external_id AS recipient FROM {MESSAGE_FROM} JOIN chats c ON c.id = m.chat_id \
          LEFT JOIN contact_identities i ON i.id = c.identity_id \
          WHERE m.channel_id = $1 AND m.direction = 'outbound' AND m.id > $2 ORDER BY m.id LIMIT $3"
     );
-    let rows = sqlx::query(AssertSqlSafe(sql.as_str())).bind(channel.as_str()).bind(after.unwrap_or("")).bind(limit).fetch_all(&mut *conn).await?;
+    let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(channel.as_str())
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let mut m = rows::message(&r)?;
@@ -105,11 +136,13 @@ pub async fn outbound_after(conn: &mut Conn, channel: &ChannelId, after: Option<
 }
 
 pub async fn set_delivery(conn: &mut Conn, id: &MessageId, status: DeliveryStatus) -> Result<bool> {
-    let r = sqlx::query("UPDATE messages SET delivery_status = $2 WHERE id = $1 AND direction = 'outbound'")
-        .bind(id.as_str())
-        .bind(status.as_str())
-        .execute(conn)
-        .await?;
+    let r = sqlx::query(
+        "UPDATE messages SET delivery_status = $2 WHERE id = $1 AND direction = 'outbound'",
+    )
+    .bind(id.as_str())
+    .bind(status.as_str())
+    .execute(conn)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -152,31 +185,53 @@ pub struct FileRecord {
 }
 
 pub async fn get_file(conn: &mut Conn, id: &FileId) -> Result<Option<FileRecord>> {
-    let sql = format!("SELECT {FILE_COLS}, uploader_user, uploader_identity, chat_id, message_id FROM files WHERE id = $1");
-    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str())).bind(id.as_str()).fetch_optional(conn).await? else {
+    let sql = format!(
+        "SELECT {FILE_COLS}, uploader_user, uploader_identity, chat_id, message_id FROM files WHERE id = $1"
+    );
+    let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?
+    else {
         return Ok(None);
     };
     Ok(Some(FileRecord {
         attachment: rows::attachment(&r)?,
         uploader_user: r.try_get::<Option<String>, _>("uploader_user")?.map(UserId),
-        uploader_identity: r.try_get::<Option<String>, _>("uploader_identity")?.map(IdentityId),
+        uploader_identity: r
+            .try_get::<Option<String>, _>("uploader_identity")?
+            .map(IdentityId),
         chat_id: r.try_get::<Option<String>, _>("chat_id")?.map(ChatId),
         message_id: r.try_get::<Option<String>, _>("message_id")?.map(MessageId),
     }))
 }
 
 /// Attaches an unattached file to a message; `false` if it is attached already.
-pub async fn attach_file(conn: &mut Conn, file: &FileId, message: &MessageId, chat: &ChatId) -> Result<bool> {
-    let r = sqlx::query("UPDATE files SET message_id = $2, chat_id = $3 WHERE id = $1 AND message_id IS NULL")
-        .bind(file.as_str())
-        .bind(message.as_str())
-        .bind(chat.as_str())
-        .execute(conn)
-        .await?;
+pub async fn attach_file(
+    conn: &mut Conn,
+    file: &FileId,
+    message: &MessageId,
+    chat: &ChatId,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE files SET message_id = $2, chat_id = $3 WHERE id = $1 AND message_id IS NULL",
+    )
+    .bind(file.as_str())
+    .bind(message.as_str())
+    .bind(chat.as_str())
+    .execute(conn)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 
 pub async fn attachments_of(conn: &mut Conn, message: &MessageId) -> Result<Vec<Attachment>> {
-    let sql = format!("SELECT {FILE_COLS} FROM files WHERE message_id = $1 ORDER BY created_at, id");
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(message.as_str()).fetch_all(conn).await?.iter().map(rows::attachment).collect()
+    let sql =
+        format!("SELECT {FILE_COLS} FROM files WHERE message_id = $1 ORDER BY created_at, id");
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(message.as_str())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(rows::attachment)
+        .collect()
 }

@@ -67,7 +67,9 @@ pub fn chat(r: &AnyRow, now: Ts) -> Result<Chat> {
         contact_name: r.try_get("contact_name")?,
         channel_id: ChannelId(r.try_get("channel_id")?),
         queue_id: QueueId(r.try_get("queue_id")?),
-        responsible_id: r.try_get::<Option<String>, _>("responsible_id")?.map(UserId),
+        responsible_id: r
+            .try_get::<Option<String>, _>("responsible_id")?
+            .map(UserId),
         directed_to: r.try_get::<Option<String>, _>("directed_to")?.map(UserId),
         parent_id: r.try_get::<Option<String>, _>("parent_id")?.map(ChatId),
         started_at: Ts(r.try_get("started_at")?),
@@ -190,7 +192,8 @@ pub fn template(r: &AnyRow) -> Result<Template> {
     })
 }
 
-pub const DECISION_COLS: &str = "id, chat_id, at, action, rule, queue_id, chosen, candidates, reason";
+pub const DECISION_COLS: &str =
+    "id, chat_id, at, action, rule, queue_id, chosen, candidates, reason";
 
 pub fn decision(r: &AnyRow) -> Result<RoutingDecision> {
     Ok(RoutingDecision {

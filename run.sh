@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds Ferrydesk and starts it on SQLite with demo data; prints the URL and the demo logins.
+# Extra arguments go to `ferrydesk` (e.g. --listen 0.0.0.0:8080 --data-dir /var/lib/ferrydesk).
+set -euo pipefail
+cd "$(dirname "$0")"
+command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+echo "Building Ferrydesk (release; the first build takes several minutes)…" >&2
+cargo build --release --locked -p ferrydesk
+exec ./target/release/ferrydesk "$@" demo

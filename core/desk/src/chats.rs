@@ -371,7 +371,9 @@ impl Desk {
             },
         )
         .await?;
-        messages::get_message(conn, &mid).await?.ok_or(Error::not_found("message"))
+        messages::get_message(conn, &mid)
+            .await?
+            .ok_or(Error::not_found("message"))
     }
 
     /// Operators with their availability, for the transfer dialog (S15).
@@ -575,7 +577,9 @@ impl Desk {
         self.finish_in(tx, &chat, reason, Some(p.id()), false)
             .await?;
         let mut conn = self.store().read().await?;
-        chat_store::get_chat(&mut conn, id, Ts::now()).await?.ok_or(Error::not_found("chat"))
+        chat_store::get_chat(&mut conn, id, Ts::now())
+            .await?
+            .ok_or(Error::not_found("chat"))
     }
 
     /// Completes the chat, frees the operator's capacity and offers them waiting chats.

@@ -42,6 +42,8 @@ pub struct DeskOptions {
     pub login_window: Duration,
     /// Largest ingestion batch committed at once.
     pub ingest_batch: usize,
+    /// Concurrent ingestion writers on PostgreSQL (SQLite always has one).
+    pub ingest_writers: usize,
     /// Hash cost parameters (tests lower them).
     pub argon2_memory_kib: u32,
 }
@@ -55,6 +57,7 @@ impl Default for DeskOptions {
             login_max_failures: 5,
             login_window: Duration::from_secs(15 * 60),
             ingest_batch: 512,
+            ingest_writers: 4,
             argon2_memory_kib: 19 * 1024,
         }
     }
@@ -84,7 +87,7 @@ struct Inner {
     templates: templates::Renderer,
     opts: DeskOptions,
     node_id: String,
-    ingest: mpsc::Sender<ingest::Job>,
+    ingest: Vec<mpsc::Sender<ingest::Job>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -95,7 +98,14 @@ impl Desk {
         blobs: Arc<dyn blobs::BlobStore>,
         opts: DeskOptions,
     ) -> Result<Desk> {
-        let (ingest_tx, ingest_rx) = mpsc::channel(opts.ingest_batch * 8);
+        // SQLite has one writer; PostgreSQL takes several batches at once.
+        let writers = match store.backend() {
+            ferrydesk_store::Backend::Sqlite => 1,
+            ferrydesk_store::Backend::Postgres => opts.ingest_writers.max(1),
+        };
+        let (ingest_txs, ingest_rxs): (Vec<_>, Vec<_>) = (0..writers)
+            .map(|_| mpsc::channel(opts.ingest_batch * 8))
+            .unzip();
         let (shutdown, _) = watch::channel(false);
         let desk = Desk {
             inner: Arc::new(Inner {
@@ -105,11 +115,13 @@ impl Desk {
                 templates: templates::Renderer::new(),
                 opts,
                 node_id: uuid::Uuid::new_v4().to_string(),
-                ingest: ingest_tx,
+                ingest: ingest_txs,
                 shutdown,
             }),
         };
-        tokio::spawn(ingest::run_writer(desk.clone(), ingest_rx));
+        for rx in ingest_rxs {
+            tokio::spawn(ingest::run_writer(desk.clone(), rx));
+        }
         tokio::spawn(timers::run(desk.clone(), desk.inner.shutdown.subscribe()));
         if desk.store().backend() == ferrydesk_store::Backend::Postgres {
             timers::spawn_listener(desk.clone(), desk.inner.shutdown.subscribe()).await?;

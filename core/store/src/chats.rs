@@ -557,3 +557,32 @@ pub async fn identity_of(conn: &mut Conn, chat: &ChatId) -> Result<Option<Option
             .await?,
     )
 }
+
+/// What ingestion needs about a sender, in one query: their identity and contact, and the
+/// contact's unfinished chat on the channel if there is one.
+pub struct SenderState {
+    pub identity: IdentityId,
+    pub contact: ContactId,
+    pub open_chat: Option<ChatId>,
+}
+
+pub async fn sender_state(
+    conn: &mut Conn,
+    channel: &ChannelId,
+    sender: &str,
+) -> Result<Option<SenderState>> {
+    let r: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT i.id, i.contact_id, c.id FROM contact_identities i \
+         LEFT JOIN chats c ON c.contact_id = i.contact_id AND c.channel_id = i.channel_id AND c.status <> 'completed' \
+         WHERE i.channel_id = $1 AND i.external_id = $2",
+    )
+    .bind(channel.as_str())
+    .bind(sender)
+    .fetch_optional(conn)
+    .await?;
+    Ok(r.map(|(i, c, chat)| SenderState {
+        identity: IdentityId(i),
+        contact: ContactId(c),
+        open_chat: chat.map(ChatId),
+    }))
+}

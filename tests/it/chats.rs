@@ -354,12 +354,21 @@ async fn templates_and_drafts(b: Backend) -> Result<()> {
         )
         .await?
         .ok()?;
-    let after = fx
-        .channel()
-        .get(&format!("/api/v1/channel/outbound?after={mid}"))
-        .await?
-        .ok()?;
-    assert_eq!(after.as_array().map(Vec::len), Some(1));
+    let pending = fx.channel().get("/api/v1/channel/outbound").await?.ok()?;
+    assert_eq!(
+        pending.as_array().map(Vec::len),
+        Some(1),
+        "acked messages are not listed again"
+    );
+    assert_ne!(pending[0]["message"]["id"], mid);
+    let view = anna.get(&format!("/api/v1/chats/{chat}")).await?.ok()?;
+    let states: Vec<&str> = view["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["delivery_status"].as_str())
+        .collect();
+    assert_eq!(states, ["delivered", "queued"]);
     Ok(())
 }
 

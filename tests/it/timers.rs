@@ -12,7 +12,8 @@ use crate::on_both_backends;
 on_both_backends!(
     accept_timeout,
     accept_timeout_across_restart,
-    auto_finish_across_restart
+    auto_finish_across_restart,
+    session_expiry
 );
 
 async fn wait_until<F, Fut>(what: &str, mut f: F) -> Result<()>
@@ -156,6 +157,12 @@ async fn accept_timeout_across_restart(b: Backend) -> Result<()> {
 
     // Crash the server; the deadline passes while it is down; the restarted server fires it.
     server.kill().await;
+    // What was acknowledged before the crash is stored.
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = 'm1'")
+            .await?,
+        1
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         db.scalar_i64(&format!(
@@ -290,5 +297,40 @@ async fn auto_finish_across_restart(b: Backend) -> Result<()> {
         .await?,
         1
     );
+    Ok(())
+}
+
+async fn session_expiry(b: Backend) -> Result<()> {
+    let Some(db) = Db::new(b).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let server = Server::start_with(&db, &[("FERRYDESK_SESSION_TTL_SECS", "2")]).await?;
+    let fx = Fixture::new(
+        &server,
+        FixtureOptions {
+            operators: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let anna = &fx.operators[0];
+    anna.set_status("active").await?;
+    // An idle session expires: the operator becomes Inactive (S3) and the cookie stops working.
+    wait_until("session expiry", || async {
+        Ok(db
+            .scalar_i64("SELECT COUNT(*) FROM users WHERE username = 'op0' AND status = 'inactive'")
+            .await?
+            == 1)
+    })
+    .await?;
+    assert_eq!(anna.get("/api/v1/me/inbox").await?.status, 401);
+    let reason: String = {
+        let mut c = db.sql().await?;
+        sqlx::query_scalar("SELECT h.reason FROM status_history h JOIN users u ON u.id = h.user_id WHERE u.username = 'op0' ORDER BY h.at DESC LIMIT 1")
+            .fetch_one(&mut c)
+            .await?
+    };
+    assert_eq!(reason, "session_expired");
     Ok(())
 }

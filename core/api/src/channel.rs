@@ -88,12 +88,11 @@ async fn inbound(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundQuery {
-    /// Id of the last message already read.
-    after: Option<String>,
     limit: Option<i64>,
 }
 
-/// Operator replies to deliver, oldest first, after a cursor.
+/// Operator replies not acknowledged yet, oldest first. Deliver each, then ack it; unacked
+/// messages are listed again (at-least-once; the message id is the idempotency key).
 #[utoipa::path(get, path = "/api/v1/channel/outbound", tag = "channel", params(OutboundQuery), responses((status = 200, body = Vec<OutboundItem>)), security(("channel_token" = [])))]
 async fn outbound(
     State(s): State<AppState>,
@@ -102,7 +101,7 @@ async fn outbound(
 ) -> ApiResult<Out<Vec<OutboundItem>>> {
     Ok(Out(s
         .desk
-        .channel_outbound(&ch, q.after.as_deref(), q.limit.unwrap_or(100))
+        .channel_outbound(&ch, q.limit.unwrap_or(100))
         .await?))
 }
 

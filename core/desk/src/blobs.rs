@@ -223,3 +223,64 @@ impl Desk {
         Ok((rec.attachment, bytes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    #[test]
+    fn content_must_match_the_declared_type() {
+        assert_eq!(
+            check_content("image/png", PNG).ok().as_deref(),
+            Some("image/png")
+        );
+        assert_eq!(
+            check_content("application/octet-stream", PNG)
+                .ok()
+                .as_deref(),
+            Some("image/png")
+        );
+        let e = check_content("image/jpeg", PNG)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            "file: the content is image/png, not image/jpeg as declared"
+        );
+        let e = check_content("image/png", b"plain words")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(e, "file: cannot recognise the content as image/png");
+    }
+
+    #[test]
+    fn text_is_accepted_only_as_utf8_and_executables_never() {
+        assert_eq!(
+            check_content("text/plain; charset=utf-8", "привет".as_bytes())
+                .ok()
+                .as_deref(),
+            Some("text/plain")
+        );
+        assert!(check_content("text/plain", &[0xff, 0xfe, 0x00]).is_err());
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.extend([0u8; 64]);
+        let e = check_content("application/octet-stream", &elf)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not accepted"), "{e}");
+        assert!(check_content("text/plain", b"").is_err());
+    }
+
+    #[test]
+    fn filenames_lose_paths_and_control_characters() {
+        assert_eq!(clean_filename("../../etc/passwd"), "passwd");
+        assert_eq!(clean_filename("C:\\Users\\a\\report.pdf"), "report.pdf");
+        assert_eq!(clean_filename("a\u{0}b\nc.txt"), "abc.txt");
+        assert_eq!(clean_filename(""), "file");
+    }
+}

@@ -16,14 +16,24 @@ use utoipa::ToSchema;
 pub enum Audience {
     Users(Vec<UserId>),
     Visitor(IdentityId),
+    /// Every socket of this node (used for `resync`).
+    All,
 }
 
 impl Audience {
     pub fn includes_user(&self, u: &UserId) -> bool {
-        matches!(self, Audience::Users(us) if us.contains(u))
+        match self {
+            Audience::Users(us) => us.contains(u),
+            Audience::Visitor(_) => false,
+            Audience::All => true,
+        }
     }
     pub fn includes_visitor(&self, i: &IdentityId) -> bool {
-        matches!(self, Audience::Visitor(v) if v == i)
+        match self {
+            Audience::Visitor(v) => v == i,
+            Audience::Users(_) => false,
+            Audience::All => true,
+        }
     }
 }
 
@@ -53,6 +63,9 @@ pub enum EventBody {
         status: OperatorStatus,
         reason: StatusReason,
     },
+    /// Events may have been missed (the socket lagged, or this node lost its connection to the
+    /// other nodes' events for a moment): reload lists and open chats.
+    Resync,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

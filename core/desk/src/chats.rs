@@ -316,7 +316,24 @@ impl Desk {
                 },
             });
         }
+        // Connector channels (messengers) get the reply pushed to the provider after commit.
+        let outbound = match self.connectors().get(&channel.id) {
+            Some(_) => match chat_store::identity_of(&mut tx, &chat.id).await?.flatten() {
+                Some(i) => contacts::get_identity(&mut tx, &IdentityId(i))
+                    .await?
+                    .map(|i| crate::connectors::Outbound {
+                        channel: channel.clone(),
+                        recipient: i.external_id,
+                        message: message.clone(),
+                    }),
+                None => None,
+            },
+            None => None,
+        };
         self.commit(tx, events).await?;
+        if let Some(out) = outbound {
+            self.dispatch(out);
+        }
         metrics::counter!("ferrydesk_messages_total", "direction" => "outbound").increment(1);
         Ok(message)
     }

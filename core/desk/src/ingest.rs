@@ -111,21 +111,208 @@ struct BatchCache {
     channels: HashMap<ChannelId, Channel>,
 }
 
+impl BatchCache {
+    async fn channel(&mut self, conn: &mut Conn, id: &ChannelId) -> Result<Option<Channel>> {
+        if let Some(c) = self.channels.get(id) {
+            return Ok(Some(c.clone()));
+        }
+        let c = directory::get_channel(conn, id).await?;
+        if let Some(c) = &c {
+            self.channels.insert(c.id.clone(), c.clone());
+        }
+        Ok(c)
+    }
+}
+
 /// Runs a batch in one transaction. Validation errors become that request's answer; database
 /// errors fail the batch (and it is retried request by request).
 async fn commit_batch(desk: &Desk, jobs: &[Job]) -> Result<Vec<Result<IngestOutcome>>> {
     let mut tx = desk.store().begin().await?;
     let mut cache = BatchCache::default();
     let mut events = Vec::new();
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    let mut outcomes: Vec<Option<Result<IngestOutcome>>> = (0..jobs.len()).map(|_| None).collect();
+    ingest_known(&mut tx, &mut cache, jobs, &mut outcomes, &mut events).await?;
+    for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {
+        if out.is_some() {
+            continue;
+        }
         match ingest_one(desk, &mut tx, &mut cache, &job.msg, &mut events).await {
             Err(Error::Store(e)) => return Err(Error::Store(e)),
-            out => outcomes.push(out),
+            o => *out = Some(o),
         }
     }
     desk.commit(tx, events).await?;
-    Ok(outcomes)
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(Error::Internal("request lost in batch".into()))))
+        .collect())
+}
+
+/// The set-based common case: messages without files from senders whose chat is unfinished.
+/// A whole batch of them costs one lookup per channel, one multi-row insert and one multi-row
+/// chat update. The rest of the batch is left to [`ingest_one`].
+async fn ingest_known(
+    conn: &mut Conn,
+    cache: &mut BatchCache,
+    jobs: &[Job],
+    outcomes: &mut [Option<Result<IngestOutcome>>],
+    events: &mut Vec<Event>,
+) -> Result<()> {
+    struct Known {
+        idx: usize,
+        id: MessageId,
+        chat: ChatId,
+        contact: ContactId,
+        identity: IdentityId,
+        channel: Channel,
+    }
+    let now = Ts::now();
+    let mut by_channel: HashMap<&ChannelId, Vec<usize>> = HashMap::new();
+    for (i, j) in jobs.iter().enumerate() {
+        if j.msg.files.is_empty() {
+            by_channel.entry(&j.msg.channel).or_default().push(i);
+        }
+    }
+    let mut known = Vec::new();
+    for (channel, idxs) in by_channel {
+        // Unknown or inactive channels get their error from the one-by-one path.
+        let Some(channel) = cache.channel(conn, channel).await?.filter(|c| c.active) else {
+            continue;
+        };
+        let senders: Vec<&str> = idxs.iter().map(|&i| jobs[i].msg.sender.as_str()).collect();
+        let states = chat_store::sender_states(conn, &channel.id, &senders).await?;
+        for i in idxs {
+            if let Some(s) = states.get(&jobs[i].msg.sender)
+                && let Some(chat) = &s.open_chat
+            {
+                known.push(Known {
+                    idx: i,
+                    id: MessageId::generate(),
+                    chat: chat.clone(),
+                    contact: s.contact.clone(),
+                    identity: s.identity.clone(),
+                    channel: channel.clone(),
+                });
+            }
+        }
+    }
+    if known.is_empty() {
+        return Ok(());
+    }
+    known.sort_by_key(|k| k.idx);
+    let rows: Vec<messages::NewMessage> = known
+        .iter()
+        .map(|k| messages::NewMessage {
+            id: &k.id,
+            chat: &k.chat,
+            channel: &k.channel.id,
+            direction: Direction::Inbound,
+            author: None,
+            body: &jobs[k.idx].msg.text,
+            external_id: jobs[k.idx].msg.external_id.as_deref(),
+            delivery_status: None,
+            now,
+        })
+        .collect();
+    let inserted = messages::insert_many(conn, &rows).await?;
+    drop(rows);
+
+    // One update per chat: count, and the last message as the preview.
+    let mut order: Vec<&ChatId> = Vec::new();
+    let mut agg: HashMap<&ChatId, (i64, String)> = HashMap::new();
+    for k in known.iter().filter(|k| inserted.contains(&k.id.0)) {
+        let e = agg.entry(&k.chat).or_insert_with(|| {
+            order.push(&k.chat);
+            (0, String::new())
+        });
+        e.0 += 1;
+        e.1 = preview_of(&jobs[k.idx].msg.text, 0);
+    }
+    let updates: Vec<chat_store::InboundUpdate> = order
+        .iter()
+        .map(|c| {
+            let (count, preview) = &agg[c];
+            chat_store::InboundUpdate {
+                chat: c,
+                count: *count,
+                preview,
+                at: now,
+            }
+        })
+        .collect();
+    let states: HashMap<ChatId, chat_store::ChatState> =
+        chat_store::on_inbound_many(conn, &updates)
+            .await?
+            .into_iter()
+            .collect();
+    drop(updates);
+
+    let mut waiting_updated: Vec<(ChatId, QueueId)> = Vec::new();
+    for k in known {
+        let m = &jobs[k.idx].msg;
+        if !inserted.contains(&k.id.0) {
+            // Stored before, or earlier in this batch.
+            outcomes[k.idx] = Some(
+                duplicate(conn, &k.channel.id, m)
+                    .await?
+                    .ok_or(Error::not_found("message")),
+            );
+            continue;
+        }
+        let message = Message {
+            id: k.id.clone(),
+            chat_id: k.chat.clone(),
+            direction: Direction::Inbound,
+            author_id: None,
+            author_name: None,
+            body: m.text.clone(),
+            external_id: m.external_id.clone(),
+            delivery_status: None,
+            attachments: Vec::new(),
+            created_at: now,
+        };
+        if k.channel.kind == ChannelKind::Widget {
+            events.push(Event {
+                to: crate::Audience::Visitor(k.identity.clone()),
+                body: EventBody::MessageCreated {
+                    message: message.clone(),
+                },
+            });
+        }
+        match states.get(&k.chat) {
+            Some(s) if s.status == ChatStatus::InProgress && s.responsible.is_some() => {
+                if let Some(r) = &s.responsible {
+                    events.push(Event::to_user(r, EventBody::MessageCreated { message }));
+                }
+            }
+            Some(s) if s.status == ChatStatus::New => match &s.directed_to {
+                Some(d) => events.push(Event::to_user(d, EventBody::MessageCreated { message })),
+                None if !waiting_updated.iter().any(|(c, _)| c == &k.chat) => {
+                    waiting_updated.push((k.chat.clone(), s.queue.clone()))
+                }
+                None => {}
+            },
+            _ => {}
+        }
+        metrics::counter!("ferrydesk_messages_total", "direction" => "inbound").increment(1);
+        outcomes[k.idx] = Some(Ok(IngestOutcome {
+            message_id: k.id,
+            chat_id: k.chat,
+            contact_id: k.contact,
+            duplicate: false,
+            new_chat: false,
+        }));
+    }
+    // The preview changed for everyone a waiting chat is offered to.
+    for (chat, queue) in waiting_updated {
+        if let Some(q) = directory::get_queue(conn, &queue).await?
+            && q.routing_rule == RoutingRule::AllOperators
+            && let Some(chat) = chat_store::get_chat(conn, &chat, now).await?
+        {
+            events.push(Event::to_users(q.members, EventBody::ChatUpdated { chat }));
+        }
+    }
+    Ok(())
 }
 
 async fn ingest_alone(desk: &Desk, msg: &Inbound) -> Result<IngestOutcome> {
@@ -156,16 +343,10 @@ async fn ingest_one(
     events: &mut Vec<Event>,
 ) -> Result<IngestOutcome> {
     let now = Ts::now();
-    let channel = match cache.channels.get(&m.channel) {
-        Some(c) => c.clone(),
-        None => {
-            let c = directory::get_channel(conn, &m.channel)
-                .await?
-                .ok_or_else(|| Error::invalid("channel", "no such channel"))?;
-            cache.channels.insert(c.id.clone(), c.clone());
-            c
-        }
-    };
+    let channel = cache
+        .channel(conn, &m.channel)
+        .await?
+        .ok_or_else(|| Error::invalid("channel", "no such channel"))?;
     if !channel.active {
         return Err(Error::conflict(
             "channel_inactive",

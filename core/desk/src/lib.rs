@@ -10,6 +10,7 @@ pub mod auth;
 pub mod blobs;
 pub mod bus;
 pub mod chats;
+pub mod connectors;
 mod error;
 pub mod ingest;
 mod routing;
@@ -85,6 +86,7 @@ struct Inner {
     bus: Bus,
     blobs: Arc<dyn blobs::BlobStore>,
     templates: templates::Renderer,
+    connectors: connectors::Connectors,
     opts: DeskOptions,
     node_id: String,
     ingest: Vec<mpsc::Sender<ingest::Job>>,
@@ -113,6 +115,7 @@ impl Desk {
                 bus: Bus::new(),
                 blobs,
                 templates: templates::Renderer::new(),
+                connectors: connectors::Connectors::default(),
                 opts,
                 node_id: uuid::Uuid::new_v4().to_string(),
                 ingest: ingest_txs,
@@ -140,6 +143,10 @@ impl Desk {
     }
     pub fn templates(&self) -> &templates::Renderer {
         &self.inner.templates
+    }
+    /// Channel connectors (messenger plugins register here).
+    pub fn connectors(&self) -> &connectors::Connectors {
+        &self.inner.connectors
     }
     pub fn blobs(&self) -> &Arc<dyn blobs::BlobStore> {
         &self.inner.blobs

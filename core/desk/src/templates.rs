@@ -323,3 +323,79 @@ impl Desk {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> serde_json::Value {
+        json!({
+            "contact": { "name": "Иван Петров", "email": null },
+            "operator": { "name": "Anna Smith", "first_name": "Anna" },
+            "channel": { "name": "Website" },
+            "now": { "utc_offset_minutes": 0 },
+        })
+    }
+
+    #[test]
+    fn macros_are_substituted_without_html_escaping() {
+        let r = Renderer::new();
+        let text = r.render("Hello, {{first_name contact.name}}! I am {{operator.first_name}} <{{channel.name}}> & co.", &ctx());
+        assert_eq!(
+            text.ok().as_deref(),
+            Some("Hello, Иван! I am Anna <Website> & co.")
+        );
+        let text = r.render(
+            "{{default contact.email \"no email\"}} {{upper channel.name}}",
+            &ctx(),
+        );
+        assert_eq!(text.ok().as_deref(), Some("no email WEBSITE"));
+    }
+
+    #[test]
+    fn unknown_variables_and_bad_syntax_are_errors_that_say_where() {
+        let r = Renderer::new();
+        let e = r
+            .render("Hi {{contact.nmae}}", &ctx())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("body: ") && e.contains("contact.nmae"), "{e}");
+        let e = r
+            .check("line one\nHi {{#if}}")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(":2:"), "names line 2: {e}");
+    }
+
+    #[test]
+    fn date_helper_formats_now() {
+        let r = Renderer::new();
+        let text = r.render("{{date \"[year]\"}}", &ctx()).unwrap_or_default();
+        assert_eq!(text.len(), 4);
+        assert!(text.starts_with("20"));
+    }
+
+    #[test]
+    fn plugins_can_add_helpers() {
+        struct Shout;
+        impl HelperDef for Shout {
+            fn call<'reg: 'rc, 'rc>(
+                &self,
+                _: &Helper<'rc>,
+                _: &'reg Handlebars<'reg>,
+                _: &'rc Context,
+                _: &mut RenderContext<'reg, 'rc>,
+                out: &mut dyn Output,
+            ) -> HelperResult {
+                out.write("HEY")?;
+                Ok(())
+            }
+        }
+        let r = Renderer::new();
+        assert!(r.render("{{shout}}", &ctx()).is_err());
+        r.register_helper("shout", Box::new(Shout));
+        assert_eq!(r.render("{{shout}}!", &ctx()).ok().as_deref(), Some("HEY!"));
+    }
+}

@@ -86,7 +86,12 @@ pub(crate) async fn spawn_listener(desk: Desk, mut shutdown: watch::Receiver<boo
                 },
                 // PgListener reconnects by itself on the next recv.
                 Err(e) => {
-                    tracing::warn!(error = %e, "event listener error");
+                    tracing::warn!(error = %e, "event listener error; sockets resync");
+                    // What other nodes sent meanwhile is lost: every socket here reloads.
+                    desk.bus().publish(crate::Event {
+                        to: crate::Audience::All,
+                        body: crate::EventBody::Resync,
+                    });
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
             }

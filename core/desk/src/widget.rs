@@ -178,16 +178,12 @@ impl Desk {
         Ok(ch)
     }
 
-    /// Outbound messages of an API channel after a cursor (the last message id seen).
-    pub async fn channel_outbound(
-        &self,
-        ch: &Channel,
-        after: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<OutboundItem>> {
+    /// Operator replies of an API channel the integration has not acknowledged yet, oldest
+    /// first: delivery is at least once, until acked.
+    pub async fn channel_outbound(&self, ch: &Channel, limit: i64) -> Result<Vec<OutboundItem>> {
         let mut conn = self.store().read().await?;
         Ok(
-            messages::outbound_after(&mut conn, &ch.id, after, limit.clamp(1, 500))
+            messages::outbound_pending(&mut conn, &ch.id, limit.clamp(1, 500))
                 .await?
                 .into_iter()
                 .map(|(message, recipient)| OutboundItem { message, recipient })

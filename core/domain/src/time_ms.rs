@@ -54,3 +54,21 @@ impl utoipa::PartialSchema for Ts {
     }
 }
 impl utoipa::ToSchema for Ts {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip_keeps_milliseconds() {
+        let t = Ts(1_764_000_123_456);
+        let s = t.to_rfc3339();
+        assert_eq!(s, "2025-11-24T16:02:03.456Z");
+        assert_eq!(Ts::parse_rfc3339(&s), Some(t));
+        assert_eq!(Ts::parse_rfc3339("yesterday"), None);
+        assert_eq!(
+            serde_json::to_string(&t).ok().as_deref(),
+            Some("\"2025-11-24T16:02:03.456Z\"")
+        );
+    }
+}

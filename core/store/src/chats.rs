@@ -586,3 +586,97 @@ pub async fn sender_state(
         open_chat: chat.map(ChatId),
     }))
 }
+
+/// [`sender_state`] for many senders of one channel at once, by sender id.
+pub async fn sender_states(
+    conn: &mut Conn,
+    channel: &ChannelId,
+    senders: &[&str],
+) -> Result<std::collections::HashMap<String, SenderState>> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in senders.chunks(500) {
+        let list = (0..chunk.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT i.external_id, i.id, i.contact_id, c.id FROM contact_identities i \
+             LEFT JOIN chats c ON c.contact_id = i.contact_id AND c.channel_id = i.channel_id AND c.status <> 'completed' \
+             WHERE i.channel_id = $1 AND i.external_id IN ({list})"
+        );
+        let mut q =
+            sqlx::query_as::<_, (String, String, String, Option<String>)>(AssertSqlSafe(sql))
+                .bind(channel.as_str());
+        for s in chunk {
+            q = q.bind(*s);
+        }
+        for (ext, i, c, chat) in q.fetch_all(&mut *conn).await? {
+            out.insert(
+                ext,
+                SenderState {
+                    identity: IdentityId(i),
+                    contact: ContactId(c),
+                    open_chat: chat.map(ChatId),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// One chat's share of a batch of client messages.
+pub struct InboundUpdate<'a> {
+    pub chat: &'a ChatId,
+    pub count: i64,
+    pub preview: &'a str,
+    pub at: Ts,
+}
+
+/// [`on_inbound`] for many chats in one statement; returns each chat's state.
+pub async fn on_inbound_many(
+    conn: &mut Conn,
+    updates: &[InboundUpdate<'_>],
+) -> Result<Vec<(ChatId, ChatState)>> {
+    let mut out = Vec::with_capacity(updates.len());
+    for chunk in updates.chunks(500) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(${}, ${}, ${}, ${})",
+                    i * 4 + 1,
+                    i * 4 + 2,
+                    i * 4 + 3,
+                    i * 4 + 4
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // `VALUES` columns are named column1… on both SQLite and PostgreSQL.
+        let sql = format!(
+            "UPDATE chats SET last_message_at = v.column3, last_message_direction = 'inbound', preview = v.column4, \
+             last_client_message_at = v.column3, unread_count = unread_count + v.column2, autofinish_at = NULL \
+             FROM (VALUES {values}) AS v WHERE chats.id = v.column1 \
+             RETURNING chats.id, chats.status, chats.responsible_id, chats.queue_id, chats.directed_to"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for u in chunk {
+            q = q
+                .bind(u.chat.as_str())
+                .bind(u.count)
+                .bind(u.at.0)
+                .bind(u.preview);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            out.push((
+                ChatId(r.try_get(0)?),
+                ChatState {
+                    status: rows::parse(&r.try_get::<String, _>(1)?)?,
+                    responsible: r.try_get::<Option<String>, _>(2)?.map(UserId),
+                    queue: QueueId(r.try_get(3)?),
+                    directed_to: r.try_get::<Option<String>, _>(4)?.map(UserId),
+                },
+            ));
+        }
+    }
+    Ok(out)
+}

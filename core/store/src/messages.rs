@@ -108,21 +108,21 @@ pub async fn transcript(conn: &mut Conn, chats: &[ChatId]) -> Result<Vec<Message
     Ok(msgs)
 }
 
-/// Outbound messages of a channel after the cursor (a message id; ids are time-ordered).
-pub async fn outbound_after(
+/// Outbound messages of a channel not yet acknowledged (`queued`), oldest first. Reading by
+/// state rather than by a cursor cannot skip a message whose transaction committed late.
+pub async fn outbound_pending(
     conn: &mut Conn,
     channel: &ChannelId,
-    after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(Message, Option<String>)>> {
     let sql = format!(
         "SELECT {MESSAGE_COLS}, i.external_id AS recipient FROM {MESSAGE_FROM} JOIN chats c ON c.id = m.chat_id \
          LEFT JOIN contact_identities i ON i.id = c.identity_id \
-         WHERE m.channel_id = $1 AND m.direction = 'outbound' AND m.id > $2 ORDER BY m.id LIMIT $3"
+         WHERE m.channel_id = $1 AND m.direction = 'outbound' AND m.delivery_status = 'queued' \
+         ORDER BY m.created_at, m.id LIMIT $2"
     );
     let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
         .bind(channel.as_str())
-        .bind(after.unwrap_or(""))
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
@@ -234,4 +234,52 @@ pub async fn attachments_of(conn: &mut Conn, message: &MessageId) -> Result<Vec<
         .iter()
         .map(rows::attachment)
         .collect()
+}
+
+/// Inserts many client messages at once, skipping `(channel, external_id)` pairs already stored;
+/// returns the ids of the rows that were inserted.
+pub async fn insert_many(
+    conn: &mut Conn,
+    rows: &[NewMessage<'_>],
+) -> Result<std::collections::HashSet<String>> {
+    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(400) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                let b = i * 9;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO messages (id, chat_id, channel_id, direction, author_id, body, external_id, delivery_status, created_at) \
+             VALUES {values} ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING id"
+        );
+        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+        for m in chunk {
+            q = q
+                .bind(m.id.as_str())
+                .bind(m.chat.as_str())
+                .bind(m.channel.as_str())
+                .bind(m.direction.as_str())
+                .bind(m.author.map(|a| a.as_str()))
+                .bind(m.body)
+                .bind(m.external_id)
+                .bind(m.delivery_status.map(|d| d.as_str()))
+                .bind(m.now.0);
+        }
+        inserted.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(inserted)
 }

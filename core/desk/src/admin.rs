@@ -516,6 +516,7 @@ impl Desk {
             .await?
             .ok_or(Error::not_found("channel"))?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        self.inner.channel_auth.clear();
         Ok(channel)
     }
 
@@ -532,6 +533,7 @@ impl Desk {
         }
         directory::set_channel_token(&mut tx, id, &h).await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        self.inner.channel_auth.clear();
         Ok(t)
     }
 

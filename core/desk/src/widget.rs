@@ -167,14 +167,22 @@ impl Desk {
     }
 
     /// Resolves an API channel token.
+    ///
+    /// Integrations post at high rates, so a resolved token is remembered for
+    /// [`CHANNEL_AUTH_TTL`]: a rotated token or a deactivated channel stops working within that.
     pub async fn authenticate_channel(&self, token: &str) -> Result<Channel> {
+        let hash = hash_secret(token);
+        if let Some(ch) = self.inner.channel_auth.get(&hash) {
+            return Ok(ch);
+        }
         let mut conn = self.store().read().await?;
-        let ch = directory::channel_by_token_hash(&mut conn, &hash_secret(token))
+        let ch = directory::channel_by_token_hash(&mut conn, &hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
         if ch.kind != ChannelKind::Api {
             return Err(Error::Unauthenticated);
         }
+        self.inner.channel_auth.put(hash, ch.clone());
         Ok(ch)
     }
 
@@ -219,5 +227,36 @@ impl Desk {
             ));
         }
         self.commit(tx, events).await
+    }
+}
+
+/// How long a resolved API-channel token is trusted without asking the database again.
+pub const CHANNEL_AUTH_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Recently resolved API-channel tokens (by hash).
+#[derive(Default)]
+pub(crate) struct ChannelAuthCache {
+    map: std::sync::Mutex<std::collections::HashMap<String, (Channel, std::time::Instant)>>,
+}
+
+impl ChannelAuthCache {
+    fn get(&self, hash: &str) -> Option<Channel> {
+        let map = self.map.lock().ok()?;
+        let (ch, at) = map.get(hash)?;
+        (at.elapsed() < CHANNEL_AUTH_TTL).then(|| ch.clone())
+    }
+    fn put(&self, hash: String, ch: Channel) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() > 10_000 {
+                map.retain(|_, (_, at)| at.elapsed() < CHANNEL_AUTH_TTL);
+            }
+            map.insert(hash, (ch, std::time::Instant::now()));
+        }
+    }
+    /// Forgets every cached token (after a rotation or a channel change on this node).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
     }
 }

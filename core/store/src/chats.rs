@@ -594,7 +594,8 @@ pub async fn sender_states(
     senders: &[&str],
 ) -> Result<std::collections::HashMap<String, SenderState>> {
     let mut out = std::collections::HashMap::new();
-    for chunk in senders.chunks(500) {
+    for range in crate::fixed_chunks(senders.len()) {
+        let chunk = &senders[range];
         let list = (0..chunk.len())
             .map(|i| format!("${}", i + 2))
             .collect::<Vec<_>>()
@@ -638,7 +639,8 @@ pub async fn on_inbound_many(
     updates: &[InboundUpdate<'_>],
 ) -> Result<Vec<(ChatId, ChatState)>> {
     let mut out = Vec::with_capacity(updates.len());
-    for chunk in updates.chunks(500) {
+    for range in crate::fixed_chunks(updates.len()) {
+        let chunk = &updates[range];
         let values = (0..chunk.len())
             .map(|i| {
                 format!(

@@ -116,23 +116,46 @@ impl Store {
             Backend::Sqlite => {
                 let pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
                                PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;";
-                let mk = |max: u32| {
+                // The writer never checkpoints inline (that would stall a commit for tens of
+                // milliseconds); a background task checkpoints from a reader instead.
+                let writer_pragmas = "PRAGMA wal_autocheckpoint=0;";
+                let mk = |max: u32, extra: &'static str| {
                     AnyPoolOptions::new()
                         .max_connections(max)
                         .acquire_timeout(Duration::from_secs(30))
                         .after_connect(move |conn, _| {
                             Box::pin(async move {
                                 conn.execute(pragmas).await?;
+                                if !extra.is_empty() {
+                                    conn.execute(extra).await?;
+                                }
                                 Ok(())
                             })
                         })
                 };
                 // One writer connection: SQLite serialises writers anyway, and queuing them in
                 // the pool avoids SQLITE_BUSY storms.
-                let write = mk(1).connect_with(connect.clone()).await?;
-                let read = mk(opts.max_connections.max(2))
+                let write = mk(1, writer_pragmas).connect_with(connect.clone()).await?;
+                let read = mk(opts.max_connections.max(2), "")
                     .connect_with(connect)
                     .await?;
+                let checkpointer = read.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(250));
+                    loop {
+                        tick.tick().await;
+                        if checkpointer.is_closed() {
+                            return;
+                        }
+                        // PASSIVE: copies what it can without blocking the writer or readers.
+                        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                            .execute(&checkpointer)
+                            .await
+                        {
+                            tracing::debug!(error = %e, "WAL checkpoint");
+                        }
+                    }
+                });
                 Ok(Store {
                     read,
                     write,
@@ -217,6 +240,21 @@ impl Store {
         self.write.close().await;
         self.read.close().await;
     }
+}
+
+/// Splits `n` items into chunks of a few fixed sizes (64, 16, 4, 1), so that multi-row
+/// statements come in a handful of shapes that stay prepared in the statement cache, and each
+/// keeps its parameter count small.
+pub(crate) fn fixed_chunks(n: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for size in [64, 16, 4, 1] {
+        while n - start >= size {
+            out.push(start..start + size);
+            start += size;
+        }
+    }
+    out
 }
 
 /// Settings stored as JSON text under a key.

@@ -243,7 +243,8 @@ pub async fn insert_many(
     rows: &[NewMessage<'_>],
 ) -> Result<std::collections::HashSet<String>> {
     let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-    for chunk in rows.chunks(400) {
+    for range in crate::fixed_chunks(rows.len()) {
+        let chunk = &rows[range];
         let values = (0..chunk.len())
             .map(|i| {
                 let b = i * 9;

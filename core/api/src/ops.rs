@@ -11,6 +11,7 @@ use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+command -v npm >/dev/null || { echo "npm not found: install Node.js 20+ (it builds the web app)" >&2; exit 1; }
+echo "Building the web app…" >&2
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
 echo "Building Ferrydesk (release; the first build takes several minutes)…" >&2
 cargo build --release --locked -p ferrydesk
 exec ./target/release/ferrydesk "$@" demo

@@ -18,6 +18,9 @@ fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 export FERRYDESK_REQUIRE_BROWSER=1
 
+echo "==> web app: install, typecheck, lint, build"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run lint && npm run build)
+
 pg_url="${FERRYDESK_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 pg_hostport="${pg_url#*@}"; pg_hostport="${pg_hostport%%/*}"
 pg_host="${pg_hostport%%:*}"; pg_port="${pg_hostport##*:}"; [ "$pg_port" = "$pg_host" ] && pg_port=5432

@@ -1,5 +1,6 @@
-//! A visitor writes through the real widget in headless Chromium; an Active operator is offered
-//! the chat on the WebSocket, accepts and replies; the visitor sees the reply live.
+//! Real Chromium: the website widget (a visitor writes, an Active operator is offered the chat on
+//! the WebSocket, accepts and replies, the visitor sees the reply live) and the operator web app
+//! (two operators and a visitor through the whole chat flow, in English and Russian).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -95,5 +96,60 @@ async fn widget_in_chromium() -> Result<()> {
     let status = node.wait().await?;
     assert!(verdict.starts_with("PASS"), "{verdict}");
     assert!(status.success());
+    Ok(())
+}
+
+/// Runs a browser script to its PASS/FAIL verdict, echoing its steps.
+async fn run_script(script: &str, env: &[(&str, &str)]) -> Result<String> {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(format!("{}/browser/{script}", env!("CARGO_MANIFEST_DIR")))
+        .env(
+            "SHOTS",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/browser/artifacts"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut node = cmd.spawn().context("starting node")?;
+    let mut out = BufReader::new(node.stdout.take().context("stdout")?).lines();
+    let verdict = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(line) = out.next_line().await? {
+            eprintln!("[browser] {line}");
+            if line.starts_with("PASS") || line.starts_with("FAIL") {
+                return Ok::<_, anyhow::Error>(line);
+            }
+        }
+        bail!("browser script ended without a verdict")
+    })
+    .await
+    .context("browser verdict timed out")??;
+    node.wait().await?;
+    Ok(verdict)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_app_in_chromium() -> Result<()> {
+    if !browser_available()? {
+        return Ok(());
+    }
+    let (_db, server) = setup!(Backend::Sqlite);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    fx.admin
+        .post("/api/v1/templates", json!({"name": "Greeting", "body": "Hello, {{contact.first_name}}! I am {{operator.first_name}}."}))
+        .await?
+        .ok()?;
+    let verdict = run_script(
+        "operator.mjs",
+        &[
+            ("BASE", server.base.as_str()),
+            ("KEY", fx.widget_key.as_str()),
+            ("PASSWORD", ferrydesk_tests::PASSWORD),
+        ],
+    )
+    .await?;
+    assert!(verdict.starts_with("PASS"), "{verdict}");
     Ok(())
 }

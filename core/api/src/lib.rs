@@ -11,6 +11,7 @@ mod extract;
 mod files;
 mod openapi;
 mod ops;
+mod webapp;
 mod widget;
 mod ws;
 
@@ -51,7 +52,8 @@ pub fn router(state: AppState) -> Router {
         .merge(widget::router(file_limit))
         .merge(ops::router())
         .merge(openapi::router())
-        .fallback(ops::not_found)
+        .merge(webapp::router())
+        .fallback(webapp::page)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -57,3 +57,24 @@ pub fn router() -> Router<AppState> {
         get(|| async { Json(ApiDoc::openapi()) }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The web app's typed client is generated from `web/openapi.json`; it must match the API.
+    #[test]
+    fn web_openapi_json_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/openapi.json");
+        let now = ApiDoc::openapi().to_pretty_json().expect("serialisable") + "\n";
+        if std::env::var_os("BLESS").is_some() {
+            std::fs::write(path, &now).expect("writing web/openapi.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == now,
+            "web/openapi.json is stale: run `BLESS=1 cargo test -p ferrydesk-api web_openapi` then `npm --prefix web run gen`"
+        );
+    }
+}

@@ -1,0 +1,57 @@
+// The typed API client, generated from the server's OpenAPI document (`npm run gen`).
+import createClient, { type Middleware } from "openapi-fetch";
+import type { components, paths } from "./schema";
+
+export type S = components["schemas"];
+
+let csrf: string | null = null;
+
+/** The session's CSRF token, sent as `x-csrf-token` on every write. */
+export function setCsrf(token: string | null | undefined) {
+  csrf = token ?? null;
+}
+export function csrfHeader(): Record<string, string> {
+  return csrf ? { "x-csrf-token": csrf } : {};
+}
+
+const withCsrf: Middleware = {
+  onRequest({ request }) {
+    if (csrf && request.method !== "GET") request.headers.set("x-csrf-token", csrf);
+    return request;
+  },
+};
+
+export const api = createClient<paths>({ baseUrl: "", credentials: "same-origin" });
+api.use(withCsrf);
+
+/** An error answer of the API: `{code, message, field?}`. */
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public code: string,
+    message: string,
+    public field?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Unwraps an openapi-fetch result, throwing [`ApiError`] on an error answer. */
+export async function unwrap<T>(p: Promise<{ data?: T; error?: unknown; response: Response }>): Promise<T> {
+  const r = await p;
+  if (!r.response.ok) {
+    const e = (r.error ?? {}) as Partial<S["ErrorBody"]>;
+    throw new ApiError(r.response.status, e.code ?? "http_error", e.message ?? r.response.statusText, e.field ?? undefined);
+  }
+  return r.data as T;
+}
+
+/** Uploads a file for a reply (multipart field `file`). */
+export async function uploadFile(file: File): Promise<S["Attachment"]> {
+  const fd = new FormData();
+  fd.append("file", file, file.name);
+  const r = await fetch("/api/v1/files", { method: "POST", body: fd, headers: csrfHeader(), credentials: "same-origin" });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new ApiError(r.status, body.code ?? "http_error", body.message ?? r.statusText, body.field);
+  return body as S["Attachment"];
+}

@@ -1,0 +1,355 @@
+import { useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useTranslation } from "react-i18next";
+import { useNavigate, useParams } from "react-router-dom";
+import { api, unwrap, uploadFile, type S } from "../api/client";
+
+const PICKER = /(^|\s)\/\/([^\s]*)$/;
+
+export function ChatPage({ me }: { me: S["User"] }) {
+  const { id = "" } = useParams();
+  const { t } = useTranslation();
+  const qc = useQueryClient();
+  const view = useQuery({
+    queryKey: ["chat", id],
+    queryFn: () => unwrap(api.GET("/api/v1/chats/{id}", { params: { path: { id } } })),
+  });
+  const chat = view.data?.chat;
+  const mine = chat?.status === "in_progress" && chat.responsible_id === me.id;
+
+  useEffect(() => {
+    if (mine && chat && chat.unread_count > 0) {
+      void api.POST("/api/v1/chats/{id}/read", { params: { path: { id } } }).then(() => qc.invalidateQueries({ queryKey: ["inbox"] }));
+    }
+  }, [mine, chat, id, qc]);
+
+  if (view.isError) return <p className="error" role="alert">{(view.error as Error).message}</p>;
+  if (!view.data || !chat) return <p className="muted">…</p>;
+  return (
+    <section className="chat" aria-label={chat.contact_name}>
+      <ChatHeader chat={chat} mine={mine} />
+      <Transcript view={view.data} />
+      {mine ? <Composer key={id} chatId={id} /> : chat.status === "completed" && <p className="muted finished">{t("chat.finished")}</p>}
+    </section>
+  );
+}
+
+function ChatHeader({ chat, mine }: { chat: S["Chat"]; mine: boolean }) {
+  const { t } = useTranslation();
+  const qc = useQueryClient();
+  const navigate = useNavigate();
+  const [transferring, setTransferring] = useState(false);
+  const [menu, setMenu] = useState(false);
+  const finish = useMutation({
+    mutationFn: () => unwrap(api.POST("/api/v1/chats/{id}/finish", { params: { path: { id: chat.id } } })),
+    onSuccess: () => {
+      void qc.invalidateQueries();
+      navigate("/");
+    },
+  });
+  const statusLabel = { new: t("chat.newChat"), in_progress: t("chat.inProgress"), completed: t("chat.completed") }[chat.status];
+  return (
+    <header className="chat-head">
+      <div>
+        <h2 data-testid="chat-title">{chat.contact_name}</h2>
+        <span className="badge">{statusLabel}</span>
+      </div>
+      <span className="spacer" />
+      {mine && (
+        <>
+          <div className="menu">
+            <button type="button" onClick={() => setMenu(!menu)} aria-expanded={menu} data-testid="actions">
+              {t("chat.actions")} ▾
+            </button>
+            {menu && (
+              <ul role="menu" className="dropdown">
+                <li role="menuitem" aria-disabled="true" className="muted">{t("chat.noActions")}</li>
+              </ul>
+            )}
+          </div>
+          <button type="button" onClick={() => setTransferring(true)} data-testid="transfer">
+            {t("chat.transfer")}
+          </button>
+          <button type="button" className="danger" onClick={() => finish.mutate()} data-testid="finish">
+            {t("chat.finish")}
+          </button>
+        </>
+      )}
+      {transferring && <TransferDialog chat={chat} onClose={() => setTransferring(false)} />}
+    </header>
+  );
+}
+
+function Transcript({ view }: { view: S["ChatView"] }) {
+  const { t } = useTranslation();
+  const end = useRef<HTMLDivElement>(null);
+  const count = view.messages.length;
+  useEffect(() => {
+    end.current?.scrollIntoView({ block: "end" });
+  }, [count]);
+  const firstCurrent = view.messages.findIndex((m) => m.chat_id === view.chat.id);
+  const earlier = view.history.length > 0 && firstCurrent !== 0;
+  return (
+    <div className="transcript" data-testid="transcript" aria-live="polite">
+      {earlier && <div className="divider">{t("chat.history")}</div>}
+      {view.messages.map((m, i) => (
+        <div key={m.id}>
+          {earlier && i === firstCurrent && <div className="divider">{t("chat.newChat")}</div>}
+          <MessageRow m={m} />
+        </div>
+      ))}
+      <div ref={end} />
+    </div>
+  );
+}
+
+function MessageRow({ m }: { m: S["Message"] }) {
+  const { t, i18n } = useTranslation();
+  const cls = m.direction === "inbound" ? "msg in" : m.direction === "outbound" ? "msg out" : "msg system";
+  return (
+    <div className={cls} data-testid={`msg-${m.direction}`}>
+      {m.direction === "outbound" && m.author_name && <div className="author">{m.author_name}</div>}
+      {m.body && <div className="body">{m.body}</div>}
+      {m.attachments.map((a) =>
+        a.content_type.startsWith("image/") ? (
+          <a key={a.id} href={`/api/v1/files/${a.id}`} target="_blank" rel="noreferrer">
+            <img src={`/api/v1/files/${a.id}`} alt={a.filename} className="thumb" loading="lazy" />
+          </a>
+        ) : (
+          <a key={a.id} href={`/api/v1/files/${a.id}`} className="file" download={a.filename}>
+            {a.filename}
+          </a>
+        ),
+      )}
+      <div className="meta">
+        {new Date(m.created_at).toLocaleTimeString(i18n.language, { hour: "2-digit", minute: "2-digit" })}
+        {m.delivery_status && ` · ${t(`chat.delivery.${m.delivery_status}`)}`}
+      </div>
+    </div>
+  );
+}
+
+function Composer({ chatId }: { chatId: string }) {
+  const { t } = useTranslation();
+  const qc = useQueryClient();
+  const [text, setText] = useState("");
+  const [files, setFiles] = useState<S["Attachment"][]>([]);
+  const [error, setError] = useState<string | null>(null);
+  const [picker, setPicker] = useState<{ q: string; index: number } | null>(null);
+  const loaded = useRef(false);
+  const area = useRef<HTMLTextAreaElement>(null);
+
+  // Restore the server-side draft (S14), then save as the operator types.
+  useEffect(() => {
+    void unwrap(api.GET("/api/v1/chats/{id}/draft", { params: { path: { id: chatId } } })).then((d) => {
+      if (!loaded.current) setText((cur) => cur || d.text);
+      loaded.current = true;
+    });
+  }, [chatId]);
+  useEffect(() => {
+    if (!loaded.current) return;
+    const h = setTimeout(() => {
+      void api.PUT("/api/v1/chats/{id}/draft", { params: { path: { id: chatId } }, body: { text } });
+    }, 400);
+    return () => clearTimeout(h);
+  }, [text, chatId]);
+
+  const templates = useQuery({
+    queryKey: ["templates", chatId, picker?.q ?? ""],
+    queryFn: () => unwrap(api.GET("/api/v1/templates", { params: { query: { q: picker?.q ?? "", chat_id: chatId } } })),
+    enabled: picker !== null,
+  });
+  const list = useMemo(() => templates.data ?? [], [templates.data]);
+
+  const send = useMutation({
+    mutationFn: (body: { text: string; files: string[] }) =>
+      unwrap(api.POST("/api/v1/chats/{id}/messages", { params: { path: { id: chatId } }, body })),
+    onSuccess: () => {
+      setText("");
+      setFiles([]);
+      setError(null);
+      void qc.invalidateQueries({ queryKey: ["chat", chatId] });
+      void qc.invalidateQueries({ queryKey: ["inbox"] });
+    },
+    // Nothing typed is lost: the text stays in the box with a retry.
+    onError: (e: Error) => setError(e.message),
+  });
+
+  const submit = () => {
+    if (!text.trim() && files.length === 0) return;
+    send.mutate({ text, files: files.map((f) => f.id) });
+  };
+
+  const choose = async (tpl: S["Template"]) => {
+    const r = await unwrap(api.POST("/api/v1/chats/{id}/templates/{template}/render", { params: { path: { id: chatId, template: tpl.id } } }));
+    setText((cur) => (PICKER.test(cur) ? cur.replace(PICKER, (_m, pre: string) => `${pre}${r.text}`) : cur + r.text));
+    setPicker(null);
+    area.current?.focus();
+  };
+
+  const onChange = (v: string) => {
+    setText(v);
+    const m = PICKER.exec(v);
+    setPicker(m ? { q: m[2], index: 0 } : null);
+  };
+
+  const onKey = (e: KeyboardEvent<HTMLTextAreaElement>) => {
+    if (picker) {
+      if (e.key === "Escape") {
+        e.preventDefault();
+        setPicker(null);
+        return;
+      }
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        const n = list.length || 1;
+        setPicker({ ...picker, index: (picker.index + (e.key === "ArrowDown" ? 1 : n - 1)) % n });
+        return;
+      }
+      if (e.key === "Enter" && list.length > 0) {
+        e.preventDefault();
+        void choose(list[Math.min(picker.index, list.length - 1)]);
+        return;
+      }
+    }
+    if (e.key === "Enter" && !e.shiftKey) {
+      e.preventDefault();
+      submit();
+    }
+  };
+
+  const attach = async (f: File | undefined) => {
+    if (!f) return;
+    try {
+      const a = await uploadFile(f);
+      setFiles((cur) => [...cur, a]);
+      setError(null);
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  };
+
+  return (
+    <div className="composer">
+      {picker && (
+        <ul className="picker" role="listbox" data-testid="template-picker" aria-label={t("chat.templates")}>
+          {list.length === 0 && <li className="muted">{t("chat.noTemplates")}</li>}
+          {list.map((tpl, i) => (
+            <li
+              key={tpl.id}
+              role="option"
+              aria-selected={i === picker.index}
+              className={i === picker.index ? "sel" : ""}
+              onMouseDown={(e) => {
+                e.preventDefault();
+                void choose(tpl);
+              }}
+            >
+              <strong>{tpl.name}</strong> <span className="muted">{tpl.body}</span>
+            </li>
+          ))}
+        </ul>
+      )}
+      {files.length > 0 && (
+        <div className="pending" data-testid="pending-files">
+          {files.map((f) => (
+            <span key={f.id} className="chip">
+              {f.filename}
+              <button type="button" aria-label="remove" onClick={() => setFiles((c) => c.filter((x) => x.id !== f.id))}>
+                ×
+              </button>
+            </span>
+          ))}
+        </div>
+      )}
+      {error && (
+        <p className="error" role="alert" data-testid="send-error">
+          {t("chat.notSent", { error })} <button type="button" onClick={submit}>{t("chat.retry")}</button>
+        </p>
+      )}
+      <div className="compose-row">
+        <label className="attach" title={t("chat.attach")}>
+          <svg width="18" height="18" viewBox="0 0 24 24" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" strokeLinejoin="round" aria-hidden="true">
+            <path d="M21.44 11.05l-9.19 9.19a6 6 0 0 1-8.49-8.49l9.19-9.19a4 4 0 0 1 5.66 5.66l-9.2 9.19a2 2 0 0 1-2.83-2.83l8.49-8.48" />
+          </svg>
+          <span className="sr-only">{t("chat.attach")}</span>
+          <input type="file" hidden data-testid="attach" onChange={(e) => void attach(e.target.files?.[0])} />
+        </label>
+        <button type="button" onClick={() => setPicker(picker ? null : { q: "", index: 0 })} data-testid="templates-button">
+          {t("chat.templates")}
+        </button>
+        <textarea
+          ref={area}
+          data-testid="reply"
+          aria-label={t("chat.placeholder")}
+          placeholder={t("chat.placeholder")}
+          value={text}
+          onChange={(e) => onChange(e.target.value)}
+          onKeyDown={onKey}
+          rows={3}
+        />
+        <button type="button" className="primary" onClick={submit} disabled={send.isPending} data-testid="send">
+          {t("chat.send")}
+        </button>
+      </div>
+    </div>
+  );
+}
+
+function TransferDialog({ chat, onClose }: { chat: S["Chat"]; onClose: () => void }) {
+  const { t } = useTranslation();
+  const qc = useQueryClient();
+  const navigate = useNavigate();
+  const [q, setQ] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const queues = useQuery({ queryKey: ["queues"], queryFn: () => unwrap(api.GET("/api/v1/queues")) });
+  const ops = useQuery({ queryKey: ["transfer-targets", q], queryFn: () => unwrap(api.GET("/api/v1/transfer-targets", { params: { query: { q } } })) });
+  const go = async (target: S["TransferTarget"]) => {
+    try {
+      await unwrap(api.POST("/api/v1/chats/{id}/transfer", { params: { path: { id: chat.id } }, body: target }));
+      void qc.invalidateQueries();
+      onClose();
+      navigate("/");
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  };
+  return (
+    <div className="modal-backdrop" onKeyDown={(e) => e.key === "Escape" && onClose()}>
+      <div className="modal" role="dialog" aria-modal="true" aria-labelledby="transfer-h" data-testid="transfer-dialog">
+        <h3 id="transfer-h">{t("transfer.title")}</h3>
+        <input autoFocus placeholder={t("transfer.search")} aria-label={t("transfer.search")} value={q} onChange={(e) => setQ(e.target.value)} />
+        {error && <p className="error" role="alert">{error}</p>}
+        <h4>{t("transfer.operators")}</h4>
+        <ul className="targets">
+          {(ops.data ?? [])
+            .filter((o) => o.id !== chat.responsible_id)
+            .map((o) => (
+              <li key={o.id}>
+                <button type="button" onClick={() => void go({ operator: o.id })} data-testid="transfer-operator">
+                  {o.display_name}
+                </button>
+                <span className={`avail ${o.availability}`}>{t(`status.${o.availability}`)}</span>
+                <span className="muted">
+                  {o.load}/{o.limit}
+                </span>
+              </li>
+            ))}
+        </ul>
+        <h4>{t("transfer.queues")}</h4>
+        <ul className="targets">
+          {(queues.data ?? [])
+            .filter((x) => x.name.toLowerCase().includes(q.toLowerCase()))
+            .map((x) => (
+              <li key={x.id}>
+                <button type="button" onClick={() => void go({ queue: x.id })}>
+                  {x.name}
+                </button>
+              </li>
+            ))}
+        </ul>
+        <button type="button" onClick={onClose}>{t("transfer.cancel")}</button>
+      </div>
+    </div>
+  );
+}

@@ -19,7 +19,7 @@ fi
 export FERRYDESK_REQUIRE_BROWSER=1
 
 echo "==> web app: install, typecheck, lint, build"
-(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run lint && npm run build)
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run gen >/dev/null && npm run lint && npm run build)
 
 pg_url="${FERRYDESK_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 pg_hostport="${pg_url#*@}"; pg_hostport="${pg_hostport%%/*}"

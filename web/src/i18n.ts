@@ -1,5 +1,7 @@
 import i18n from "i18next";
 import { initReactI18next } from "react-i18next";
+import { adminEn, adminRu } from "./i18n-admin";
+import { sectionEn, sectionRu } from "./i18n-section";
 
 // Russian terms follow the seed's help page (communication panel of BPMSoft/Creatio).
 const en = {
@@ -35,6 +37,9 @@ const en = {
   transfer: { title: "Transfer chat", queues: "Queues", operators: "Operators", search: "Search", to: "Transfer", cancel: "Cancel" },
   menu: { logout: "Log out", language: "Language", mute: "Mute notifications", unmute: "Unmute notifications" },
   notify: { newChat: "New chat from {{name}}" },
+  nav: { desk: "Communication panel", section: "Chats section", contacts: "Contacts", admin: "Administration" },
+  admin: adminEn,
+  section: sectionEn,
 };
 
 const ru: typeof en = {
@@ -70,6 +75,9 @@ const ru: typeof en = {
   transfer: { title: "Перевод чата", queues: "Очереди", operators: "Операторы", search: "Поиск", to: "Перевести", cancel: "Отмена" },
   menu: { logout: "Выйти", language: "Язык", mute: "Выключить уведомления", unmute: "Включить уведомления" },
   notify: { newChat: "Новый чат: {{name}}" },
+  nav: { desk: "Панель коммуникаций", section: "Раздел «Чаты»", contacts: "Контакты", admin: "Администрирование" },
+  admin: adminRu,
+  section: sectionRu,
 };
 
 void i18n.use(initReactI18next).init({

@@ -5,6 +5,8 @@ import { NavLink, Route, Routes, useNavigate } from "react-router-dom";
 import { api, unwrap, type S } from "../api/client";
 import { useEvents } from "../events";
 import { ChatPage } from "./ChatPage";
+import { Admin } from "./Admin";
+import { Section } from "./Section";
 
 export function useInbox() {
   return useQuery({ queryKey: ["inbox"], queryFn: () => unwrap(api.GET("/api/v1/me/inbox")) });
@@ -41,6 +43,11 @@ export function Desk({ me }: { me: S["User"] }) {
     <div className="desk">
       <header className="topbar">
         <strong className="brand">{t("appName")}</strong>
+        <nav className="topnav" aria-label="main">
+          <NavLink to="/" end>{t("nav.desk")}</NavLink>
+          {me.role !== "operator" && <NavLink to="/section/chats" data-testid="nav-section">{t("nav.section")}</NavLink>}
+          {me.role === "admin" && <NavLink to="/admin" data-testid="nav-admin">{t("nav.admin")}</NavLink>}
+        </nav>
         <div className="status-switch" role="group" aria-label={t("status.label")}>
           {(["active", "inactive"] as const).map((s) => (
             <button
@@ -76,15 +83,24 @@ export function Desk({ me }: { me: S["User"] }) {
           {t("menu.logout")}
         </button>
       </header>
-      <div className="columns">
-        <ChatsPanel inbox={inbox.data} />
-        <main className="main">
-          <Routes>
-            <Route path="/chats/:id" element={<ChatPage me={me} />} />
-            <Route path="*" element={<p className="empty">{t("chat.select")}</p>} />
-          </Routes>
-        </main>
-      </div>
+      <Routes>
+        <Route path="/admin/*" element={<main className="page-main"><Admin me={me} /></main>} />
+        <Route path="/section/*" element={<main className="page-main"><Section /></main>} />
+        <Route
+          path="*"
+          element={
+            <div className="columns">
+              <ChatsPanel inbox={inbox.data} />
+              <main className="main">
+                <Routes>
+                  <Route path="/chats/:id" element={<ChatPage me={me} />} />
+                  <Route path="*" element={<p className="empty">{t("chat.select")}</p>} />
+                </Routes>
+              </main>
+            </div>
+          }
+        />
+      </Routes>
     </div>
   );
 }

@@ -153,3 +153,48 @@ async fn operator_app_in_chromium() -> Result<()> {
     assert!(verdict.starts_with("PASS"), "{verdict}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chats_section_in_chromium() -> Result<()> {
+    if !browser_available()? {
+        return Ok(());
+    }
+    let (_db, server) = setup!(Backend::Sqlite);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let anna = &fx.operators[0];
+    anna.set_status("active").await?;
+    let ch = fx.channel();
+    let done = ch
+        .post("/api/v1/channel/messages", json!({"external_id": "d1", "sender": {"id": "done", "name": "Client done"}, "text": "hi"}))
+        .await?
+        .ok()?;
+    let done = done["chat_id"].as_str().unwrap_or_default().to_owned();
+    anna.post_empty(&format!("/api/v1/chats/{done}/accept"))
+        .await?
+        .ok()?;
+    anna.post(
+        &format!("/api/v1/chats/{done}/messages"),
+        json!({"text": "hello"}),
+    )
+    .await?
+    .ok()?;
+    anna.post_empty(&format!("/api/v1/chats/{done}/finish"))
+        .await?
+        .ok()?;
+    ch.post(
+        "/api/v1/channel/messages",
+        json!({"external_id": "o1", "sender": {"id": "open", "name": "Client open"}, "text": "hi"}),
+    )
+    .await?
+    .ok()?;
+    let verdict = run_script(
+        "section.mjs",
+        &[
+            ("BASE", server.base.as_str()),
+            ("ADMIN_PASSWORD", ferrydesk_tests::ADMIN_PASSWORD),
+        ],
+    )
+    .await?;
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+    Ok(())
+}

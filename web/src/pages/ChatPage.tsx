@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
-import { useNavigate, useParams } from "react-router-dom";
+import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, unwrap, uploadFile, type S } from "../api/client";
 
 const PICKER = /(^|\s)\/\/([^\s]*)$/;
@@ -51,7 +51,9 @@ function ChatHeader({ chat, mine }: { chat: S["Chat"]; mine: boolean }) {
   return (
     <header className="chat-head">
       <div>
-        <h2 data-testid="chat-title">{chat.contact_name}</h2>
+        <h2 data-testid="chat-title">
+          <Link to={`/contacts/${chat.contact_id}`}>{chat.contact_name}</Link>
+        </h2>
         <span className="badge">{statusLabel}</span>
       </div>
       <span className="spacer" />

@@ -7,6 +7,7 @@ import { useEvents } from "../events";
 import { ChatPage } from "./ChatPage";
 import { Admin } from "./Admin";
 import { Section } from "./Section";
+import { ContactPage } from "./ContactPage";
 
 export function useInbox() {
   return useQuery({ queryKey: ["inbox"], queryFn: () => unwrap(api.GET("/api/v1/me/inbox")) });
@@ -86,6 +87,7 @@ export function Desk({ me }: { me: S["User"] }) {
       <Routes>
         <Route path="/admin/*" element={<main className="page-main"><Admin me={me} /></main>} />
         <Route path="/section/*" element={<main className="page-main"><Section /></main>} />
+        <Route path="/contacts/:id" element={<main className="page-main"><ContactPage me={me} /></main>} />
         <Route
           path="*"
           element={

@@ -198,3 +198,24 @@ async fn chats_section_in_chromium() -> Result<()> {
     assert!(verdict.starts_with("PASS"), "{verdict}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_screens_in_chromium() -> Result<()> {
+    if !browser_available()? {
+        return Ok(());
+    }
+    let (_db, server) = setup!(Backend::Sqlite);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let verdict = run_script(
+        "admin.mjs",
+        &[
+            ("BASE", server.base.as_str()),
+            ("KEY", fx.widget_key.as_str()),
+            ("PASSWORD", ferrydesk_tests::PASSWORD),
+            ("ADMIN_PASSWORD", ferrydesk_tests::ADMIN_PASSWORD),
+        ],
+    )
+    .await?;
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+    Ok(())
+}

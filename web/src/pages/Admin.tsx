@@ -1,13 +1,44 @@
 import { useTranslation } from "react-i18next";
+import { Navigate, NavLink, Route, Routes } from "react-router-dom";
 import type { S } from "../api/client";
+import { Users } from "./admin/Users";
+import { Queues } from "./admin/Queues";
+import { Channels } from "./admin/Channels";
+import { Templates } from "./admin/Templates";
+import { Settings } from "./admin/Settings";
 
-/** Administration screens (admins only). */
+const TABS = ["users", "queues", "channels", "templates", "settings"] as const;
+
+/** Administration screens (admins only): users, queues, channels, message templates, settings. */
 export function Admin({ me }: { me: S["User"] }) {
   const { t } = useTranslation();
+  if (me.role !== "admin") {
+    return (
+      <section className="page">
+        <h2>{t("admin.title")}</h2>
+        <p className="error" role="alert">{t("admin.adminsOnly")}</p>
+      </section>
+    );
+  }
   return (
-    <section className="page">
-      <h2>{t("admin.title")}</h2>
-      <p className="muted">{me.display_name}</p>
+    <section className="page admin" aria-labelledby="admin-h">
+      <h2 id="admin-h">{t("admin.title")}</h2>
+      <nav className="subnav" aria-label={t("admin.title")}>
+        {TABS.map((tab) => (
+          <NavLink key={tab} to={`/admin/${tab}`} data-testid={`admin-nav-${tab}`}>
+            {t(`admin.nav.${tab}`)}
+          </NavLink>
+        ))}
+      </nav>
+      <Routes>
+        <Route index element={<Navigate to="/admin/users" replace />} />
+        <Route path="users" element={<Users me={me} />} />
+        <Route path="queues" element={<Queues />} />
+        <Route path="channels" element={<Channels />} />
+        <Route path="templates" element={<Templates />} />
+        <Route path="settings" element={<Settings />} />
+        <Route path="*" element={<Navigate to="/admin/users" replace />} />
+      </Routes>
     </section>
   );
 }

@@ -1,13 +1,14 @@
-import { useState } from "react";
+import { lazy, Suspense, useState } from "react";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { NavLink, Route, Routes, useNavigate } from "react-router-dom";
 import { api, unwrap, type S } from "../api/client";
 import { useEvents } from "../events";
 import { ChatPage } from "./ChatPage";
-import { Admin } from "./Admin";
-import { Section } from "./Section";
-import { ContactPage } from "./ContactPage";
+// Pages outside the communication panel load on demand (charts and admin forms are large).
+const Admin = lazy(() => import("./Admin").then((m) => ({ default: m.Admin })));
+const Section = lazy(() => import("./Section").then((m) => ({ default: m.Section })));
+const ContactPage = lazy(() => import("./ContactPage").then((m) => ({ default: m.ContactPage })));
 
 export function useInbox() {
   return useQuery({ queryKey: ["inbox"], queryFn: () => unwrap(api.GET("/api/v1/me/inbox")) });
@@ -84,6 +85,7 @@ export function Desk({ me }: { me: S["User"] }) {
           {t("menu.logout")}
         </button>
       </header>
+      <Suspense fallback={<p className="muted">…</p>}>
       <Routes>
         <Route path="/admin/*" element={<main className="page-main"><Admin me={me} /></main>} />
         <Route path="/section/*" element={<main className="page-main"><Section /></main>} />
@@ -103,6 +105,7 @@ export function Desk({ me }: { me: S["User"] }) {
           }
         />
       </Routes>
+      </Suspense>
     </div>
   );
 }

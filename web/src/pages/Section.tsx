@@ -306,9 +306,9 @@ function Totals() {
               <YAxis allowDecimals={false} />
               <Tooltip />
               <Legend />
-              <Bar dataKey="completed" name={t("section.metrics.completed")} stackId="s" fill="#1a7f37" />
-              <Bar dataKey="in_progress" name={t("chat.inProgress")} stackId="s" fill="#1f6feb" />
-              <Bar dataKey="new" name={t("chat.newChat")} stackId="s" fill="#9a6700" />
+              <Bar isAnimationActive={false} dataKey="completed" name={t("section.metrics.completed")} stackId="s" fill="#1a7f37" />
+              <Bar isAnimationActive={false} dataKey="in_progress" name={t("chat.inProgress")} stackId="s" fill="#1f6feb" />
+              <Bar isAnimationActive={false} dataKey="new" name={t("chat.newChat")} stackId="s" fill="#9a6700" />
             </BarChart>
           </ResponsiveContainer>
         </div>

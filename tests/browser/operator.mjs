@@ -69,7 +69,7 @@ try {
   // `//` opens the template picker; Enter inserts the text with macros substituted.
   const reply = anna.getByTestId("reply");
   await reply.fill("//greet");
-  await anna.getByTestId("template-picker").waitFor();
+  await anna.getByTestId("template-picker").getByRole("option", { name: /Greeting/ }).waitFor();
   await reply.press("Enter");
   await anna.waitForFunction(() => document.querySelector("[data-testid=reply]")?.value.startsWith("Hello, Visitor! I am Operator."));
   await shot(anna, "02-template");

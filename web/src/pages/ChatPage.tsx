@@ -208,9 +208,10 @@ function Composer({ chatId }: { chatId: string }) {
         setPicker({ ...picker, index: (picker.index + (e.key === "ArrowDown" ? 1 : n - 1)) % n });
         return;
       }
-      if (e.key === "Enter" && list.length > 0) {
+      if (e.key === "Enter" && !e.shiftKey) {
+        // While the picker is open Enter picks a template; it never sends the `//query`.
         e.preventDefault();
-        void choose(list[Math.min(picker.index, list.length - 1)]);
+        if (list.length > 0) void choose(list[Math.min(picker.index, list.length - 1)]);
         return;
       }
     }

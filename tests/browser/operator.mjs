@@ -116,6 +116,8 @@ try {
   await boris.getByTestId("msg-inbound").filter({ hasText: "order 42" }).waitFor();
   await boris.getByTestId("msg-inbound").filter({ hasText: "One more thing" }).waitFor();
   await boris.getByText("Earlier conversation").waitFor();
+  // The contact card beside the chat lists the earlier chat.
+  await boris.getByTestId("contact-card").getByTestId("earlier-chats").locator("li").first().waitFor();
   await shot(boris, "04-history");
   step("new chat after finish shows the earlier history");
 
@@ -123,14 +125,14 @@ try {
   await boris.getByTestId("language").selectOption("ru");
   await boris.getByRole("button", { name: "Завершить чат" }).waitFor();
   await boris.getByText("Активные").first().waitFor();
-  // The interface, not the conversation: transcript lines are content (system lines are stored
-  // in the language of the server for now).
+  // System lines are translated too; only what people wrote stays as written.
+  await boris.getByTestId("msg-system").filter({ hasText: "Переведён на Operator 1" }).waitFor();
   const body = await boris.evaluate(() => {
     const clone = document.body.cloneNode(true);
-    clone.querySelectorAll("[data-testid=transcript]").forEach((n) => n.remove());
+    clone.querySelectorAll("[data-testid=msg-inbound] .body, [data-testid=msg-outbound] .body").forEach((n) => n.remove());
     return clone.innerText;
   });
-  for (const en of ["Finish chat", "Transfer", "Accept chat", "Active", "Inactive", "Send", "Templates", "Log out"]) {
+  for (const en of ["Finish chat", "Transfer", "Accept chat", "Active", "Inactive", "Send", "Templates", "Log out", "Chat finished", "Earlier", "Identities", " sent"]) {
     if (body.includes(en)) throw new Error(`untranslated in Russian UI: ${en}`);
   }
   await shot(boris, "05-russian");

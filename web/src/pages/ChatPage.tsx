@@ -26,11 +26,14 @@ export function ChatPage({ me }: { me: S["User"] }) {
   if (view.isError) return <p className="error" role="alert">{(view.error as Error).message}</p>;
   if (!view.data || !chat) return <p className="muted">…</p>;
   return (
-    <section className="chat" aria-label={chat.contact_name}>
-      <ChatHeader chat={chat} mine={mine} />
-      <Transcript view={view.data} />
-      {mine ? <Composer key={id} chatId={id} /> : chat.status === "completed" && <p className="muted finished">{t("chat.finished")}</p>}
-    </section>
+    <div className="chat-with-card">
+      <section className="chat" aria-label={chat.contact_name}>
+        <ChatHeader chat={chat} mine={mine} />
+        <Transcript view={view.data} />
+        {mine ? <Composer key={id} chatId={id} /> : chat.status === "completed" && <p className="muted finished">{t("chat.finished")}</p>}
+      </section>
+      <ContactCard chat={chat} />
+    </div>
   );
 }
 
@@ -111,7 +114,7 @@ function MessageRow({ m }: { m: S["Message"] }) {
   return (
     <div className={cls} data-testid={`msg-${m.direction}`}>
       {m.direction === "outbound" && m.author_name && <div className="author">{m.author_name}</div>}
-      {m.body && <div className="body">{m.body}</div>}
+      {m.body && <div className="body">{m.direction === "system" ? systemText(t, m.body) : m.body}</div>}
       {m.attachments.map((a) =>
         a.content_type.startsWith("image/") ? (
           <a key={a.id} href={`/api/v1/files/${a.id}`} target="_blank" rel="noreferrer">
@@ -355,4 +358,52 @@ function TransferDialog({ chat, onClose }: { chat: S["Chat"]; onClose: () => voi
       </div>
     </div>
   );
+}
+
+/** The contact beside the chat: photo, identities, link to the contact page, earlier chats. */
+function ContactCard({ chat }: { chat: S["Chat"] }) {
+  const { t, i18n } = useTranslation();
+  const view = useQuery({
+    queryKey: ["contact", chat.contact_id],
+    queryFn: () => unwrap(api.GET("/api/v1/contacts/{id}", { params: { path: { id: chat.contact_id } } })),
+  });
+  const c = view.data?.contact;
+  if (!c) return <aside className="contact-aside" />;
+  const earlier = (view.data?.timeline ?? []).filter((e) => e.chat.id !== chat.id);
+  return (
+    <aside className="contact-aside" aria-label={t("card.title")} data-testid="contact-card">
+      {c.photo_url && <img src={c.photo_url} alt="" className="avatar" />}
+      <h3>
+        <Link to={`/contacts/${c.id}`}>{c.name}</Link>
+      </h3>
+      {c.email && <div className="muted">{c.email}</div>}
+      {c.phone && <div className="muted">{c.phone}</div>}
+      <h4>{t("card.identities")}</h4>
+      <ul>
+        {c.identities.map((i) => (
+          <li key={i.id}>{i.display_name ?? i.external_id}</li>
+        ))}
+      </ul>
+      <h4>{t("card.earlier")}</h4>
+      {earlier.length === 0 && <p className="muted">{t("card.none")}</p>}
+      <ul data-testid="earlier-chats">
+        {earlier.map((e) => (
+          <li key={e.chat.id}>
+            {new Date(e.at).toLocaleDateString(i18n.language)} · {e.chat.preview ?? "—"}
+          </li>
+        ))}
+      </ul>
+    </aside>
+  );
+}
+
+/** System lines are stored in English by the server; show them in the operator's language. */
+function systemText(t: ReturnType<typeof useTranslation>["t"], body: string): string {
+  let m = /^Transferred to queue (.+) by (.+)$/.exec(body);
+  if (m) return t("sys.toQueue", { queue: m[1], by: m[2] });
+  m = /^Transferred to (.+) by (.+)$/.exec(body);
+  if (m) return t("sys.toOperator", { to: m[1], by: m[2] });
+  if (body === "Chat finished") return t("sys.finished");
+  if (body.startsWith("Chat finished automatically")) return t("sys.autoFinished");
+  return body;
 }

@@ -89,6 +89,28 @@ try {
   await anna.getByTestId("msg-outbound").filter({ hasText: "See you soon." }).waitFor();
   step("reply delivered to the visitor");
 
+  // A failed send keeps the text with a retry; nothing typed is lost.
+  await anna.route("**/api/v1/chats/*/messages", (route) => route.abort("internetdisconnected"));
+  await anna.getByTestId("reply").fill("Are you still there?");
+  await anna.getByTestId("reply").press("Enter");
+  await anna.getByTestId("send-error").waitFor();
+  if ((await anna.getByTestId("reply").inputValue()) !== "Are you still there?") throw new Error("failed send lost the text");
+  await anna.unroute("**/api/v1/chats/*/messages");
+  await anna.getByTestId("send-error").getByRole("button").click();
+  await v.getByTestId("fd-msg-out").filter({ hasText: "Are you still there?" }).waitFor();
+  if ((await anna.getByTestId("reply").inputValue()) !== "") throw new Error("the box was not cleared after the retry");
+  step("failed send kept with a retry");
+
+  // A narrow window still shows the lists, the transcript and the reply box.
+  await anna.setViewportSize({ width: 420, height: 800 });
+  for (const id of ["active-list", "transcript", "reply"]) {
+    const box = await anna.getByTestId(id).boundingBox();
+    if (!box || box.width < 200 || box.x + box.width > 421) throw new Error(`narrow layout: ${id} ${JSON.stringify(box)}`);
+  }
+  await shot(anna, "02b-narrow");
+  await anna.setViewportSize({ width: 1280, height: 800 });
+  step("narrow window");
+
   // Send a file.
   await anna.getByTestId("attach").setInputFiles({ name: "receipt.png", mimeType: "image/png", buffer: PNG });
   await anna.getByTestId("pending-files").filter({ hasText: "receipt.png" }).waitFor();
@@ -141,6 +163,9 @@ try {
   ok = true;
   console.log("PASS operator flow");
 } catch (e) {
+  for (const [i, p] of browser.contexts().flatMap((c) => c.pages()).entries()) {
+    await p.screenshot({ path: `${shots}/failure-${i}.png` }).catch(() => {});
+  }
   console.log("FAIL " + String(e).split("\n")[0]);
 } finally {
   await browser.close();

@@ -55,3 +55,13 @@ export async function uploadFile(file: File): Promise<S["Attachment"]> {
   if (!r.ok) throw new ApiError(r.status, body.code ?? "http_error", body.message ?? r.statusText, body.field);
   return body as S["Attachment"];
 }
+
+/** A message for the operator in their language: known error codes are translated. */
+export function errorText(t: (key: string) => string, e: unknown): string {
+  if (e instanceof ApiError) {
+    const key = `errors.${e.code}`;
+    const tr = t(key);
+    return tr !== key ? tr : e.message;
+  }
+  return e instanceof TypeError || (e instanceof DOMException && e.name === "TimeoutError") ? t("errors.network") : String((e as Error)?.message ?? e);
+}

@@ -2,7 +2,7 @@ import { useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react"
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link, useNavigate, useParams } from "react-router-dom";
-import { api, unwrap, uploadFile, type S } from "../api/client";
+import { api, errorText, unwrap, uploadFile, type S } from "../api/client";
 
 const PICKER = /(^|\s)\/\/([^\s]*)$/;
 
@@ -168,7 +168,8 @@ function Composer({ chatId }: { chatId: string }) {
 
   const send = useMutation({
     mutationFn: (body: { text: string; files: string[] }) =>
-      unwrap(api.POST("/api/v1/chats/{id}/messages", { params: { path: { id: chatId } }, body })),
+      // A send that hangs (network gone) fails after 10 s, so the operator gets the retry.
+      unwrap(api.POST("/api/v1/chats/{id}/messages", { params: { path: { id: chatId } }, body, signal: AbortSignal.timeout(10_000) })),
     onSuccess: () => {
       setText("");
       setFiles([]);
@@ -177,7 +178,7 @@ function Composer({ chatId }: { chatId: string }) {
       void qc.invalidateQueries({ queryKey: ["inbox"] });
     },
     // Nothing typed is lost: the text stays in the box with a retry.
-    onError: (e: Error) => setError(e.message),
+    onError: (e: Error) => setError(errorText(t, e)),
   });
 
   const submit = () => {
@@ -231,7 +232,7 @@ function Composer({ chatId }: { chatId: string }) {
       setFiles((cur) => [...cur, a]);
       setError(null);
     } catch (e) {
-      setError((e as Error).message);
+      setError(errorText(t, e));
     }
   };
 
@@ -317,7 +318,7 @@ function TransferDialog({ chat, onClose }: { chat: S["Chat"]; onClose: () => voi
       onClose();
       navigate("/");
     } catch (e) {
-      setError((e as Error).message);
+      setError(errorText(t, e));
     }
   };
   return (

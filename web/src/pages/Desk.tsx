@@ -2,7 +2,7 @@ import { lazy, Suspense, useState } from "react";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { NavLink, Route, Routes, useNavigate } from "react-router-dom";
-import { api, unwrap, type S } from "../api/client";
+import { api, errorText, unwrap, type S } from "../api/client";
 import { useEvents } from "../events";
 import { ChatPage } from "./ChatPage";
 // Pages outside the communication panel load on demand (charts and admin forms are large).
@@ -123,7 +123,7 @@ function ChatsPanel({ inbox }: { inbox?: S["Inbox"] }) {
       navigate(`/chats/${chat.id}`);
     },
     onError: (e: Error) => {
-      setError(e.message);
+      setError(errorText(t, e));
       void qc.invalidateQueries({ queryKey: ["inbox"] });
     },
   });

@@ -80,7 +80,7 @@ pub struct ChannelInput {
     #[serde(default = "yes")]
     pub active: bool,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub settings: serde_json::Value,
 }
 fn yes() -> bool {

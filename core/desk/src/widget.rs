@@ -23,7 +23,7 @@ pub struct VisitorSession {
     pub token: String,
     pub visitor_id: IdentityId,
     pub channel_name: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub settings: serde_json::Value,
 }
 

@@ -59,7 +59,7 @@ pub struct Channel {
     pub queue_id: QueueId,
     pub active: bool,
     /// Channel-specific settings (widget title and colour, …).
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub settings: serde_json::Value,
     /// Public key used by the widget's `<script>` tag (widget channels only).
     pub public_key: Option<String>,

@@ -834,7 +834,9 @@ export interface components {
             public_key?: string | null;
             queue_id: components["schemas"]["QueueId"];
             /** @description Channel-specific settings (widget title and colour, …). */
-            settings: Record<string, never>;
+            settings: {
+                [key: string]: unknown;
+            };
         };
         ChannelId: string;
         ChannelInput: {
@@ -842,7 +844,9 @@ export interface components {
             kind: components["schemas"]["ChannelKind"];
             name: string;
             queue_id: components["schemas"]["QueueId"];
-            settings?: Record<string, never>;
+            settings?: {
+                [key: string]: unknown;
+            };
         };
         /**
          * @description Kind of channel.
@@ -1323,7 +1327,9 @@ export interface components {
         /** @description A new visitor session: keep the token in the browser to stay the same visitor. */
         VisitorSession: {
             channel_name: string;
-            settings: Record<string, never>;
+            settings: {
+                [key: string]: unknown;
+            };
             token: string;
             visitor_id: components["schemas"]["IdentityId"];
         };

@@ -9,4 +9,4 @@ echo "Building the web app…" >&2
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
 echo "Building Ferrydesk (release; the first build takes several minutes)…" >&2
 cargo build --release --locked -p ferrydesk
-exec ./target/release/ferrydesk "$@" demo
+exec "${CARGO_TARGET_DIR:-target}/release/ferrydesk" "$@" demo

@@ -52,18 +52,13 @@ async fn widget_in_chromium() -> Result<()> {
     anna.set_status("active").await?;
     let mut ws = anna.ws().await?;
 
-    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/artifacts");
-    let mut node = tokio::process::Command::new("node")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/browser/widget.mjs"))
-        .env("BASE", &server.base)
-        .env("KEY", &fx.widget_key)
-        .env("SHOTS", shots)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting node")?;
-    let mut out = BufReader::new(node.stdout.take().context("stdout")?).lines();
+    let script = spawn_script(
+        "widget.mjs",
+        &[
+            ("BASE", server.base.as_str()),
+            ("KEY", fx.widget_key.as_str()),
+        ],
+    )?;
 
     // The visitor's message reaches the operator as an offer.
     let offer = ws
@@ -82,25 +77,19 @@ async fn widget_in_chromium() -> Result<()> {
     .await?
     .ok()?;
 
-    let verdict = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = out.next_line().await? {
-            eprintln!("[browser] {line}");
-            if line.starts_with("PASS") || line.starts_with("FAIL") {
-                return Ok::<_, anyhow::Error>(line);
-            }
-        }
-        bail!("browser script ended without a verdict")
-    })
-    .await
-    .context("browser verdict timed out")??;
-    let status = node.wait().await?;
+    let verdict = script.verdict().await?;
     assert!(verdict.starts_with("PASS"), "{verdict}");
-    assert!(status.success());
     Ok(())
 }
 
-/// Runs a browser script to its PASS/FAIL verdict, echoing its steps.
-async fn run_script(script: &str, env: &[(&str, &str)]) -> Result<String> {
+/// A browser script running in node.
+struct Script {
+    node: tokio::process::Child,
+    out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+/// Starts `tests/browser/<script>` with the given environment (screenshots to `artifacts/`).
+fn spawn_script(script: &str, env: &[(&str, &str)]) -> Result<Script> {
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(format!("{}/browser/{script}", env!("CARGO_MANIFEST_DIR")))
         .env(
@@ -114,20 +103,32 @@ async fn run_script(script: &str, env: &[(&str, &str)]) -> Result<String> {
         cmd.env(k, v);
     }
     let mut node = cmd.spawn().context("starting node")?;
-    let mut out = BufReader::new(node.stdout.take().context("stdout")?).lines();
-    let verdict = tokio::time::timeout(Duration::from_secs(180), async {
-        while let Some(line) = out.next_line().await? {
-            eprintln!("[browser] {line}");
-            if line.starts_with("PASS") || line.starts_with("FAIL") {
-                return Ok::<_, anyhow::Error>(line);
+    let out = BufReader::new(node.stdout.take().context("stdout")?).lines();
+    Ok(Script { node, out })
+}
+
+impl Script {
+    /// Waits for the script's PASS/FAIL line, echoing its steps.
+    async fn verdict(mut self) -> Result<String> {
+        let verdict = tokio::time::timeout(Duration::from_secs(180), async {
+            while let Some(line) = self.out.next_line().await? {
+                eprintln!("[browser] {line}");
+                if line.starts_with("PASS") || line.starts_with("FAIL") {
+                    return Ok::<_, anyhow::Error>(line);
+                }
             }
-        }
-        bail!("browser script ended without a verdict")
-    })
-    .await
-    .context("browser verdict timed out")??;
-    node.wait().await?;
-    Ok(verdict)
+            bail!("browser script ended without a verdict")
+        })
+        .await
+        .context("browser verdict timed out")??;
+        self.node.wait().await?;
+        Ok(verdict)
+    }
+}
+
+/// Runs a browser script to its verdict.
+async fn run_script(script: &str, env: &[(&str, &str)]) -> Result<String> {
+    spawn_script(script, env)?.verdict().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

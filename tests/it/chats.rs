@@ -14,7 +14,8 @@ on_both_backends!(
     lifecycle,
     transfer_and_status,
     templates_and_drafts,
-    start_chat_and_analytics
+    start_chat_and_analytics,
+    api_channel_files
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -474,5 +475,107 @@ async fn start_chat_and_analytics(b: Backend) -> Result<()> {
     assert_eq!(csv.status, 200);
     assert_eq!(csv.text.lines().count(), 3, "{}", csv.text);
     assert!(csv.text.starts_with("id,status,contact"));
+    Ok(())
+}
+
+async fn api_channel_files(b: Backend) -> Result<()> {
+    let (_db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let anna = &fx.operators[0];
+    anna.set_status("active").await?;
+    let ch = fx.channel();
+    let png = png_bytes();
+
+    // The integration uploads the client's file and references it in the inbound message.
+    let f = ch
+        .upload(
+            "/api/v1/channel/files",
+            "photo.png",
+            "image/png",
+            png.clone(),
+        )
+        .await?
+        .ok()?;
+    let fid = f["id"].as_str().unwrap_or_default().to_owned();
+    let r = ch
+        .post("/api/v1/channel/messages", json!({"external_id": "f1", "sender": {"id": "c1"}, "text": "see photo", "files": [fid]}))
+        .await?
+        .ok()?;
+    let chat = r["chat_id"].as_str().unwrap_or_default().to_owned();
+    anna.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+    let view = anna.get(&format!("/api/v1/chats/{chat}")).await?.ok()?;
+    assert_eq!(view["messages"][0]["attachments"][0]["id"], fid.as_str());
+
+    // Files the integration did not upload cannot be attached to a client's message.
+    let staff = anna
+        .upload("/api/v1/files", "x.png", "image/png", png.clone())
+        .await?
+        .ok()?;
+    let r = ch
+        .post("/api/v1/channel/messages", json!({"external_id": "f2", "sender": {"id": "c1"}, "text": "x", "files": [staff["id"]]}))
+        .await?;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (422, Some("files")),
+        "{}",
+        r.text
+    );
+    let visitor = ferrydesk_tests::Visitor::new(&server.base, &fx.widget_key).await?;
+    let other = ch
+        .upload("/api/v1/channel/files", "y.png", "image/png", png.clone())
+        .await?
+        .ok()?;
+    let r = visitor
+        .api
+        .post(
+            "/widget/v1/messages",
+            json!({"text": "x", "files": [other["id"]]}),
+        )
+        .await?;
+    assert_eq!(r.status, 422, "{}", r.text);
+
+    // The operator's attachment reaches the integration, which downloads it with its token.
+    let mine = anna
+        .upload("/api/v1/files", "reply.png", "image/png", png.clone())
+        .await?
+        .ok()?;
+    anna.post(
+        &format!("/api/v1/chats/{chat}/messages"),
+        json!({"text": "here", "files": [mine["id"]]}),
+    )
+    .await?
+    .ok()?;
+    let out = ch.get("/api/v1/channel/outbound").await?.ok()?;
+    let att = out[0]["message"]["attachments"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(att, mine["id"].as_str().unwrap_or_default());
+    let dl = reqwest::Client::new()
+        .get(format!("{}/api/v1/channel/files/{att}", server.base))
+        .bearer_auth(&fx.api_token)
+        .send()
+        .await?;
+    assert_eq!(dl.status().as_u16(), 200);
+    assert_eq!(dl.bytes().await?.to_vec(), png);
+
+    // Another channel's token cannot read it.
+    let second = fx
+        .admin
+        .post(
+            "/api/v1/channels",
+            json!({"kind": "api", "name": "Other", "queue_id": fx.queue}),
+        )
+        .await?
+        .ok()?;
+    let token = second["api_token"].as_str().unwrap_or_default();
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/channel/files/{att}", server.base))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 404);
     Ok(())
 }

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/channel/messages", post(inbound))
         .route("/channel/outbound", get(outbound))
         .route("/channel/outbound/{id}/ack", post(ack))
+        .route("/channel/files/{id}", get(download))
 }
 
 /// The API channel the request is authenticated as.
@@ -53,6 +54,9 @@ pub struct InboundRequest {
     pub sender: Sender,
     #[serde(default)]
     pub text: String,
+    /// Ids of files uploaded through `POST /api/v1/channel/files`.
+    #[serde(default)]
+    pub files: Vec<FileId>,
 }
 
 /// Posts a client message. 201 when stored, 200 when it was a duplicate.
@@ -72,7 +76,7 @@ async fn inbound(
             sender_name: r.sender.name,
             sender_photo_url: r.sender.photo_url,
             text: r.text,
-            files: Vec::new(),
+            files: r.files,
         })
         .await?;
     Ok((
@@ -121,4 +125,37 @@ async fn ack(
 ) -> ApiResult<StatusCode> {
     s.desk.channel_ack(&ch, &MessageId(id), r.status).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Uploads a client's file (multipart field `file`) to reference from an inbound message.
+#[utoipa::path(post, path = "/api/v1/channel/files", tag = "channel", request_body(content_type = "multipart/form-data", content = String),
+    responses((status = 201, body = Attachment), (status = 422, body = ErrorBody)), security(("channel_token" = [])))]
+pub(crate) async fn upload(
+    State(s): State<AppState>,
+    ChannelAuth(ch): ChannelAuth,
+    mp: axum::extract::Multipart,
+) -> ApiResult<(StatusCode, Out<Attachment>)> {
+    let (name, ct, bytes) =
+        crate::files::read_file_field(mp, s.desk.options().max_file_bytes).await?;
+    let a = s
+        .desk
+        .upload(
+            ferrydesk_desk::blobs::Uploader::Channel(&ch.id),
+            &name,
+            &ct,
+            bytes,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Out(a)))
+}
+
+/// Downloads a file of one of this channel's chats (e.g. an operator's attachment to deliver).
+#[utoipa::path(get, path = "/api/v1/channel/files/{id}", tag = "channel", responses((status = 200, body = Vec<u8>), (status = 404, body = ErrorBody)), security(("channel_token" = [])))]
+async fn download(
+    State(s): State<AppState>,
+    ChannelAuth(ch): ChannelAuth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::response::Response> {
+    let (a, bytes) = s.desk.channel_download(&ch, &FileId(id)).await?;
+    Ok(crate::files::file_response(&a, bytes))
 }

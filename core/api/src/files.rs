@@ -16,6 +16,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/files", post(upload))
         .route("/files/{id}", get(download))
+        .route("/channel/files", post(crate::channel::upload))
 }
 
 /// Reads the multipart field `file`: `(filename, content type, bytes)`.

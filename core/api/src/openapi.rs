@@ -26,6 +26,7 @@ use crate::AppState;
         crate::directory::get_contact, crate::directory::update_contact,
         crate::files::upload, crate::files::download,
         crate::channel::inbound, crate::channel::outbound, crate::channel::ack,
+        crate::channel::upload, crate::channel::download,
         crate::ws::upgrade,
         crate::widget::session, crate::widget::transcript, crate::widget::send, crate::widget::upload,
         crate::widget::download, crate::widget::ws,

@@ -95,6 +95,8 @@ const ALLOWED: &[&str] = &[
 pub enum Uploader<'a> {
     User(&'a UserId),
     Visitor(&'a IdentityId),
+    /// An API-channel integration, for its inbound messages.
+    Channel(&'a ChannelId),
 }
 
 /// Checks the bytes against the declared type and the allow-list; returns the type to store.
@@ -174,9 +176,10 @@ impl Desk {
         let id = FileId::generate();
         let filename = clean_filename(filename);
         let mut tx = self.store().begin().await?;
-        let (u, v) = match who {
-            Uploader::User(u) => (Some(u), None),
-            Uploader::Visitor(v) => (None, Some(v)),
+        let (u, v, c) = match who {
+            Uploader::User(u) => (Some(u), None, None),
+            Uploader::Visitor(v) => (None, Some(v), None),
+            Uploader::Channel(c) => (None, None, Some(c)),
         };
         messages::insert_file(
             &mut tx,
@@ -188,6 +191,7 @@ impl Desk {
                 filename: &filename,
                 uploader_user: u,
                 uploader_identity: v,
+                uploader_channel: c,
                 now: Ts::now(),
             },
         )

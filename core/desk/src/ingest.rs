@@ -371,10 +371,17 @@ async fn ingest_one(
     let sender = chat_store::sender_state(conn, &channel.id, &m.sender).await?;
     let known = sender.as_ref().map(|s| &s.identity);
     for rec in &attachments {
-        if rec.uploader_identity.is_some() && rec.uploader_identity.as_ref() != known {
+        // A client's file comes from this sender (widget) or this channel's integration (API),
+        // never from staff or another sender.
+        let own = match (&rec.uploader_identity, &rec.uploader_channel) {
+            (Some(i), _) => Some(i) == known,
+            (None, Some(c)) => c == &channel.id,
+            (None, None) => false,
+        };
+        if !own || rec.uploader_user.is_some() {
             return Err(Error::invalid(
                 "files",
-                format!("file {} belongs to another sender", rec.attachment.id),
+                format!("file {} was not uploaded by this sender", rec.attachment.id),
             ));
         }
     }

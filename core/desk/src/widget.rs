@@ -166,6 +166,30 @@ impl Desk {
         Ok((rec.attachment, bytes))
     }
 
+    /// A file of one of the API channel's chats, or one it uploaded, for its integration.
+    pub async fn channel_download(
+        &self,
+        ch: &Channel,
+        id: &FileId,
+    ) -> Result<(Attachment, Vec<u8>)> {
+        let mut conn = self.store().read().await?;
+        let rec = messages::get_file(&mut conn, id)
+            .await?
+            .ok_or(Error::not_found("file"))?;
+        let allowed = match &rec.chat_id {
+            Some(chat) => chat_store::get_chat(&mut conn, chat, Ts::now())
+                .await?
+                .is_some_and(|c| c.channel_id == ch.id),
+            None => rec.uploader_channel.as_ref() == Some(&ch.id),
+        };
+        if !allowed {
+            return Err(Error::not_found("file"));
+        }
+        drop(conn);
+        let bytes = self.blobs().get(&rec.attachment.sha256).await?;
+        Ok((rec.attachment, bytes))
+    }
+
     /// Resolves an API channel token.
     ///
     /// Integrations post at high rates, so a resolved token is remembered for

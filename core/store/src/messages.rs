@@ -154,13 +154,14 @@ pub struct NewFile<'a> {
     pub filename: &'a str,
     pub uploader_user: Option<&'a UserId>,
     pub uploader_identity: Option<&'a IdentityId>,
+    pub uploader_channel: Option<&'a ChannelId>,
     pub now: Ts,
 }
 
 pub async fn insert_file(conn: &mut Conn, f: NewFile<'_>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO files (id, sha256, size, content_type, filename, uploader_user, uploader_identity, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO files (id, sha256, size, content_type, filename, uploader_user, uploader_identity, \
+         uploader_channel, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(f.id.as_str())
     .bind(f.sha256)
@@ -169,6 +170,7 @@ pub async fn insert_file(conn: &mut Conn, f: NewFile<'_>) -> Result<()> {
     .bind(f.filename)
     .bind(f.uploader_user.map(|u| u.as_str()))
     .bind(f.uploader_identity.map(|u| u.as_str()))
+    .bind(f.uploader_channel.map(|c| c.as_str()))
     .bind(f.now.0)
     .execute(conn)
     .await?;
@@ -180,13 +182,14 @@ pub struct FileRecord {
     pub attachment: Attachment,
     pub uploader_user: Option<UserId>,
     pub uploader_identity: Option<IdentityId>,
+    pub uploader_channel: Option<ChannelId>,
     pub chat_id: Option<ChatId>,
     pub message_id: Option<MessageId>,
 }
 
 pub async fn get_file(conn: &mut Conn, id: &FileId) -> Result<Option<FileRecord>> {
     let sql = format!(
-        "SELECT {FILE_COLS}, uploader_user, uploader_identity, chat_id, message_id FROM files WHERE id = $1"
+        "SELECT {FILE_COLS}, uploader_user, uploader_identity, uploader_channel, chat_id, message_id FROM files WHERE id = $1"
     );
     let Some(r) = sqlx::query(AssertSqlSafe(sql.as_str()))
         .bind(id.as_str())
@@ -201,6 +204,9 @@ pub async fn get_file(conn: &mut Conn, id: &FileId) -> Result<Option<FileRecord>
         uploader_identity: r
             .try_get::<Option<String>, _>("uploader_identity")?
             .map(IdentityId),
+        uploader_channel: r
+            .try_get::<Option<String>, _>("uploader_channel")?
+            .map(ChannelId),
         chat_id: r.try_get::<Option<String>, _>("chat_id")?.map(ChatId),
         message_id: r.try_get::<Option<String>, _>("message_id")?.map(MessageId),
     }))

@@ -14,7 +14,6 @@ use ferrydesk_desk::ingest::IngestOutcome;
 use ferrydesk_desk::widget::{Visitor, VisitorSession};
 use ferrydesk_domain::*;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 use tower_http::cors::{Any, CorsLayer};
 use utoipa::ToSchema;
 
@@ -214,24 +213,14 @@ async fn ws(
 }
 
 async fn serve(s: AppState, v: Visitor, mut socket: WebSocket) {
-    let mut rx = s.desk.bus().subscribe();
-    loop {
-        tokio::select! {
-            ev = rx.recv() => match ev {
-                Ok(ev) if ev.to.includes_visitor(&v.identity.id) => {
-                    let Ok(text) = serde_json::to_string(&ev.body) else { continue };
-                    if socket.send(WsMessage::Text(text.into())).await.is_err() { break; }
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => {
-                    if socket.send(WsMessage::Text(r#"{"type":"resync"}"#.into())).await.is_err() { break; }
-                }
-                Err(RecvError::Closed) => break,
-            },
-            m = socket.recv() => match m {
-                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
-                _ => {}
-            },
-        }
-    }
+    let rx = s.desk.bus().subscribe();
+    let me = v.identity.id.clone();
+    crate::ws::pump(
+        &mut socket,
+        rx,
+        |to| to.includes_visitor(&me),
+        || async { true },
+    )
+    .await;
+    let _ = socket.send(WsMessage::Close(None)).await;
 }

@@ -50,43 +50,66 @@ async fn upgrade(
 }
 
 async fn serve(s: AppState, p: Principal, mut socket: WebSocket) {
-    let mut rx = s.desk.bus().subscribe();
+    let rx = s.desk.bus().subscribe();
     metrics::gauge!("ferrydesk_ws_connections").increment(1.0);
     let hello = serde_json::json!({ "type": "hello", "user_id": p.id(), "status": p.user.status });
-    let mut recheck = tokio::time::interval(Duration::from_secs(30));
-    recheck.tick().await;
     if socket
         .send(Message::Text(hello.to_string().into()))
         .await
         .is_ok()
     {
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Ok(ev) if ev.to.includes_user(p.id()) => {
-                        let Ok(text) = serde_json::to_string(&ev.body) else { continue };
-                        if socket.send(Message::Text(text.into())).await.is_err() { break; }
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        // Missed events: the client reloads its lists.
-                        if socket.send(Message::Text(r#"{"type":"resync"}"#.into())).await.is_err() { break; }
-                    }
-                    Err(RecvError::Closed) => break,
-                },
-                m = socket.recv() => match m {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    _ => {}
-                },
-                _ = recheck.tick() => {
-                    if !still_valid(&s, &p).await { break; }
-                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
-                }
-            }
-        }
+        let user = p.id().clone();
+        pump(
+            &mut socket,
+            rx,
+            |to| to.includes_user(&user),
+            || still_valid(&s, &p),
+        )
+        .await;
     }
     let _ = socket.send(Message::Close(None)).await;
     metrics::gauge!("ferrydesk_ws_connections").decrement(1.0);
+}
+
+/// Forwards the bus events `wants` accepts to the socket as JSON, sends `resync` when the
+/// socket fell behind, and every 30 s pings it and asks `valid` whether to go on. Returns when
+/// the client leaves, the socket fails or `valid` says no. Shared by operator and visitor sockets.
+pub(crate) async fn pump<W, V, F>(
+    socket: &mut WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<std::sync::Arc<ferrydesk_desk::Event>>,
+    wants: W,
+    valid: V,
+) where
+    W: Fn(&ferrydesk_desk::Audience) -> bool,
+    V: Fn() -> F,
+    F: std::future::Future<Output = bool>,
+{
+    let mut recheck = tokio::time::interval(Duration::from_secs(30));
+    recheck.tick().await;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(ev) if wants(&ev.to) => {
+                    let Ok(text) = serde_json::to_string(&ev.body) else { continue };
+                    if socket.send(Message::Text(text.into())).await.is_err() { break; }
+                }
+                Ok(_) => {}
+                // Missed events: the client reloads its lists.
+                Err(RecvError::Lagged(_)) => {
+                    if socket.send(Message::Text(r#"{"type":"resync"}"#.into())).await.is_err() { break; }
+                }
+                Err(RecvError::Closed) => break,
+            },
+            m = socket.recv() => match m {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                _ => {}
+            },
+            _ = recheck.tick() => {
+                if !valid().await { break; }
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+            }
+        }
+    }
 }
 
 async fn still_valid(s: &AppState, p: &Principal) -> bool {

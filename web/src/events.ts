@@ -34,6 +34,9 @@ export function useEvents(muted: boolean) {
             void qc.invalidateQueries({ queryKey: ["chat", ev.message.chat_id] });
             void qc.invalidateQueries({ queryKey: ["inbox"] });
             break;
+          case "message_updated":
+            void qc.invalidateQueries({ queryKey: ["chat", ev.message.chat_id] });
+            break;
           case "chat_withdrawn":
           case "chat_finished":
             void qc.invalidateQueries({ queryKey: ["inbox"] });

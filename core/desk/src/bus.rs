@@ -57,6 +57,8 @@ pub enum EventBody {
     },
     /// A message in a chat the receiver may read.
     MessageCreated { message: Message },
+    /// A message changed (its delivery status).
+    MessageUpdated { message: Message },
     /// The receiver's operator status changed.
     StatusChanged {
         user_id: UserId,

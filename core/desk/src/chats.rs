@@ -316,23 +316,16 @@ impl Desk {
                 },
             });
         }
-        // Connector channels (messengers) get the reply pushed to the provider after commit.
-        let outbound = match self.connectors().get(&channel.id) {
-            Some(_) => match chat_store::identity_of(&mut tx, &chat.id).await?.flatten() {
-                Some(i) => contacts::get_identity(&mut tx, &IdentityId(i))
-                    .await?
-                    .map(|i| crate::connectors::Outbound {
-                        channel: channel.clone(),
-                        recipient: i.external_id,
-                        message: message.clone(),
-                    }),
-                None => None,
-            },
-            None => None,
-        };
+        // Connector channels (messengers): the reply joins the durable outbox in this
+        // transaction; the delivery loop sends it after commit.
+        let to_outbox = channel.kind == ChannelKind::Plugin;
+        if to_outbox {
+            ferrydesk_store::plugins::outbox_insert(&mut tx, mid.as_str(), channel.id.as_str(), now.0)
+                .await?;
+        }
         self.commit(tx, events).await?;
-        if let Some(out) = outbound {
-            self.dispatch(out);
+        if to_outbox {
+            self.connectors().kick.notify_one();
         }
         metrics::counter!("ferrydesk_messages_total", "direction" => "outbound").increment(1);
         Ok(message)

@@ -13,6 +13,7 @@ pub mod chats;
 pub mod connectors;
 mod error;
 pub mod ingest;
+pub mod plugin_support;
 mod routing;
 pub mod templates;
 mod timers;
@@ -128,6 +129,7 @@ impl Desk {
             tokio::spawn(ingest::run_writer(desk.clone(), rx));
         }
         tokio::spawn(timers::run(desk.clone(), desk.inner.shutdown.subscribe()));
+        tokio::spawn(connectors::run(desk.clone(), desk.inner.shutdown.subscribe()));
         if desk.store().backend() == ferrydesk_store::Backend::Postgres {
             timers::spawn_listener(desk.clone(), desk.inner.shutdown.subscribe()).await?;
         }

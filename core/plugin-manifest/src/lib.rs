@@ -99,7 +99,7 @@ pub enum RecordKind {
 #[serde(deny_unknown_fields)]
 pub struct Component {
     pub path: String,
-    pub sha256: String,
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -345,6 +345,42 @@ impl Manifest {
             .filter(|(_, v)| v.get("writeOnly").and_then(|w| w.as_bool()) == Some(true))
             .map(|(k, _)| k.clone())
             .collect()
+    }
+
+    /// Secret values never leave the host: the plugin reads them through `config.secret`,
+    /// the API shows only whether they are set.
+    pub fn is_secret(&self, key: &str) -> bool {
+        self.secret_keys().iter().any(|k| k == key)
+    }
+
+    /// Checks an admin configuration against `config_schema`, naming each problem's pointer.
+    pub fn check_config(&self, config: &serde_json::Value) -> Result<(), Error> {
+        let Some(schema) = &self.config_schema else {
+            return match config.as_object() {
+                Some(o) if o.is_empty() => Ok(()),
+                _ => Err(Error::one("", "config", "this plugin takes no settings")),
+            };
+        };
+        let validator = jsonschema::draft202012::new(schema)
+            .map_err(|e| Error::one("/config_schema", "schema", e.to_string()))?;
+        let mut problems: Vec<Problem> = validator
+            .iter_errors(config)
+            .map(|e| Problem {
+                pointer: e.instance_path().to_string(),
+                rule: e.kind().keyword().to_owned(),
+                message: e.to_string(),
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        problems.sort_by(|a, b| a.pointer.cmp(&b.pointer));
+        Err(Error { problems })
+    }
+
+    /// The action with `id`.
+    pub fn action(&self, id: &str) -> Option<&Action> {
+        self.actions.iter().find(|a| a.id == id)
     }
 
     /// Whether this host implements the manifest's interface version.

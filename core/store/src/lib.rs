@@ -11,6 +11,7 @@ pub mod chats;
 pub mod contacts;
 pub mod directory;
 pub mod messages;
+pub mod plugins;
 pub mod rows;
 pub mod security;
 

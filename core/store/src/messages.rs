@@ -290,3 +290,22 @@ pub async fn insert_many(
     }
     Ok(inserted)
 }
+
+/// Records a delivery outcome with the provider's message id.
+pub async fn set_delivered(
+    conn: &mut Conn,
+    id: &MessageId,
+    status: DeliveryStatus,
+    external_id: Option<&str>,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE messages SET delivery_status = $2, external_id = COALESCE($3, external_id) \
+         WHERE id = $1 AND direction = 'outbound'",
+    )
+    .bind(id.as_str())
+    .bind(status.as_str())
+    .bind(external_id)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

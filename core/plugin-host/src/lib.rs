@@ -1,0 +1,1299 @@
+//! Runs Ferrydesk plugins: WebAssembly components of `ferrydesk:plugin@0.1.0`, in wasmtime.
+//!
+//! * One [`Engine`] per process with the pooling allocator and epoch interruption; a
+//!   background thread ticks the epoch every [`TICK`].
+//! * A component is compiled once, at install, with a size and time limit, and the compiled
+//!   artifact is cached on disk keyed by the component's SHA-256 and the engine's compatibility
+//!   hash, so start-up only maps it in.
+//! * Every call gets a fresh instance from an `InstancePre` (a macro: one per render) with its
+//!   own `Store`: memory capped by `StoreLimits`, wall time capped by the epoch deadline (a trap)
+//!   and by a tokio timeout (for time spent in host calls), and a WASI context with nothing in
+//!   it: no preopened directories, no environment, no arguments, no sockets; stderr is captured
+//!   so a panic's message reaches the caller.
+//! * Imports give exactly what the manifest declares and the admin granted: config values
+//!   (secrets through their own function), a key-value store scoped to the installation, HTTP to
+//!   granted origins ([`http`]), read access to declared record kinds.
+//! * A trap, a timeout, a memory cap or output that breaks the manifest's schema becomes a
+//!   [`CallError`] for the caller and a metric; the server keeps serving.
+
+mod bindings;
+pub mod http;
+pub mod testing;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferrydesk_plugin_manifest::{Kind, Manifest};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use sha2::Digest;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use ferrydesk_plugin_manifest as manifest;
+
+/// The epoch tick: the granularity of plugin time limits.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// Host-wide limits and places.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Largest component accepted at install.
+    pub max_component_bytes: usize,
+    /// Longest compilation accepted at install.
+    pub compile_timeout: Duration,
+    /// Memory cap when the manifest sets none.
+    pub default_memory_mb: u32,
+    /// Time cap when the manifest sets none.
+    pub default_timeout_ms: u32,
+    /// HTTP requests per call when the manifest sets none.
+    pub default_http_requests: u32,
+    /// Largest HTTP response a plugin may read.
+    pub max_response_bytes: usize,
+    /// Concurrent instances across all plugins (pool slots).
+    pub max_instances: u32,
+}
+
+impl HostConfig {
+    pub fn new(cache_dir: impl Into<PathBuf>) -> HostConfig {
+        HostConfig {
+            cache_dir: cache_dir.into(),
+            max_component_bytes: 16 << 20,
+            compile_timeout: Duration::from_secs(60),
+            default_memory_mb: 32,
+            default_timeout_ms: 5_000,
+            default_http_requests: 5,
+            max_response_bytes: 25 << 20,
+            max_instances: 256,
+        }
+    }
+}
+
+/// What the core provides to plugins: storage and records. Implemented by the desk.
+pub trait Services: Send + Sync + 'static {
+    fn kv_get(&self, scope: &str, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>>;
+    /// Applies a call's writes (`None` deletes) atomically.
+    fn kv_apply(
+        &self,
+        scope: &str,
+        writes: Vec<(String, Option<Vec<u8>>)>,
+    ) -> BoxFuture<'_, Result<(), String>>;
+    /// A record as JSON, if the call's actor may see it.
+    fn read_record(
+        &self,
+        kind: &str,
+        id: &str,
+        ctx: &CallContext,
+    ) -> BoxFuture<'_, Result<Option<serde_json::Value>, String>>;
+}
+
+/// Who and what a call is about (passed to the plugin; never secrets).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallContext {
+    pub installation: String,
+    pub actor: Option<String>,
+    pub chat: Option<String>,
+    pub contact: Option<String>,
+    pub locale: String,
+    pub trace_id: String,
+}
+
+/// The admin's settings for one call: values by key (secrets included; the plugin reads those
+/// through `config.secret`), the granted HTTP origins and private-address access.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// Manifest origin patterns the admin granted (a subset of the manifest's).
+    pub granted_hosts: Vec<String>,
+    pub granted_private: bool,
+}
+
+/// One invocation's environment.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub ctx: CallContext,
+    pub settings: Arc<Settings>,
+    /// Key-value scope: the installation, or the channel for connectors.
+    pub kv_scope: String,
+}
+
+/// Why a call failed. Every variant has a message fit for an operator or admin.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallError {
+    /// The plugin returned an error.
+    #[error("{message}")]
+    Plugin {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+    #[error("the plugin did not finish within {limit_ms} ms and was stopped")]
+    Timeout { limit_ms: u32 },
+    #[error("the plugin needed more than its {limit_mb} MiB of memory and was stopped")]
+    OutOfMemory { limit_mb: u32 },
+    #[error("the plugin crashed: {detail}")]
+    Trap { detail: String },
+    #[error("the plugin's input is not valid: {detail}")]
+    InvalidInput { detail: String },
+    #[error("the plugin returned invalid output: {detail}")]
+    InvalidOutput { detail: String },
+    #[error("all plugin slots are busy; try again")]
+    Busy,
+    #[error("{detail}")]
+    Unavailable { detail: String },
+}
+
+impl CallError {
+    /// Whether calling again later may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            CallError::Plugin {
+                retryable: true,
+                ..
+            } | CallError::Timeout { .. }
+                | CallError::Busy
+        )
+    }
+    fn code(&self) -> &'static str {
+        match self {
+            CallError::Plugin { .. } => "plugin_error",
+            CallError::Timeout { .. } => "timeout",
+            CallError::OutOfMemory { .. } => "out_of_memory",
+            CallError::Trap { .. } => "trap",
+            CallError::InvalidInput { .. } => "invalid_input",
+            CallError::InvalidOutput { .. } => "invalid_output",
+            CallError::Busy => "busy",
+            CallError::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+/// Why a component was not accepted at install or load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the component is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the component's SHA-256 is {actual}, the manifest says {expected}")]
+    Checksum { expected: String, actual: String },
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("compiling the component took longer than {0:?}")]
+    CompileTimeout(Duration),
+    #[error("the component does not fit the `{kind}` world of ferrydesk:plugin@0.1.0: {detail}")]
+    World { kind: &'static str, detail: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The process-wide plugin runtime.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<HostInner>,
+}
+
+struct HostInner {
+    engine: Engine,
+    config: HostConfig,
+    services: Arc<dyn Services>,
+    action_linker: Linker<State>,
+    macro_linker: Linker<State>,
+    connector_linker: Linker<State>,
+    engine_tag: String,
+}
+
+impl Host {
+    pub fn new(config: HostConfig, services: Arc<dyn Services>) -> anyhow::Result<Host> {
+        let mut cfg = wasmtime::Config::new();
+        cfg.wasm_component_model(true);
+        cfg.epoch_interruption(true);
+        cfg.max_wasm_stack(256 << 10);
+        cfg.async_stack_size(1 << 20);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 8)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 8)
+            .total_stacks(config.max_instances)
+            .max_memory_size(512 << 20)
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(16 << 10);
+        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })?;
+
+        let wrap = |e: wasmtime::Error| anyhow::anyhow!("{e}");
+        let mut action_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut action_linker).map_err(wrap)?;
+        bindings::action::Action::add_to_linker::<State, HasSelf<State>>(
+            &mut action_linker,
+            |s| s,
+        )
+        .map_err(wrap)?;
+        let mut macro_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut macro_linker).map_err(wrap)?;
+        bindings::macros::Macro::add_to_linker::<State, HasSelf<State>>(&mut macro_linker, |s| s)
+            .map_err(wrap)?;
+        let mut connector_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut connector_linker).map_err(wrap)?;
+        bindings::connector::Connector::add_to_linker::<State, HasSelf<State>>(
+            &mut connector_linker,
+            |s| s,
+        )
+        .map_err(wrap)?;
+
+        let engine_tag = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+        std::fs::create_dir_all(&config.cache_dir)?;
+        Ok(Host {
+            inner: Arc::new(HostInner {
+                engine,
+                config,
+                services,
+                action_linker,
+                macro_linker,
+                connector_linker,
+                engine_tag,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    /// Loads a component for `manifest`: from the compiled cache if present, else compiles it
+    /// (size and time limited) and caches the result. Checks the checksum, that every import is
+    /// one the host provides and that the exports match the manifest's kind.
+    pub async fn load(&self, manifest: Manifest, wasm: &[u8]) -> Result<Plugin, LoadError> {
+        let limit = self.inner.config.max_component_bytes;
+        if wasm.len() > limit {
+            return Err(LoadError::TooLarge {
+                size: wasm.len(),
+                limit,
+            });
+        }
+        let sha = hex::encode(sha2::Sha256::digest(wasm));
+        if let Some(expected) = &manifest.component.sha256
+            && *expected != sha
+        {
+            return Err(LoadError::Checksum {
+                expected: expected.clone(),
+                actual: sha,
+            });
+        }
+        let cached = self
+            .inner
+            .config
+            .cache_dir
+            .join(format!("{sha}-{}.cwasm", self.inner.engine_tag));
+        let component = match self.load_cached(&cached) {
+            Some(c) => c,
+            None => {
+                let c = self.compile(wasm.to_vec()).await?;
+                if let Ok(bytes) = c.serialize() {
+                    let tmp = cached.with_extension("tmp");
+                    if std::fs::write(&tmp, bytes).is_ok() {
+                        let _ = std::fs::rename(&tmp, &cached);
+                    }
+                }
+                c
+            }
+        };
+        Plugin::new(self.clone(), manifest, component, sha)
+    }
+
+    #[allow(unsafe_code)]
+    fn load_cached(&self, path: &Path) -> Option<Component> {
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file is one this host wrote into its own cache directory (named by the
+        // component's SHA-256 and this engine's compatibility hash, written to a temporary name
+        // and renamed), and wasmtime checks the engine/version header before using it. The
+        // cache directory must not be writable by anyone the server does not trust.
+        let c = unsafe { Component::deserialize_file(&self.inner.engine, path) };
+        match c {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding a stale compiled plugin");
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    async fn compile(&self, wasm: Vec<u8>) -> Result<Component, LoadError> {
+        if !wasmparser::Parser::is_component(&wasm) {
+            return Err(LoadError::Invalid(
+                "the file is not a WebAssembly component (build it with `cargo build --target wasm32-wasip2`)".into(),
+            ));
+        }
+        let engine = self.inner.engine.clone();
+        let timeout = self.inner.config.compile_timeout;
+        let task = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm));
+        match tokio::time::timeout(timeout, task).await {
+            Err(_) => Err(LoadError::CompileTimeout(timeout)),
+            Ok(Err(e)) => Err(LoadError::Io(e.to_string())),
+            Ok(Ok(Err(e))) => Err(LoadError::Invalid(format!("{e:#}"))),
+            Ok(Ok(Ok(c))) => Ok(c),
+        }
+    }
+}
+
+/// The per-call store data.
+pub(crate) struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: Limiter,
+    call: Call,
+    manifest: Arc<Manifest>,
+    services: Arc<dyn Services>,
+    grant: http::Grant,
+    http_used: u32,
+    kv_writes: BTreeMap<String, Option<Vec<u8>>>,
+    logs: u32,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// `StoreLimits` that remembers it refused memory, to tell an out-of-memory trap apart.
+struct Limiter {
+    inner: StoreLimits,
+    refused: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = self.inner.memory_growing(current, desired, maximum)?;
+        if !ok {
+            self.refused = true;
+        }
+        Ok(ok)
+    }
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+enum Pre {
+    Action(bindings::action::ActionPre<State>),
+    Macro(bindings::macros::MacroPre<State>),
+    Connector(bindings::connector::ConnectorPre<State>),
+}
+
+/// Per-plugin call statistics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub calls: u64,
+    pub errors: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+struct Recorder {
+    calls: u64,
+    errors: u64,
+    hist: hdrhistogram::Histogram<u64>,
+}
+
+/// A loaded plugin, ready to be called. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    host: Host,
+    manifest: Arc<Manifest>,
+    sha256: String,
+    pre: Pre,
+    schemas: HashMap<String, (Option<jsonschema::Validator>, Option<jsonschema::Validator>)>,
+    stats: Mutex<Recorder>,
+}
+
+/// What an action asks the host to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Effect {
+    PostMessage {
+        text: String,
+    },
+    PostNote {
+        text: String,
+    },
+    CreateRecord {
+        kind: String,
+        fields: serde_json::Value,
+    },
+    UpdateRecord {
+        kind: String,
+        id: String,
+        fields: serde_json::Value,
+    },
+}
+
+/// An action's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionOutcome {
+    pub output: serde_json::Value,
+    pub effects: Vec<Effect>,
+}
+
+/// A file in a connector message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRef {
+    pub url: Option<String>,
+    pub data: Option<Vec<u8>>,
+    pub name: Option<String>,
+    pub content_type: Option<String>,
+}
+
+/// A client message a connector parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    pub external_id: String,
+    pub sender_id: String,
+    pub sender_name: Option<String>,
+    pub sender_photo_url: Option<String>,
+    pub text: String,
+    pub files: Vec<FileRef>,
+}
+
+/// A provider's webhook call.
+#[derive(Debug, Clone)]
+pub struct InboundRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The HTTP answer for the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// An operator reply for a connector to deliver.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub recipient: String,
+    pub text: String,
+    pub files: Vec<FileRef>,
+    pub message_id: String,
+}
+
+/// Key-value writes a call made, applied by the caller when it is safe (a poll's after its
+/// messages are stored).
+pub type KvWrites = Vec<(String, Option<Vec<u8>>)>;
+
+fn compile_schema(s: &Option<serde_json::Value>) -> Option<jsonschema::Validator> {
+    s.as_ref()
+        .and_then(|s| jsonschema::draft202012::new(s).ok())
+}
+
+impl Plugin {
+    fn new(
+        host: Host,
+        manifest: Manifest,
+        component: Component,
+        sha256: String,
+    ) -> Result<Plugin, LoadError> {
+        let (kind, linker) = match manifest.kind {
+            Kind::Action => ("action", &host.inner.action_linker),
+            Kind::Macro => ("macro", &host.inner.macro_linker),
+            Kind::Connector => ("connector", &host.inner.connector_linker),
+        };
+        let world = |e: wasmtime::Error| LoadError::World {
+            kind,
+            detail: format!("{e:#}"),
+        };
+        let pre = linker.instantiate_pre(&component).map_err(world)?;
+        let pre = match manifest.kind {
+            Kind::Action => Pre::Action(bindings::action::ActionPre::new(pre).map_err(world)?),
+            Kind::Macro => Pre::Macro(bindings::macros::MacroPre::new(pre).map_err(world)?),
+            Kind::Connector => {
+                Pre::Connector(bindings::connector::ConnectorPre::new(pre).map_err(world)?)
+            }
+        };
+        let schemas = manifest
+            .actions
+            .iter()
+            .map(|a| {
+                (
+                    a.id.clone(),
+                    (compile_schema(&a.input_schema), compile_schema(&a.output_schema)),
+                )
+            })
+            .collect();
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                host,
+                manifest: Arc::new(manifest),
+                sha256,
+                pre,
+                schemas,
+                stats: Mutex::new(Recorder {
+                    calls: 0,
+                    errors: 0,
+                    hist: hdrhistogram::Histogram::new_with_bounds(1, 120_000_000, 2)
+                        .expect("valid histogram bounds"),
+                }),
+            }),
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    pub fn stats(&self) -> Stats {
+        let Ok(r) = self.inner.stats.lock() else {
+            return Stats::default();
+        };
+        Stats {
+            calls: r.calls,
+            errors: r.errors,
+            p50_us: r.hist.value_at_quantile(0.5),
+            p99_us: r.hist.value_at_quantile(0.99),
+        }
+    }
+
+    fn memory_mb(&self) -> u32 {
+        self.inner
+            .manifest
+            .limits
+            .memory_mb
+            .unwrap_or(self.inner.host.inner.config.default_memory_mb)
+    }
+
+    fn timeout_ms(&self) -> u32 {
+        self.inner
+            .manifest
+            .limits
+            .timeout_ms
+            .unwrap_or(self.inner.host.inner.config.default_timeout_ms)
+    }
+
+    fn store(&self, call: &Call) -> (Store<State>, Arc<MemoryOutputPipe>) {
+        let host = &self.inner.host.inner;
+        let m = &self.inner.manifest;
+        let stderr = Arc::new(MemoryOutputPipe::new(4096));
+        let wasi = WasiCtx::builder()
+            .stderr((*stderr).clone())
+            .allow_blocking_current_thread(false)
+            .build();
+        let grant = self.http_grant(call);
+        let mut store = Store::new(
+            &host.engine,
+            State {
+                wasi,
+                table: ResourceTable::new(),
+                limits: Limiter {
+                    inner: StoreLimitsBuilder::new()
+                        .memory_size(self.memory_mb() as usize * (1 << 20))
+                        .instances(32)
+                        .tables(32)
+                        .memories(4)
+                        .build(),
+                    refused: false,
+                },
+                call: call.clone(),
+                manifest: m.clone(),
+                services: host.services.clone(),
+                grant,
+                http_used: 0,
+                kv_writes: BTreeMap::new(),
+                logs: 0,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        let ticks = (u64::from(self.timeout_ms()) / TICK.as_millis() as u64).max(1) + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        (store, stderr)
+    }
+
+    /// The manifest's origins (templates resolved from the settings) that the admin granted.
+    fn http_grant(&self, call: &Call) -> http::Grant {
+        let m = &self.inner.manifest;
+        let cfg = &self.inner.host.inner.config;
+        let Some(h) = &m.capabilities.http else {
+            return http::Grant::none();
+        };
+        let origins = h
+            .allowed_hosts
+            .iter()
+            .filter(|p| call.settings.granted_hosts.iter().any(|g| g == *p))
+            .filter_map(|p| {
+                if let Some(key) = p.strip_prefix("{{").and_then(|p| p.strip_suffix("}}")) {
+                    let url = call.settings.values.get(key)?.as_str()?;
+                    http::Origin::of_url(url).ok()
+                } else {
+                    http::Origin::parse(p).ok()
+                }
+            })
+            .collect();
+        http::Grant {
+            origins,
+            allow_private: h.allow_private && call.settings.granted_private,
+            max_requests: m
+                .limits
+                .http_requests
+                .unwrap_or(cfg.default_http_requests),
+            max_response_bytes: cfg.max_response_bytes,
+            timeout: Duration::from_millis(u64::from(self.timeout_ms())),
+        }
+    }
+
+    /// Maps a wasmtime failure to what the caller is told.
+    fn failure(&self, e: wasmtime::Error, store: &Store<State>, stderr: &MemoryOutputPipe) -> CallError {
+        if store.data().limits.refused {
+            return CallError::OutOfMemory {
+                limit_mb: self.memory_mb(),
+            };
+        }
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => CallError::Timeout {
+                limit_ms: self.timeout_ms(),
+            },
+            Some(wasmtime::Trap::StackOverflow) => CallError::Trap {
+                detail: "stack overflow".into(),
+            },
+            _ => {
+                let text = format!("{e:#}");
+                if text.contains("maximum concurrent") || text.contains("pooling allocator") {
+                    return CallError::Busy;
+                }
+                let err = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
+                let panic = err
+                    .lines()
+                    .find_map(|l| l.split_once("panicked at ").map(|_| l))
+                    .map(|_| err.lines().skip(1).next().unwrap_or("").to_owned())
+                    .filter(|s| !s.is_empty());
+                CallError::Trap {
+                    detail: match panic {
+                        Some(msg) => format!("panicked: {msg}"),
+                        None => first_line(&text),
+                    },
+                }
+            }
+        }
+    }
+
+    fn record(&self, what: &'static str, started: Instant, result: Result<(), &CallError>) {
+        let us = started.elapsed().as_micros() as u64;
+        let id = self.inner.manifest.id.clone();
+        metrics::counter!("ferrydesk_plugin_calls_total", "plugin" => id.clone(), "call" => what)
+            .increment(1);
+        metrics::histogram!("ferrydesk_plugin_call_seconds", "plugin" => id.clone(), "call" => what)
+            .record(us as f64 / 1e6);
+        if let Err(e) = result {
+            metrics::counter!("ferrydesk_plugin_errors_total", "plugin" => id.clone(), "call" => what, "error" => e.code())
+                .increment(1);
+            tracing::info!(plugin = %id, call = what, error = %e, "plugin call failed");
+        }
+        if let Ok(mut r) = self.inner.stats.lock() {
+            r.calls += 1;
+            if result.is_err() {
+                r.errors += 1;
+            }
+            let _ = r.hist.record(us.max(1));
+        }
+    }
+
+    /// Runs `f` on a fresh instance under the plugin's limits.
+    async fn invoke<T, F>(&self, what: &'static str, call: &Call, f: F) -> (Result<T, CallError>, KvWrites)
+    where
+        F: for<'a> FnOnce(&'a mut Store<State>, &'a Pre) -> BoxFuture<'a, wasmtime::Result<Result<T, CallError>>>,
+    {
+        let started = Instant::now();
+        let (mut store, stderr) = self.store(call);
+        let limit = Duration::from_millis(u64::from(self.timeout_ms()) + 100);
+        let r = tokio::time::timeout(limit, f(&mut store, &self.inner.pre)).await;
+        let result = match r {
+            Err(_) => Err(CallError::Timeout {
+                limit_ms: self.timeout_ms(),
+            }),
+            Ok(Err(e)) => Err(self.failure(e, &store, &stderr)),
+            Ok(Ok(r)) => r,
+        };
+        let writes = std::mem::take(&mut store.data_mut().kv_writes)
+            .into_iter()
+            .collect();
+        self.record(what, started, result.as_ref().map(|_| ()));
+        (result, writes)
+    }
+
+    async fn apply_kv(&self, call: &Call, writes: KvWrites) -> Result<(), CallError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .host
+            .inner
+            .services
+            .kv_apply(&call.kv_scope, writes)
+            .await
+            .map_err(|e| CallError::Unavailable {
+                detail: format!("storing the plugin's data failed: {e}"),
+            })
+    }
+
+    /// Runs action `action` with `input` (checked against its `input_schema`; the output
+    /// against its `output_schema`).
+    pub async fn run_action(
+        &self,
+        call: &Call,
+        action: &str,
+        input: &serde_json::Value,
+    ) -> Result<ActionOutcome, CallError> {
+        let Some((input_schema, output_schema)) = self.inner.schemas.get(action) else {
+            return Err(CallError::InvalidInput {
+                detail: format!("plugin `{}` has no action `{action}`", self.inner.manifest.id),
+            });
+        };
+        if let Some(v) = input_schema {
+            let problems: Vec<String> = v
+                .iter_errors(input)
+                .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
+                .collect();
+            if !problems.is_empty() {
+                return Err(CallError::InvalidInput {
+                    detail: problems.join("; "),
+                });
+            }
+        }
+        let ctx = wit_ctx(&call.ctx);
+        let input_text = input.to_string();
+        let action_name = action.to_owned();
+        let (r, writes) = self
+            .invoke("run", call, |store, pre| {
+                Box::pin(async move {
+                    let Pre::Action(pre) = pre else {
+                        return Ok(Err(CallError::Unavailable {
+                            detail: "this plugin is not an action plugin".into(),
+                        }));
+                    };
+                    let inst = pre.instantiate_async(&mut *store).await?;
+                    let out = inst
+                        .ferrydesk_plugin_action_handler()
+                        .call_run(&mut *store, &ctx, &action_name, &input_text)
+                        .await?;
+                    Ok(out.map_err(plugin_error))
+                })
+            })
+            .await;
+        let out = r?;
+        let output: serde_json::Value =
+            serde_json::from_str(&out.output).map_err(|e| CallError::InvalidOutput {
+                detail: format!("output is not JSON: {e}"),
+            })?;
+        if let Some(v) = output_schema {
+            let problems: Vec<String> = v
+                .iter_errors(&output)
+                .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
+                .collect();
+            if !problems.is_empty() {
+                self.record("run_output", Instant::now(), Err(&CallError::InvalidOutput { detail: String::new() }));
+                return Err(CallError::InvalidOutput {
+                    detail: problems.join("; "),
+                });
+            }
+        }
+        let mut effects = Vec::new();
+        for e in out.effects {
+            use bindings::action::exports::ferrydesk::plugin::action_handler::Effect as W;
+            effects.push(match e {
+                W::PostMessage(text) => Effect::PostMessage { text },
+                W::PostNote(text) => Effect::PostNote { text },
+                W::CreateRecord((kind, fields)) => Effect::CreateRecord {
+                    kind,
+                    fields: parse_fields(&fields)?,
+                },
+                W::UpdateRecord((kind, id, fields)) => Effect::UpdateRecord {
+                    kind,
+                    id,
+                    fields: parse_fields(&fields)?,
+                },
+            });
+        }
+        self.apply_kv(call, writes).await?;
+        Ok(ActionOutcome { output, effects })
+    }
+
+    /// Renders a template helper.
+    pub async fn render(
+        &self,
+        call: &Call,
+        helper: &str,
+        params: &[serde_json::Value],
+        hash: &serde_json::Value,
+        context: &serde_json::Value,
+    ) -> Result<String, CallError> {
+        let ctx = wit_ctx(&call.ctx);
+        let helper = helper.to_owned();
+        let params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+        let hash = hash.to_string();
+        let context = context.to_string();
+        let (r, _) = self
+            .invoke("render", call, |store, pre| {
+                Box::pin(async move {
+                    let Pre::Macro(pre) = pre else {
+                        return Ok(Err(CallError::Unavailable {
+                            detail: "this plugin is not a macro plugin".into(),
+                        }));
+                    };
+                    let inst = pre.instantiate_async(&mut *store).await?;
+                    let out = inst
+                        .ferrydesk_plugin_helper_handler()
+                        .call_render(&mut *store, &ctx, &helper, &params, &hash, &context)
+                        .await?;
+                    Ok(out.map_err(plugin_error))
+                })
+            })
+            .await;
+        r
+    }
+
+    /// Registers the webhook or checks credentials.
+    pub async fn connector_setup(&self, call: &Call) -> Result<(), CallError> {
+        let ctx = wit_ctx(&call.ctx);
+        let (r, writes) = self
+            .invoke("setup", call, |store, pre| {
+                Box::pin(async move {
+                    let inst = connector(pre)?.instantiate_async(&mut *store).await?;
+                    let out = inst
+                        .ferrydesk_plugin_connector_handler()
+                        .call_setup(&mut *store, &ctx)
+                        .await?;
+                    Ok(out.map_err(plugin_error))
+                })
+            })
+            .await;
+        r?;
+        self.apply_kv(call, writes).await
+    }
+
+    /// Parses a webhook call (the caller has verified it). Key-value writes are returned for the
+    /// caller to apply once the messages are stored.
+    pub async fn connector_inbound(
+        &self,
+        call: &Call,
+        req: InboundRequest,
+    ) -> (Result<(Vec<InboundMessage>, HttpReply), CallError>, KvWrites) {
+        use bindings::connector::exports::ferrydesk::plugin::connector_handler as w;
+        let ctx = wit_ctx(&call.ctx);
+        let req = w::InboundRequest {
+            method: req.method,
+            path: req.path,
+            query: req.query,
+            headers: req.headers,
+            body: req.body,
+        };
+        let (r, writes) = self
+            .invoke("inbound", call, |store, pre| {
+                Box::pin(async move {
+                    let inst = connector(pre)?.instantiate_async(&mut *store).await?;
+                    let out = inst
+                        .ferrydesk_plugin_connector_handler()
+                        .call_inbound(&mut *store, &ctx, &req)
+                        .await?;
+                    Ok(out.map_err(plugin_error))
+                })
+            })
+            .await;
+        let r = r.map(|p| {
+            (
+                p.messages.into_iter().map(from_wit_message).collect(),
+                HttpReply {
+                    status: p.reply.status,
+                    headers: p.reply.headers,
+                    body: p.reply.body,
+                },
+            )
+        });
+        (r, writes)
+    }
+
+    /// Delivers an operator reply; returns the provider's message id.
+    pub async fn connector_send(
+        &self,
+        call: &Call,
+        msg: OutboundMessage,
+    ) -> Result<String, CallError> {
+        use bindings::connector::exports::ferrydesk::plugin::connector_handler as w;
+        let ctx = wit_ctx(&call.ctx);
+        let msg = w::OutboundMessage {
+            recipient: msg.recipient,
+            text: msg.text,
+            files: msg.files.into_iter().map(to_wit_file).collect(),
+            message_id: msg.message_id,
+        };
+        let (r, writes) = self
+            .invoke("send", call, |store, pre| {
+                Box::pin(async move {
+                    let inst = connector(pre)?.instantiate_async(&mut *store).await?;
+                    let out = inst
+                        .ferrydesk_plugin_connector_handler()
+                        .call_send(&mut *store, &ctx, &msg)
+                        .await?;
+                    Ok(out.map_err(plugin_error))
+                })
+            })
+            .await;
+        let id = r?;
+        self.apply_kv(call, writes).await?;
+        Ok(id)
+    }
+
+    /// Fetches new messages. Key-value writes (the plugin's offset) are returned for the
+    /// caller to apply after the messages are stored.
+    pub async fn connector_poll(
+        &self,
+        call: &Call,
+    ) -> (Result<Vec<InboundMessage>, CallError>, KvWrites) {
+        let ctx = wit_ctx(&call.ctx);
+        let (r, writes) = self
+            .invoke("poll", call, |store, pre| {
+                Box::pin(async move {
+                    let inst = connector(pre)?.instantiate_async(&mut *store).await?;
+                    let out = inst
+                        .ferrydesk_plugin_connector_handler()
+                        .call_poll(&mut *store, &ctx)
+                        .await?;
+                    Ok(out.map_err(plugin_error))
+                })
+            })
+            .await;
+        (r.map(|m| m.into_iter().map(from_wit_message).collect()), writes)
+    }
+
+    /// Applies key-value writes returned by [`Plugin::connector_poll`] or
+    /// [`Plugin::connector_inbound`].
+    pub async fn commit_kv(&self, call: &Call, writes: KvWrites) -> Result<(), CallError> {
+        self.apply_kv(call, writes).await
+    }
+}
+
+fn connector(
+    pre: &Pre,
+) -> wasmtime::Result<&bindings::connector::ConnectorPre<State>> {
+    match pre {
+        Pre::Connector(p) => Ok(p),
+        _ => Err(wasmtime::Error::msg("this plugin is not a connector plugin")),
+    }
+}
+
+fn parse_fields(text: &str) -> Result<serde_json::Value, CallError> {
+    serde_json::from_str(text).map_err(|e| CallError::InvalidOutput {
+        detail: format!("record fields are not JSON: {e}"),
+    })
+}
+
+fn pointer_or_root(p: &str) -> &str {
+    if p.is_empty() { "/" } else { p }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+fn wit_ctx(c: &CallContext) -> bindings::types::CallContext {
+    bindings::types::CallContext {
+        installation: c.installation.clone(),
+        actor: c.actor.clone(),
+        chat: c.chat.clone(),
+        contact: c.contact.clone(),
+        locale: c.locale.clone(),
+        trace_id: c.trace_id.clone(),
+    }
+}
+
+fn plugin_error(e: bindings::types::PluginError) -> CallError {
+    CallError::Plugin {
+        code: e.code,
+        message: e.message,
+        retryable: e.retryable,
+    }
+}
+
+fn from_wit_message(
+    m: bindings::connector::exports::ferrydesk::plugin::connector_handler::InboundMessage,
+) -> InboundMessage {
+    InboundMessage {
+        external_id: m.external_id,
+        sender_id: m.sender.id,
+        sender_name: m.sender.name,
+        sender_photo_url: m.sender.photo_url,
+        text: m.text,
+        files: m
+            .files
+            .into_iter()
+            .map(|f| FileRef {
+                url: f.url,
+                data: f.data,
+                name: f.name,
+                content_type: f.content_type,
+            })
+            .collect(),
+    }
+}
+
+fn to_wit_file(f: FileRef) -> bindings::connector::exports::ferrydesk::plugin::connector_handler::FileRef {
+    bindings::connector::exports::ferrydesk::plugin::connector_handler::FileRef {
+        url: f.url,
+        data: f.data,
+        name: f.name,
+        content_type: f.content_type,
+    }
+}
+
+// ---- host imports ----------------------------------------------------------------------------
+
+impl bindings::types::Host for State {}
+
+impl bindings::log::Host for State {
+    async fn log(&mut self, level: bindings::log::Level, message: String) {
+        use bindings::log::Level;
+        // A plugin cannot flood the log: 100 lines per call, 1 KiB each.
+        self.logs += 1;
+        if self.logs > 100 {
+            return;
+        }
+        let mut message: String = message.chars().take(1024).collect();
+        for key in self.manifest.secret_keys() {
+            if let Some(v) = self.call.settings.values.get(&key).and_then(|v| v.as_str())
+                && v.len() >= 4
+            {
+                message = message.replace(v, "***");
+            }
+        }
+        let message = http::redact(&message);
+        let plugin = &self.manifest.id;
+        match level {
+            Level::Trace | Level::Debug => tracing::debug!(%plugin, "{message}"),
+            Level::Info => tracing::info!(%plugin, "{message}"),
+            Level::Warn => tracing::warn!(%plugin, "{message}"),
+            Level::Error => tracing::error!(%plugin, "{message}"),
+        }
+    }
+}
+
+fn config_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl bindings::config::Host for State {
+    async fn get(&mut self, key: String) -> Option<String> {
+        if self.manifest.is_secret(&key) {
+            return None;
+        }
+        self.call.settings.values.get(&key).map(config_text)
+    }
+    async fn secret(&mut self, key: String) -> Option<String> {
+        if !self.manifest.is_secret(&key) {
+            return None;
+        }
+        self.call.settings.values.get(&key).map(config_text)
+    }
+}
+
+const KV_MAX_KEY: usize = 256;
+const KV_MAX_VALUE: usize = 64 << 10;
+const KV_MAX_WRITES: usize = 256;
+
+impl bindings::kv::Host for State {
+    async fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        if !self.manifest.capabilities.kv {
+            return None;
+        }
+        if let Some(v) = self.kv_writes.get(&key) {
+            return v.clone();
+        }
+        self.services
+            .kv_get(&self.call.kv_scope, &key)
+            .await
+            .ok()
+            .flatten()
+    }
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        if !self.manifest.capabilities.kv {
+            return Err("the manifest does not declare `capabilities.kv`".into());
+        }
+        if key.len() > KV_MAX_KEY || value.len() > KV_MAX_VALUE {
+            return Err(format!(
+                "keys up to {KV_MAX_KEY} bytes, values up to {KV_MAX_VALUE} bytes"
+            ));
+        }
+        if self.kv_writes.len() >= KV_MAX_WRITES && !self.kv_writes.contains_key(&key) {
+            return Err(format!("at most {KV_MAX_WRITES} keys written per call"));
+        }
+        self.kv_writes.insert(key, Some(value));
+        Ok(())
+    }
+    async fn delete(&mut self, key: String) {
+        if self.manifest.capabilities.kv {
+            self.kv_writes.insert(key, None);
+        }
+    }
+}
+
+impl bindings::http::Host for State {
+    async fn fetch(
+        &mut self,
+        req: bindings::http::Request,
+    ) -> Result<bindings::http::Response, bindings::http::HttpError> {
+        use bindings::http::HttpError;
+        let r = http::fetch(
+            &self.grant,
+            &mut self.http_used,
+            http::Request {
+                method: req.method,
+                url: req.url,
+                headers: req.headers,
+                body: req.body,
+            },
+        )
+        .await;
+        match r {
+            Ok(r) => Ok(bindings::http::Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+            Err(e) => {
+                tracing::info!(plugin = %self.manifest.id, error = ?e, "plugin HTTP request refused or failed");
+                Err(match e {
+                    http::FetchError::Denied(why) => HttpError::Denied(why),
+                    http::FetchError::Timeout => HttpError::Timeout,
+                    http::FetchError::TooLarge => HttpError::TooLarge,
+                    http::FetchError::Transport(why) => HttpError::Transport(why),
+                })
+            }
+        }
+    }
+}
+
+impl bindings::records::Host for State {
+    async fn get(&mut self, kind: String, id: String) -> Result<Option<String>, String> {
+        let declared = self
+            .manifest
+            .capabilities
+            .records
+            .read
+            .iter()
+            .any(|k| format!("{k:?}").eq_ignore_ascii_case(&kind));
+        if !declared {
+            return Err(format!(
+                "the manifest does not declare read access to `{kind}` records"
+            ));
+        }
+        self.services
+            .read_record(&kind, &id, &self.call.ctx)
+            .await
+            .map(|r| r.map(|v| v.to_string()))
+    }
+}
+
+/// Checks a webhook call the way the manifest asks (`header_secret` or `hmac_sha256` of the
+/// raw body), in constant time. `secret` is the configured value.
+pub fn verify_webhook(
+    manifest: &Manifest,
+    secret: Option<&str>,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(), String> {
+    let Some(hook) = manifest.connector.as_ref().and_then(|c| c.webhook.as_ref()) else {
+        return Ok(());
+    };
+    if hook.verify == "none" {
+        return Ok(());
+    }
+    let secret = secret.ok_or("the channel's webhook secret is not configured")?;
+    let name = hook.header.as_deref().unwrap_or(match hook.verify.as_str() {
+        "hmac_sha256" => "x-ferrydesk-signature",
+        _ => "x-webhook-secret",
+    });
+    let got = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| format!("header `{name}` is missing"))?;
+    let expected = match hook.verify.as_str() {
+        "hmac_sha256" => {
+            use hmac::Mac;
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+                .map_err(|e| e.to_string())?;
+            mac.update(body);
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        }
+        _ => secret.to_owned(),
+    };
+    // Compare digests of both so the comparison time does not depend on where they differ.
+    let a = sha2::Sha256::digest(got.trim().as_bytes());
+    let b = sha2::Sha256::digest(expected.as_bytes());
+    if a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 {
+        Ok(())
+    } else {
+        Err(format!("header `{name}` does not match"))
+    }
+}

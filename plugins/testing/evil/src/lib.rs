@@ -1,0 +1,66 @@
+//! TEST ONLY. Each action misbehaves in one way the host must contain.
+
+use ferrydesk_sdk::prelude::*;
+
+struct Evil;
+
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let pad = [n; 64];
+    if n == 0 { pad[3] } else { recurse(n - 1).wrapping_add(std::hint::black_box(pad)[5]) }
+}
+
+impl Action for Evil {
+    fn run(ctx: &Ctx, action: &str, input: Json) -> PluginResult<Outcome> {
+        match action {
+            "echo" => Ok(Outcome::new(input)),
+            "loop" => {
+                let mut i: u64 = 0;
+                loop {
+                    i = std::hint::black_box(i.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![7u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "stack" => Ok(Outcome::new(json!(recurse(u64::MAX >> 40)))),
+            "panic" => panic!("the evil plugin panics"),
+            "fetch" => {
+                let url = input.get("url").and_then(Json::as_str).unwrap_or("http://127.0.0.1:1/");
+                match Request::get(url).send() {
+                    Ok(r) => Ok(Outcome::new(json!({ "status": r.status, "body": String::from_utf8_lossy(&r.body) }))),
+                    Err(e) => Err(e),
+                }
+            }
+            "kv-read" => {
+                let key = input.get("key").and_then(Json::as_str).unwrap_or("secret");
+                let v = store::get(key).map(|b| String::from_utf8_lossy(&b).into_owned());
+                Ok(Outcome::new(json!({ "value": v })))
+            }
+            "kv-write" => {
+                let key = input.get("key").and_then(Json::as_str).unwrap_or("secret");
+                let value = input.get("value").and_then(Json::as_str).unwrap_or("");
+                store::set(key, value.as_bytes())?;
+                Ok(Outcome::new(json!({})))
+            }
+            "ambient" => {
+                // No files, no environment, no sockets: all of these must come back empty.
+                let file = std::fs::read_to_string("/etc/passwd").ok();
+                let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                let dir = std::fs::read_dir(".").ok().map(|d| d.count());
+                let secret = ctx.config("token");
+                Ok(Outcome::new(json!({ "file": file, "env": env, "dir": dir, "config_token": secret })))
+            }
+            "garbage" => Ok(Outcome::new(json!("this is not the object the output schema wants"))),
+            "note" => Ok(Outcome::new(json!({})).post_note("note from evil")),
+            "write-contact" => Ok(Outcome::new(json!({})).update_record("contact", input.get("id").and_then(Json::as_str).unwrap_or(""), json!({"name": "pwned"}))),
+            other => Err(PluginError::new("unknown_action", other.to_owned())),
+        }
+    }
+}
+
+export_action!(Evil);

@@ -11,6 +11,7 @@ mod extract;
 mod files;
 mod openapi;
 mod ops;
+mod plugins;
 mod webapp;
 mod widget;
 mod ws;
@@ -31,6 +32,7 @@ pub const JSON_LIMIT: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub desk: Desk,
+    pub plugins: ferrydesk_plugins::Plugins,
     pub metrics: Option<PrometheusHandle>,
     /// Mark the session cookie `Secure` (behind HTTPS).
     pub secure_cookies: bool,
@@ -44,11 +46,13 @@ pub fn router(state: AppState) -> Router {
         .merge(chats::router())
         .merge(directory::router())
         .merge(channel::router())
+        .merge(plugins::router())
         .merge(ws::router())
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .merge(files::router().layer(DefaultBodyLimit::max(file_limit)));
     Router::new()
         .nest("/api/v1", api)
+        .merge(plugins::webhook_router().layer(DefaultBodyLimit::max(4 << 20)))
         .merge(widget::router(file_limit))
         .merge(ops::router())
         .merge(openapi::router())

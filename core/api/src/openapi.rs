@@ -30,10 +30,14 @@ use crate::AppState;
         crate::ws::upgrade,
         crate::widget::session, crate::widget::transcript, crate::widget::send, crate::widget::upload,
         crate::widget::download, crate::widget::ws,
+        crate::plugins::list, crate::plugins::get_one, crate::plugins::install, crate::plugins::enable,
+        crate::plugins::disable, crate::plugins::configure, crate::plugins::uninstall, crate::plugins::connector_types,
+        crate::plugins::chat_actions, crate::plugins::run_action, crate::plugins::create_channel,
+        crate::plugins::channel_config, crate::plugins::configure_channel, crate::plugins::webhook, crate::plugins::photo,
     ),
     components(schemas(ferrydesk_desk::EventBody)),
     modifiers(&Security),
-    tags((name = "chats", description = "Operator chats (S1–S21)"), (name = "admin", description = "Administration"))
+    tags((name = "chats", description = "Operator chats (S1–S21)"), (name = "admin", description = "Administration"), (name = "plugins", description = "Plugins: administration, chat actions, connector channels"))
 )]
 pub struct ApiDoc;
 

@@ -6,7 +6,7 @@ use ferrydesk_store::{chats as chat_store, contacts, directory, messages, plugin
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{Desk, Error, Event, EventBody, Result, preview_of};
+use crate::{Desk, Error, Event, EventBody, Principal, Result, preview_of};
 
 /// Something an action asks the desk to do, already checked against the manifest.
 #[derive(Debug, Clone)]

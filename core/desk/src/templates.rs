@@ -315,7 +315,7 @@ impl Desk {
             "contact": { "id": contact.id, "name": contact.name, "first_name": first(&contact.name),
                          "email": contact.email, "phone": contact.phone },
             "operator": { "id": p.user.id, "name": p.user.display_name, "first_name": first(&p.user.display_name),
-                          "username": p.user.username, "email": p.user.email },
+                          "username": p.user.username, "email": p.user.email, "locale": p.user.locale },
             "chat": { "id": chat.id, "started_at": chat.started_at, "status": chat.status },
             "channel": { "id": channel.id, "name": channel.name, "kind": channel.kind },
             "queue": { "id": queue.id, "name": queue.name },

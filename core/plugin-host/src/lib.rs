@@ -1024,6 +1024,43 @@ impl Plugin {
         (r.map(|m| m.into_iter().map(from_wit_message).collect()), writes)
     }
 
+    /// Downloads a file a connector referenced by URL, under the plugin's own HTTP grant (so a
+    /// plugin cannot make the host fetch what it could not fetch itself). Returns the bytes and
+    /// the content type; errors never contain the URL (it may carry a token).
+    pub async fn download(&self, call: &Call, url: &str, max_bytes: usize) -> Result<(Vec<u8>, Option<String>), String> {
+        let mut grant = self.http_grant(call);
+        grant.max_requests = 6;
+        grant.max_response_bytes = max_bytes;
+        grant.timeout = Duration::from_secs(60);
+        let mut used = 0;
+        let r = http::fetch(
+            &grant,
+            &mut used,
+            http::Request {
+                method: "GET".into(),
+                url: url.to_owned(),
+                headers: Vec::new(),
+                body: None,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            http::FetchError::Denied(why) => http::redact(&why),
+            http::FetchError::Timeout => "timed out".into(),
+            http::FetchError::TooLarge => format!("larger than {max_bytes} bytes"),
+            http::FetchError::Transport(why) => http::redact(&why),
+        })?;
+        if !(200..300).contains(&r.status) {
+            return Err(format!("the provider answered {}", r.status));
+        }
+        let ctype = r
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone());
+        Ok((r.body, ctype))
+    }
+
     /// Applies key-value writes returned by [`Plugin::connector_poll`] or
     /// [`Plugin::connector_inbound`].
     pub async fn commit_kv(&self, call: &Call, writes: KvWrites) -> Result<(), CallError> {

@@ -30,6 +30,9 @@ pub struct ConfigArgs {
     /// Session idle lifetime in seconds [default: 43200].
     #[arg(long, global = true, env = "FERRYDESK_SESSION_TTL_SECS")]
     pub session_ttl_secs: Option<u64>,
+    /// Directory of plugins the demo installs [default: ./plugins].
+    #[arg(long, global = true, env = "FERRYDESK_PLUGINS_DIR")]
+    pub plugins_dir: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long, global = true, env = "FERRYDESK_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
     pub log_json: Option<bool>,
@@ -50,6 +53,7 @@ struct FileConfig {
     secure_cookies: Option<bool>,
     max_connections: Option<u32>,
     max_file_bytes: Option<u64>,
+    plugins_dir: Option<PathBuf>,
 }
 
 /// Effective configuration.
@@ -63,6 +67,7 @@ pub struct Config {
     pub secure_cookies: bool,
     pub max_connections: u32,
     pub max_file_bytes: u64,
+    pub plugins_dir: PathBuf,
 }
 
 impl Config {
@@ -106,6 +111,11 @@ impl Config {
             secure_cookies: args.secure_cookies.or(file.secure_cookies).unwrap_or(false),
             max_connections: file.max_connections.unwrap_or(16),
             max_file_bytes: file.max_file_bytes.unwrap_or(20 * 1024 * 1024),
+            plugins_dir: args
+                .plugins_dir
+                .clone()
+                .or(file.plugins_dir)
+                .unwrap_or_else(|| PathBuf::from("./plugins")),
         })
     }
 

@@ -2,6 +2,8 @@
 
 mod config;
 mod demo;
+mod plugin_cli;
+mod plugin_templates;
 
 use std::sync::Arc;
 
@@ -37,6 +39,11 @@ enum Cmd {
     User {
         #[command(subcommand)]
         cmd: UserCmd,
+    },
+    /// Writes, checks, packs and manages plugins.
+    Plugin {
+        #[command(subcommand)]
+        cmd: plugin_cli::PluginCmd,
     },
 }
 
@@ -103,6 +110,14 @@ async fn start_desk(cfg: &Config) -> anyhow::Result<Desk> {
     Ok(Desk::start(store, blobs, opts).await?)
 }
 
+pub(crate) async fn start_plugins(cfg: &Config, desk: &Desk) -> anyhow::Result<ferrydesk_plugins::Plugins> {
+    ferrydesk_plugins::Plugins::start(desk.clone(), cfg.data_dir.join("plugin-cache")).await
+}
+
+pub(crate) async fn start_desk_pub(cfg: &Config) -> anyhow::Result<Desk> {
+    start_desk(cfg).await
+}
+
 async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
     match cmd {
         Cmd::Migrate => {
@@ -148,6 +163,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             desk.shutdown();
             Ok(())
         }
+        Cmd::Plugin { cmd } => plugin_cli::run(cmd, &cfg).await,
         Cmd::Serve => serve(cfg, false).await,
         Cmd::Demo => serve(cfg, true).await,
     }
@@ -158,6 +174,7 @@ async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         .install_recorder()
         .ok();
     let desk = start_desk(&cfg).await?;
+    let plugins = start_plugins(&cfg, &desk).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -167,9 +184,18 @@ async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         let logins = demo::seed(&desk)
             .await
             .map_err(|e| anyhow::anyhow!("seeding demo data: {e}"))?;
+        let installed = plugins
+            .install_dir_all(&cfg.plugins_dir, &["greeting", "create-case", "webhook", "telegram"])
+            .await
+            .map_err(|e| anyhow::anyhow!("installing demo plugins: {e}"))?;
         println!("\nFerrydesk demo is running at {url}/");
         println!("  widget demo page:  {url}/widget/demo");
         println!("  API (OpenAPI):     {url}/api/openapi.json");
+        if installed.is_empty() {
+            println!("  plugins:           none found in {} (run plugins/build.sh)", cfg.plugins_dir.display());
+        } else {
+            println!("  plugins:           {}", installed.join(", "));
+        }
         for (who, user, pass) in &logins {
             println!("  {who:<10} {user} / {pass}");
         }
@@ -178,6 +204,7 @@ async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
     tracing::info!(%url, database = %cfg.database_label(), "ferrydesk listening");
     let app = ferrydesk_api::router(ferrydesk_api::AppState {
         desk: desk.clone(),
+        plugins,
         metrics,
         secure_cookies: cfg.secure_cookies,
     });

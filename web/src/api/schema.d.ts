@@ -212,6 +212,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/channels/{id}/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A provider's webhook call for a connector channel: verified as the plugin's manifest says
+         *     (secret header or HMAC-SHA256 of the raw body), parsed by the plugin, stored, then answered
+         *     with the plugin's reply. Failures a retry may cure answer 503.
+         */
+        post: operations["webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/chats": {
         parameters: {
             query?: never;
@@ -277,6 +298,43 @@ export interface paths {
          *     409 `chats_exceeded` at the limit.
          */
         post: operations["accept"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/chats/{id}/actions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The Actions menu of a chat: actions of enabled plugins the operator can run here. */
+        get: operations["chat_actions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/chats/{id}/actions/{plugin}/{action}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Runs an action on a chat; its effects (notes, messages, record changes) are applied in one
+         *     transaction. A plugin that fails, times out or misbehaves answers 409 with the reason.
+         */
+        post: operations["run_action"];
         delete?: never;
         options?: never;
         head?: never;
@@ -403,6 +461,59 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/connector-channels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Creates a channel served by a connector plugin and runs the plugin's `setup` (e.g.
+         *     registering the webhook); a setup failure is reported with the channel.
+         */
+        post: operations["create_channel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/connector-channels/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["channel_config"];
+        put: operations["configure_channel"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/connector-types": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Channel types from enabled connector plugins, for the channel admin screens. */
+        get: operations["connector_types"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/contacts": {
         parameters: {
             query?: never;
@@ -518,6 +629,114 @@ export interface paths {
         /** Sets the caller's status Active / Inactive (S2). */
         put: operations["set_my_status"];
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/photos/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A contact's photo as a channel delivered it. Any signed-in staff member. */
+        get: operations["photo"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/plugins": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Installed plugins with their capabilities, grants, settings (secrets masked) and call
+         *     statistics. Admins only.
+         */
+        get: operations["list"];
+        put?: never;
+        /**
+         * Installs a plugin: the body is a package made by `ferrydesk plugin pack` (`application/x-tar`),
+         *     or `{"path": "/dir/on/server"}` (`application/json`). The component is compiled and checked
+         *     (imports, exports, checksum) before anything is stored. The plugin starts disabled.
+         */
+        post: operations["install"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/plugins/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_one"];
+        put?: never;
+        post?: never;
+        delete: operations["uninstall"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/plugins/{id}/config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Replaces a plugin's settings; problems name their JSON pointer. */
+        put: operations["configure"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/plugins/{id}/disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["disable"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/plugins/{id}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Enables a plugin with the grants the admin approves. */
+        post: operations["enable"];
         delete?: never;
         options?: never;
         head?: never;
@@ -830,6 +1049,37 @@ export interface components {
         AckRequest: {
             status: components["schemas"]["DeliveryStatus"];
         };
+        /** @description An action offered in a chat's Actions menu. */
+        ActionInfo: {
+            action: string;
+            /** @description A question to confirm before running, in the operator's language. */
+            confirm?: string | null;
+            /** @description JSON Schema of the action's input (a form is drawn from it), if it takes any. */
+            input_schema: Record<string, never>;
+            plugin: string;
+            /** @description The caption in the operator's language. */
+            title: string;
+        };
+        /** @description What running an action did. */
+        ActionResult: {
+            effects: components["schemas"]["AppliedEffect"][];
+            output: Record<string, never>;
+            run_id: string;
+        };
+        /** @description An effect as applied, for the caller and the audit. */
+        AppliedEffect: {
+            message_id: components["schemas"]["MessageId"];
+            /** @enum {string} */
+            type: "message_posted";
+        } | {
+            message_id: components["schemas"]["MessageId"];
+            /** @enum {string} */
+            type: "note_posted";
+        } | {
+            contact_id: components["schemas"]["ContactId"];
+            /** @enum {string} */
+            type: "contact_updated";
+        };
         /** @description A file attached to a message. */
         Attachment: {
             content_type: string;
@@ -946,6 +1196,34 @@ export interface components {
          * @enum {string}
          */
         CloseReason: "operator" | "auto_finish" | "supervisor";
+        ConfigRequest: {
+            /** @description Values for `config_schema`. Secrets left out keep their stored value; `null` clears one. */
+            config: Record<string, never>;
+        };
+        /** @description A connector channel as created, with the outcome of the plugin's `setup`. */
+        ConnectorChannel: {
+            channel: components["schemas"]["Channel"];
+            /** @description Settings with secrets shown as `{"set": true}`. */
+            config: Record<string, never>;
+            /** @description Why `setup` failed (the channel exists; fix the settings and save again). */
+            setup_error?: string | null;
+            /** @description The URL the provider must call. */
+            webhook_path: string;
+        };
+        ConnectorChannelInput: {
+            /** @description Values for the plugin's `config_schema`. */
+            config: Record<string, never>;
+            name: string;
+            plugin: string;
+            queue_id: components["schemas"]["QueueId"];
+        };
+        /** @description A channel type an enabled connector plugin provides. */
+        ConnectorType: {
+            config_schema: Record<string, never>;
+            connector: Record<string, never>;
+            name: Record<string, never>;
+            plugin: string;
+        };
         /** @description A client. */
         Contact: {
             created_at: components["schemas"]["Ts"];
@@ -989,6 +1267,9 @@ export interface components {
         Draft: {
             text: string;
         };
+        EnableRequest: {
+            grant?: null | components["schemas"]["Grant"];
+        };
         /** @description The body of every error response. */
         ErrorBody: {
             /** @description Stable machine-readable code, e.g. `invalid`, `chat_taken`, `not_found`. */
@@ -1026,6 +1307,10 @@ export interface components {
             /** @enum {string} */
             type: "message_created";
         } | {
+            message: components["schemas"]["Message"];
+            /** @enum {string} */
+            type: "message_updated";
+        } | {
             reason: components["schemas"]["StatusReason"];
             status: components["schemas"]["OperatorStatus"];
             /** @enum {string} */
@@ -1036,6 +1321,13 @@ export interface components {
             type: "resync";
         };
         FileId: string;
+        /** @description What the admin approved when enabling a plugin. */
+        Grant: {
+            /** @description Origin patterns from the manifest's `capabilities.http.allowed_hosts`. */
+            hosts?: string[];
+            /** @description Private and loopback addresses (only if the manifest asks for them). */
+            private?: boolean;
+        };
         /** @description How a contact is known to one channel. */
         Identity: {
             channel_id: components["schemas"]["ChannelId"];
@@ -1073,6 +1365,10 @@ export interface components {
             message_id: components["schemas"]["MessageId"];
             /** @description This message opened a new chat. */
             new_chat: boolean;
+        };
+        InstallFromDir: {
+            /** @description A plugin directory on the server (plugin.json and its component). */
+            path: string;
         };
         LoginRequest: {
             password: string;
@@ -1117,6 +1413,42 @@ export interface components {
             message: components["schemas"]["Message"];
             /** @description The sender id the client wrote from (where to deliver). */
             recipient?: string | null;
+        };
+        /** @description An installed plugin as the admin sees it. Secret settings show only whether they are set. */
+        PluginInfo: {
+            actions: Record<string, never>;
+            /** @description What the manifest asks for. */
+            capabilities: Record<string, never>;
+            /** @description Settings with secrets replaced by `{"set": true}`. */
+            config: Record<string, never>;
+            config_schema: Record<string, never>;
+            /** @description Whether the settings satisfy `config_schema`. */
+            configured: boolean;
+            connector: Record<string, never>;
+            description: Record<string, never>;
+            enabled: boolean;
+            /** @description Why the plugin could not be loaded on this node, if it could not. */
+            error?: string | null;
+            granted: components["schemas"]["Grant"];
+            helpers: Record<string, never>;
+            id: string;
+            kind: string;
+            limits: Record<string, never>;
+            name: Record<string, never>;
+            sha256: string;
+            stats: components["schemas"]["PluginStats"];
+            updated_at: components["schemas"]["Ts"];
+            version: string;
+        };
+        PluginStats: {
+            /** Format: int64 */
+            calls: number;
+            /** Format: int64 */
+            errors: number;
+            /** Format: int64 */
+            p50_us: number;
+            /** Format: int64 */
+            p99_us: number;
         };
         /** @description A queue of chats with its members and timeouts. */
         Queue: {
@@ -1191,6 +1523,10 @@ export interface components {
          * @enum {string}
          */
         RoutingRule: "all_operators" | "available_operator";
+        RunActionRequest: {
+            /** @description Validated against the action's `input_schema`. */
+            input?: Record<string, never>;
+        };
         Sender: {
             /** @description The sender's id in the integration. */
             id: string;
@@ -1736,6 +2072,47 @@ export interface operations {
             };
         };
     };
+    webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": string;
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     list: {
         parameters: {
             query?: {
@@ -1847,6 +2224,86 @@ export interface operations {
                 };
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    chat_actions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ActionInfo"][];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    run_action: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                plugin: string;
+                action: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RunActionRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ActionResult"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2029,6 +2486,110 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Chat"];
+                };
+            };
+        };
+    };
+    create_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ConnectorChannelInput"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConnectorChannel"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    channel_config: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConnectorChannel"];
+                };
+            };
+        };
+    };
+    configure_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ConfigRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConnectorChannel"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    connector_types: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConnectorType"][];
                 };
             };
         };
@@ -2233,6 +2794,256 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["User"];
+                };
+            };
+        };
+    };
+    photo: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/jpeg": number[];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PluginInfo"][];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    install: {
+        parameters: {
+            query?: {
+                /** @description Replace the installed version with this newer one. */
+                upgrade?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description or an application/x-tar package */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InstallFromDir"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PluginInfo"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_one: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PluginInfo"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    uninstall: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    configure: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ConfigRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PluginInfo"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    disable: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PluginInfo"];
+                };
+            };
+        };
+    };
+    enable: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EnableRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PluginInfo"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

@@ -1,0 +1,185 @@
+//! Chat actions: the Actions menu of a chat lists the actions of enabled action plugins; running
+//! one calls the plugin with the chat, the contact, the operator and their locale, then the desk
+//! applies the effects in one transaction. Every run is audited in `plugin_runs`.
+
+use ferrydesk_desk::plugin_support::{AppliedEffect, PluginEffect};
+use ferrydesk_desk::{Error, Principal, Result};
+use ferrydesk_domain::*;
+use ferrydesk_plugin_host::manifest::{Kind, Localized, RecordKind};
+use ferrydesk_plugin_host::{Call, CallContext, CallError, Effect};
+use ferrydesk_store::plugins as store;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::Plugins;
+
+/// An action offered in a chat's Actions menu.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionInfo {
+    pub plugin: String,
+    pub action: String,
+    /// The caption in the operator's language.
+    pub title: String,
+    /// A question to confirm before running, in the operator's language.
+    pub confirm: Option<String>,
+    /// JSON Schema of the action's input (a form is drawn from it), if it takes any.
+    #[schema(value_type = Object)]
+    pub input_schema: serde_json::Value,
+}
+
+/// What running an action did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionResult {
+    pub run_id: String,
+    #[schema(value_type = Object)]
+    pub output: serde_json::Value,
+    pub effects: Vec<AppliedEffect>,
+}
+
+fn text(l: &Localized, lang: &str) -> String {
+    l.get(lang).to_owned()
+}
+
+impl Plugins {
+    /// The actions the operator can run in this chat.
+    pub async fn chat_actions(&self, p: &Principal, chat: &ChatId) -> Result<Vec<ActionInfo>> {
+        // The visibility rule: an unreadable chat has no actions (and is "not found").
+        self.desk().chat_view(p, chat).await?;
+        let lang = p.user.locale.clone();
+        let mut out = Vec::new();
+        for e in self.all() {
+            if e.manifest.kind != Kind::Action || e.runnable().is_none() {
+                continue;
+            }
+            for a in &e.manifest.actions {
+                if !a.placement.is_empty() && !a.placement.iter().any(|p| p == "chat") {
+                    continue;
+                }
+                out.push(ActionInfo {
+                    plugin: e.manifest.id.clone(),
+                    action: a.id.clone(),
+                    title: text(&a.title, &lang),
+                    confirm: a.confirm.as_ref().map(|c| text(c, &lang)),
+                    input_schema: a.input_schema.clone().unwrap_or(serde_json::Value::Null),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs an action on a chat and applies its effects.
+    pub async fn run_chat_action(
+        &self,
+        p: &Principal,
+        chat_id: &ChatId,
+        plugin: &str,
+        action: &str,
+        input: serde_json::Value,
+    ) -> Result<ActionResult> {
+        let view = self.desk().chat_view(p, chat_id).await?;
+        let entry = self
+            .entry(plugin)
+            .filter(|e| e.manifest.kind == Kind::Action && e.runnable().is_some())
+            .ok_or(Error::not_found("action"))?;
+        let a = entry.manifest.action(action).ok_or(Error::not_found("action"))?;
+        if !a.placement.is_empty() && !a.placement.iter().any(|p| p == "chat") {
+            return Err(Error::not_found("action"));
+        }
+        let Some(pl) = entry.runnable().cloned() else {
+            return Err(Error::not_found("action"));
+        };
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let call = Call {
+            ctx: CallContext {
+                installation: plugin.to_owned(),
+                actor: Some(p.id().to_string()),
+                chat: Some(chat_id.to_string()),
+                contact: Some(view.chat.contact_id.to_string()),
+                locale: p.user.locale.clone(),
+                trace_id: run_id.clone(),
+            },
+            settings: entry.settings_for(entry.settings.clone()),
+            kv_scope: format!("plugin:{plugin}"),
+        };
+        if let Ok(mut m) = self.inner.principals.lock() {
+            m.insert(run_id.clone(), p.clone());
+        }
+        let r = pl.run_action(&call, action, &input).await;
+        if let Ok(mut m) = self.inner.principals.lock() {
+            m.remove(&run_id);
+        }
+        let result = match r {
+            Err(e) => Err(call_error(plugin, e)),
+            Ok(out) => {
+                let writable = &entry.manifest.capabilities.records.write;
+                let mut effects = Vec::new();
+                let mut problem = None;
+                for (i, e) in out.effects.iter().enumerate() {
+                    match e {
+                        Effect::PostMessage { text } => effects.push(PluginEffect::PostMessage(text.clone())),
+                        Effect::PostNote { text } => effects.push(PluginEffect::PostNote(text.clone())),
+                        Effect::UpdateRecord { kind, id, fields } if kind == "contact" && writable.contains(&RecordKind::Contact) => {
+                            effects.push(PluginEffect::UpdateContact { id: ContactId(id.clone()), fields: fields.clone() })
+                        }
+                        Effect::UpdateRecord { kind, .. } | Effect::CreateRecord { kind, .. } => {
+                            problem = Some(Error::invalid(
+                                format!("effects[{i}]"),
+                                format!("plugin `{plugin}` may not write `{kind}` records (its manifest does not declare it, or the kind is not available)"),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                match problem {
+                    Some(e) => Err(e),
+                    None => self
+                        .desk()
+                        .apply_plugin_effects(p, chat_id, plugin, &effects)
+                        .await
+                        .map(|applied| ActionResult {
+                            run_id: run_id.clone(),
+                            output: out.output,
+                            effects: applied,
+                        }),
+                }
+            }
+        };
+        // The audit: who ran what, on which chat, and how it ended.
+        let mut tx = self.desk().store().begin().await?;
+        let effects_json = match &result {
+            Ok(r) => serde_json::to_string(&r.effects).unwrap_or_default(),
+            Err(_) => "[]".into(),
+        };
+        store::insert_run(
+            &mut tx,
+            store::NewRun {
+                id: &run_id,
+                plugin,
+                action,
+                chat: Some(chat_id.as_str()),
+                actor: Some(p.id().as_str()),
+                ok: result.is_ok(),
+                error: result.as_ref().err().map(|e| e.to_string()).as_deref(),
+                effects: &effects_json,
+                now: Ts::now().0,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        result
+    }
+}
+
+/// A plugin failure as the operator sees it: which plugin, and what went wrong.
+pub(crate) fn call_error(plugin: &str, e: CallError) -> Error {
+    match e {
+        CallError::InvalidInput { detail } => Error::invalid("input", detail),
+        CallError::Busy => Error::RateLimited {
+            retry_after: std::time::Duration::from_secs(1),
+        },
+        other => Error::Conflict {
+            code: "plugin_failed",
+            message: format!("plugin `{plugin}`: {other}"),
+        },
+    }
+}

@@ -1,0 +1,93 @@
+//! Macro plugins' helpers as handlebars helpers. Handlebars renders synchronously, so a helper
+//! runs the plugin call on the current runtime thread with `block_in_place` (a fresh instance
+//! per render costs tens of microseconds; see docs/benchmarks.md).
+
+use std::sync::Weak;
+
+use handlebars::{Context, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson};
+use ferrydesk_plugin_host::{Call, CallContext};
+
+use crate::{Entry, Inner, Plugins};
+
+struct PluginHelper {
+    runtime: Weak<Inner>,
+    plugin: String,
+    helper: String,
+}
+
+impl HelperDef for PluginHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg handlebars::Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let fail = |msg: String| RenderError::from(RenderErrorReason::Other(msg));
+        let inner = self
+            .runtime
+            .upgrade()
+            .ok_or_else(|| fail("the plugin runtime stopped".into()))?;
+        let plugins = Plugins { inner };
+        let entry = plugins
+            .entry(&self.plugin)
+            .ok_or_else(|| fail(format!("plugin `{}` is not installed", self.plugin)))?;
+        let plugin = entry
+            .runnable()
+            .cloned()
+            .ok_or_else(|| fail(format!("plugin `{}` is disabled", self.plugin)))?;
+        let params: Vec<serde_json::Value> = h.params().iter().map(|p| p.value().clone()).collect();
+        let hash = serde_json::Value::Object(
+            h.hash()
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.value().clone()))
+                .collect(),
+        );
+        let data = ctx.data().clone();
+        let call = Call {
+            ctx: CallContext {
+                installation: self.plugin.clone(),
+                actor: data.pointer("/operator/id").and_then(|v| v.as_str()).map(str::to_owned),
+                chat: data.pointer("/chat/id").and_then(|v| v.as_str()).map(str::to_owned),
+                contact: data.pointer("/contact/id").and_then(|v| v.as_str()).map(str::to_owned),
+                locale: data
+                    .pointer("/operator/locale")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("en")
+                    .to_owned(),
+                trace_id: String::new(),
+            },
+            settings: entry.settings_for(entry.settings.clone()),
+            kv_scope: format!("plugin:{}", self.plugin),
+        };
+        let helper = self.helper.clone();
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| fail("plugin helpers render inside the server's runtime".into()))?;
+        let out = tokio::task::block_in_place(|| {
+            rt.block_on(plugin.render(&call, &helper, &params, &hash, &data))
+        })
+        .map_err(|e| fail(format!("{{{{{}}}}} (plugin `{}`): {e}", self.helper, self.plugin)))?;
+        Ok(ScopedJson::Derived(serde_json::Value::String(out)))
+    }
+}
+
+/// Registers the helpers of an enabled macro plugin (once per name; a disabled plugin's helpers
+/// answer with an error naming it).
+pub(crate) fn register(plugins: &Plugins, e: &Entry) {
+    let Ok(mut done) = plugins.inner.helpers_registered.lock() else {
+        return;
+    };
+    for h in &e.manifest.helpers {
+        let key = format!("{}/{}", e.manifest.id, h.name);
+        if done.insert(key) {
+            plugins.desk().templates().register_helper(
+                &h.name,
+                Box::new(PluginHelper {
+                    runtime: std::sync::Arc::downgrade(&plugins.inner),
+                    plugin: e.manifest.id.clone(),
+                    helper: h.name.clone(),
+                }),
+            );
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod browser;
 mod chats;
 mod ingest;
 mod input;
+mod plugins;
 mod race;
 mod timers;
 mod visibility;

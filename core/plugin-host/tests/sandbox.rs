@@ -173,8 +173,8 @@ async fn first_party_macro_and_action_work() {
     t.services.records.lock().expect("lock").insert(
         ("chat".into(), "c1".into()),
         json!({"id": "c1", "contact_id": "k1", "messages": [
-            {"direction": "in", "body": "My parcel is late\nOrder 42"},
-            {"direction": "out", "body": "Let me check"}
+            {"direction": "inbound", "body": "My parcel is late\nOrder 42"},
+            {"direction": "outbound", "body": "Let me check"}
         ]}),
     );
     let mut call = t.call_with(&cc, json!({}), false);

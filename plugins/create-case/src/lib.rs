@@ -35,7 +35,7 @@ impl Action for CreateCase {
         let messages = chat.get("messages").and_then(Json::as_array).cloned().unwrap_or_default();
         let first_client = messages
             .iter()
-            .find(|m| m.get("direction").and_then(Json::as_str) == Some("in"))
+            .find(|m| m.get("direction").and_then(Json::as_str) == Some("inbound"))
             .and_then(|m| m.get("body").and_then(Json::as_str))
             .unwrap_or("");
         let subject = input.subject.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| subject_from(first_client));
@@ -44,7 +44,7 @@ impl Action for CreateCase {
             .iter()
             .filter(|m| m.get("direction").and_then(Json::as_str) != Some("system"))
             .map(|m| {
-                let who = if m.get("direction").and_then(Json::as_str) == Some("in") { "Client" } else { "Operator" };
+                let who = if m.get("direction").and_then(Json::as_str) == Some("inbound") { "Client" } else { "Operator" };
                 format!("{who}: {}", m.get("body").and_then(Json::as_str).unwrap_or(""))
             })
             .collect();

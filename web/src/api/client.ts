@@ -65,3 +65,19 @@ export function errorText(t: (key: string) => string, e: unknown): string {
   }
   return e instanceof TypeError || (e instanceof DOMException && e.name === "TimeoutError") ? t("errors.network") : String((e as Error)?.message ?? e);
 }
+
+/**
+ * A JSON call outside the typed client, for operations whose generated types are wrong
+ * (the OpenAPI document reuses the operation ids `list` and `create_channel`).
+ */
+export async function apiJson<T>(method: "GET" | "POST" | "PUT" | "DELETE", path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = method === "GET" ? {} : { ...csrfHeader() };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: "same-origin" });
+  const data = r.status === 204 ? undefined : await r.json().catch(() => undefined);
+  if (!r.ok) {
+    const e = (data ?? {}) as Partial<S["ErrorBody"]>;
+    throw new ApiError(r.status, e.code ?? "http_error", e.message ?? r.statusText, e.field ?? undefined);
+  }
+  return data as T;
+}

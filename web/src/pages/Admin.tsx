@@ -6,10 +6,11 @@ import { Queues } from "./admin/Queues";
 import { Channels } from "./admin/Channels";
 import { Templates } from "./admin/Templates";
 import { Settings } from "./admin/Settings";
+import { Plugins } from "./admin/Plugins";
 
-const TABS = ["users", "queues", "channels", "templates", "settings"] as const;
+const TABS = ["users", "queues", "channels", "templates", "plugins", "settings"] as const;
 
-/** Administration screens (admins only): users, queues, channels, message templates, settings. */
+/** Administration screens (admins only): users, queues, channels, message templates, plugins, settings. */
 export function Admin({ me }: { me: S["User"] }) {
   const { t } = useTranslation();
   if (me.role !== "admin") {
@@ -36,6 +37,7 @@ export function Admin({ me }: { me: S["User"] }) {
         <Route path="queues" element={<Queues />} />
         <Route path="channels" element={<Channels />} />
         <Route path="templates" element={<Templates />} />
+        <Route path="plugins" element={<Plugins />} />
         <Route path="settings" element={<Settings />} />
         <Route path="*" element={<Navigate to="/admin/users" replace />} />
       </Routes>

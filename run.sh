@@ -7,6 +7,8 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust from https:
 command -v npm >/dev/null || { echo "npm not found: install Node.js 20+ (it builds the web app)" >&2; exit 1; }
 echo "Building the web app…" >&2
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+echo "Building the plugins (WebAssembly)…" >&2
+plugins/build.sh
 echo "Building Ferrydesk (release; the first build takes several minutes)…" >&2
 cargo build --release --locked -p ferrydesk
 exec "${CARGO_TARGET_DIR:-target}/release/ferrydesk" "$@" demo

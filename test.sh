@@ -11,6 +11,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 
 echo "==> installing test dependencies"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target list --installed | grep -q wasm32-wasip2 || rustup target add wasm32-wasip2
 if [ ! -x /usr/bin/chromium ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
@@ -33,6 +34,15 @@ elif [ "${FERRYDESK_REQUIRE_PG:-}" = 1 ]; then
 else
   echo "==> WARNING: PostgreSQL not reachable at $pg_host:$pg_port: the PostgreSQL tests are SKIPPED" >&2
 fi
+
+echo "==> plugins: build (wasm32-wasip2), unit tests, formatting, clippy"
+plugins/build.sh
+(cd plugins && cargo fmt --all -- --check
+ # One package per invocation: each builds the SDK with its own kind feature.
+ for p in greeting create-case webhook telegram evil alien; do
+   cargo test --locked --quiet -p "$p"
+   cargo clippy --locked --quiet -p "$p" --target wasm32-wasip2 -- -D warnings
+ done)
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -49,7 +49,9 @@ impl Ctx {
     pub fn require_config(&self, key: &str) -> PluginResult<String> {
         self.config(key)
             .or_else(|| self.secret(key))
-            .ok_or_else(|| PluginError::new("not_configured", format!("setting `{key}` is not set")))
+            .ok_or_else(|| {
+                PluginError::new("not_configured", format!("setting `{key}` is not set"))
+            })
     }
 }
 
@@ -184,7 +186,11 @@ mod io {
             self
         }
         /// A `multipart/form-data` body: text fields and one file.
-        pub fn multipart(self, fields: &[(&str, &str)], file: Option<(&str, &str, &str, &[u8])>) -> Request {
+        pub fn multipart(
+            self,
+            fields: &[(&str, &str)],
+            file: Option<(&str, &str, &str, &[u8])>,
+        ) -> Request {
             let boundary = "ferrydesk-boundary-7d1c3f";
             let mut b = Vec::new();
             for (k, v) in fields {
@@ -196,8 +202,11 @@ mod io {
                 b.extend_from_slice(b"\r\n");
             }
             b.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-            self.header("content-type", format!("multipart/form-data; boundary={boundary}"))
-                .body(b)
+            self.header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(b)
         }
         /// Sends it. Denied hosts, timeouts and oversized responses are errors; any status
         /// code is a response.
@@ -215,9 +224,17 @@ mod io {
                     body: r.body,
                 }),
                 Err(wit_http::HttpError::Denied(why)) => Err(PluginError::new("http_denied", why)),
-                Err(wit_http::HttpError::Timeout) => Err(PluginError::retryable("upstream_timeout", "the upstream did not answer in time")),
-                Err(wit_http::HttpError::TooLarge) => Err(PluginError::new("upstream_too_large", "the response is larger than the plugin's limit")),
-                Err(wit_http::HttpError::Transport(why)) => Err(PluginError::retryable("upstream_unavailable", why)),
+                Err(wit_http::HttpError::Timeout) => Err(PluginError::retryable(
+                    "upstream_timeout",
+                    "the upstream did not answer in time",
+                )),
+                Err(wit_http::HttpError::TooLarge) => Err(PluginError::new(
+                    "upstream_too_large",
+                    "the response is larger than the plugin's limit",
+                )),
+                Err(wit_http::HttpError::Transport(why)) => {
+                    Err(PluginError::retryable("upstream_unavailable", why))
+                }
             }
         }
     }
@@ -242,7 +259,10 @@ mod action {
     impl Outcome {
         /// An outcome with `output` (validated against the action's `output_schema`).
         pub fn new(output: Json) -> Outcome {
-            Outcome { output, effects: Vec::new() }
+            Outcome {
+                output,
+                effects: Vec::new(),
+            }
         }
         /// Posts a message to the client in the chat.
         pub fn post_message(mut self, text: impl Into<String>) -> Outcome {
@@ -256,12 +276,17 @@ mod action {
         }
         /// Creates a record of a kind the manifest may write.
         pub fn create_record(mut self, kind: &str, fields: Json) -> Outcome {
-            self.effects.push(wit::Effect::CreateRecord((kind.into(), fields.to_string())));
+            self.effects
+                .push(wit::Effect::CreateRecord((kind.into(), fields.to_string())));
             self
         }
         /// Updates a record of a kind the manifest may write.
         pub fn update_record(mut self, kind: &str, id: &str, fields: Json) -> Outcome {
-            self.effects.push(wit::Effect::UpdateRecord((kind.into(), id.into(), fields.to_string())));
+            self.effects.push(wit::Effect::UpdateRecord((
+                kind.into(),
+                id.into(),
+                fields.to_string(),
+            )));
             self
         }
     }
@@ -283,10 +308,17 @@ mod action {
     }
 
     #[doc(hidden)]
-    pub fn dispatch<A: Action>(ctx: wit::CallContext, action: String, input: String) -> Result<wit::Outcome, wit::PluginError> {
+    pub fn dispatch<A: Action>(
+        ctx: wit::CallContext,
+        action: String,
+        input: String,
+    ) -> Result<wit::Outcome, wit::PluginError> {
         let input = parse_json(&input)?;
         let out = A::run(&Ctx::from_wit(ctx), &action, input).map_err(error_to_wit)?;
-        Ok(wit::Outcome { output: out.output.to_string(), effects: out.effects })
+        Ok(wit::Outcome {
+            output: out.output.to_string(),
+            effects: out.effects,
+        })
     }
 
     /// Exports a type implementing [`Action`] as the plugin's action handler.
@@ -294,12 +326,17 @@ mod action {
     macro_rules! export_action {
         ($t:ty) => {
             struct __FerrydeskExport;
-            impl $crate::bindings::exports::ferrydesk::plugin::action_handler::Guest for __FerrydeskExport {
+            impl $crate::bindings::exports::ferrydesk::plugin::action_handler::Guest
+                for __FerrydeskExport
+            {
                 fn run(
                     ctx: $crate::bindings::ferrydesk::plugin::types::CallContext,
                     action: String,
                     input: String,
-                ) -> Result<$crate::bindings::exports::ferrydesk::plugin::action_handler::Outcome, $crate::bindings::ferrydesk::plugin::types::PluginError> {
+                ) -> Result<
+                    $crate::bindings::exports::ferrydesk::plugin::action_handler::Outcome,
+                    $crate::bindings::ferrydesk::plugin::types::PluginError,
+                > {
                     $crate::dispatch::<$t>(ctx, action, input)
                 }
             }
@@ -318,7 +355,13 @@ mod helpers {
     pub trait Helpers {
         /// Renders helper `helper` with positional `params`, named `hash` (an object) and the
         /// template's `context`. Pure: no HTTP, no storage.
-        fn render(ctx: &Ctx, helper: &str, params: &[Json], hash: &Json, context: &Json) -> PluginResult<String>;
+        fn render(
+            ctx: &Ctx,
+            helper: &str,
+            params: &[Json],
+            hash: &Json,
+            context: &Json,
+        ) -> PluginResult<String>;
     }
 
     #[doc(hidden)]
@@ -329,7 +372,10 @@ mod helpers {
         hash: String,
         context: String,
     ) -> Result<String, types::PluginError> {
-        let params = params.iter().map(|p| parse_json(p)).collect::<Result<Vec<_>, _>>()?;
+        let params = params
+            .iter()
+            .map(|p| parse_json(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let hash = parse_json(&hash)?;
         let context = parse_json(&context)?;
         H::render(&Ctx::from_wit(ctx), &helper, &params, &hash, &context).map_err(error_to_wit)
@@ -340,7 +386,9 @@ mod helpers {
     macro_rules! export_helpers {
         ($t:ty) => {
             struct __FerrydeskExport;
-            impl $crate::bindings::exports::ferrydesk::plugin::helper_handler::Guest for __FerrydeskExport {
+            impl $crate::bindings::exports::ferrydesk::plugin::helper_handler::Guest
+                for __FerrydeskExport
+            {
                 fn render(
                     ctx: $crate::bindings::ferrydesk::plugin::types::CallContext,
                     helper: String,
@@ -363,7 +411,9 @@ mod connector {
     use super::*;
     use crate::bindings::exports::ferrydesk::plugin::connector_handler as wit;
 
-    pub use wit::{FileRef, HttpReply, InboundMessage, InboundRequest, OutboundMessage, Parsed, Sender};
+    pub use wit::{
+        FileRef, HttpReply, InboundMessage, InboundRequest, OutboundMessage, Parsed, Sender,
+    };
 
     impl InboundRequest {
         /// A header by (case-insensitive) name.
@@ -375,14 +425,19 @@ mod connector {
         }
         /// The body as JSON.
         pub fn json(&self) -> PluginResult<Json> {
-            serde_json::from_slice(&self.body).map_err(|e| PluginError::invalid_input(format!("body is not JSON: {e}")))
+            serde_json::from_slice(&self.body)
+                .map_err(|e| PluginError::invalid_input(format!("body is not JSON: {e}")))
         }
     }
 
     impl HttpReply {
         /// `200 OK` with an empty body.
         pub fn ok() -> HttpReply {
-            HttpReply { status: 200, headers: Vec::new(), body: Vec::new() }
+            HttpReply {
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+            }
         }
         /// `200 OK` with a JSON body.
         pub fn json(body: &Json) -> HttpReply {
@@ -397,7 +452,10 @@ mod connector {
     impl Parsed {
         /// No messages (e.g. an event the connector ignores), answered `200 OK`.
         pub fn empty() -> Parsed {
-            Parsed { messages: Vec::new(), reply: HttpReply::ok() }
+            Parsed {
+                messages: Vec::new(),
+                reply: HttpReply::ok(),
+            }
         }
     }
 
@@ -424,15 +482,23 @@ mod connector {
         C::setup(&Ctx::from_wit(ctx)).map_err(error_to_wit)
     }
     #[doc(hidden)]
-    pub fn inbound<C: Connector>(ctx: types::CallContext, req: InboundRequest) -> Result<Parsed, types::PluginError> {
+    pub fn inbound<C: Connector>(
+        ctx: types::CallContext,
+        req: InboundRequest,
+    ) -> Result<Parsed, types::PluginError> {
         C::inbound(&Ctx::from_wit(ctx), req).map_err(error_to_wit)
     }
     #[doc(hidden)]
-    pub fn send<C: Connector>(ctx: types::CallContext, msg: OutboundMessage) -> Result<String, types::PluginError> {
+    pub fn send<C: Connector>(
+        ctx: types::CallContext,
+        msg: OutboundMessage,
+    ) -> Result<String, types::PluginError> {
         C::send(&Ctx::from_wit(ctx), msg).map_err(error_to_wit)
     }
     #[doc(hidden)]
-    pub fn poll<C: Connector>(ctx: types::CallContext) -> Result<Vec<InboundMessage>, types::PluginError> {
+    pub fn poll<C: Connector>(
+        ctx: types::CallContext,
+    ) -> Result<Vec<InboundMessage>, types::PluginError> {
         C::poll(&Ctx::from_wit(ctx)).map_err(error_to_wit)
     }
 
@@ -441,17 +507,33 @@ mod connector {
     macro_rules! export_connector {
         ($t:ty) => {
             struct __FerrydeskExport;
-            impl $crate::bindings::exports::ferrydesk::plugin::connector_handler::Guest for __FerrydeskExport {
-                fn setup(ctx: $crate::bindings::ferrydesk::plugin::types::CallContext) -> Result<(), $crate::bindings::ferrydesk::plugin::types::PluginError> {
+            impl $crate::bindings::exports::ferrydesk::plugin::connector_handler::Guest
+                for __FerrydeskExport
+            {
+                fn setup(
+                    ctx: $crate::bindings::ferrydesk::plugin::types::CallContext,
+                ) -> Result<(), $crate::bindings::ferrydesk::plugin::types::PluginError> {
                     $crate::setup::<$t>(ctx)
                 }
-                fn inbound(ctx: $crate::bindings::ferrydesk::plugin::types::CallContext, req: $crate::InboundRequest) -> Result<$crate::Parsed, $crate::bindings::ferrydesk::plugin::types::PluginError> {
+                fn inbound(
+                    ctx: $crate::bindings::ferrydesk::plugin::types::CallContext,
+                    req: $crate::InboundRequest,
+                ) -> Result<$crate::Parsed, $crate::bindings::ferrydesk::plugin::types::PluginError>
+                {
                     $crate::inbound::<$t>(ctx, req)
                 }
-                fn send(ctx: $crate::bindings::ferrydesk::plugin::types::CallContext, msg: $crate::OutboundMessage) -> Result<String, $crate::bindings::ferrydesk::plugin::types::PluginError> {
+                fn send(
+                    ctx: $crate::bindings::ferrydesk::plugin::types::CallContext,
+                    msg: $crate::OutboundMessage,
+                ) -> Result<String, $crate::bindings::ferrydesk::plugin::types::PluginError> {
                     $crate::send::<$t>(ctx, msg)
                 }
-                fn poll(ctx: $crate::bindings::ferrydesk::plugin::types::CallContext) -> Result<Vec<$crate::InboundMessage>, $crate::bindings::ferrydesk::plugin::types::PluginError> {
+                fn poll(
+                    ctx: $crate::bindings::ferrydesk::plugin::types::CallContext,
+                ) -> Result<
+                    Vec<$crate::InboundMessage>,
+                    $crate::bindings::ferrydesk::plugin::types::PluginError,
+                > {
                     $crate::poll::<$t>(ctx)
                 }
             }

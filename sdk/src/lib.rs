@@ -26,7 +26,9 @@
     all(feature = "action", feature = "connector"),
     all(feature = "macro", feature = "connector"),
 ))]
-compile_error!("enable exactly one of the features `action`, `macro`, `connector`: a plugin is one kind");
+compile_error!(
+    "enable exactly one of the features `action`, `macro`, `connector`: a plugin is one kind"
+);
 
 /// Generated WIT bindings of the selected world (`ferrydesk:plugin@0.1.0`).
 #[doc(hidden)]
@@ -117,14 +119,14 @@ pub fn from_json<T: serde::de::DeserializeOwned>(value: Json) -> PluginResult<T>
 
 /// Everything a plugin usually imports.
 pub mod prelude {
-    pub use crate::{Json, PluginError, PluginResult, from_json, json};
-    #[cfg(any(feature = "action", feature = "macro", feature = "connector"))]
-    pub use crate::kinds::*;
-    pub use serde::{Deserialize, Serialize};
     #[cfg(feature = "action")]
     pub use crate::export_action;
     #[cfg(feature = "connector")]
     pub use crate::export_connector;
     #[cfg(feature = "macro")]
     pub use crate::export_helpers;
+    #[cfg(any(feature = "action", feature = "macro", feature = "connector"))]
+    pub use crate::kinds::*;
+    pub use crate::{Json, PluginError, PluginResult, from_json, json};
+    pub use serde::{Deserialize, Serialize};
 }

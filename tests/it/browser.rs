@@ -220,3 +220,44 @@ async fn admin_screens_in_chromium() -> Result<()> {
     assert!(verdict.starts_with("PASS"), "{verdict}");
     Ok(())
 }
+
+/// Admin → Plugins (enabled plugins listed, settings form generated from the manifest's schema
+/// saved) and a chat's Actions menu running the "Create case" plugin, in Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plugins_in_chromium() -> Result<()> {
+    if !browser_available()? {
+        return Ok(());
+    }
+    let (_db, server) = setup!(Backend::Sqlite);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    for name in ["create-case", "greeting"] {
+        crate::plugins::install(&fx.admin, name).await?;
+        fx.admin
+            .post(&format!("/api/v1/plugins/{name}/enable"), json!({}))
+            .await?
+            .ok()?;
+    }
+    let anna = &fx.operators[0];
+    anna.set_status("active").await?;
+    let m = fx
+        .inbound("p1", "paula", "My parcel arrived broken")
+        .await?;
+    let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
+    anna.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+    let verdict = run_script(
+        "plugins.mjs",
+        &[
+            ("BASE", server.base.as_str()),
+            ("ADMIN_USER", "admin"),
+            ("ADMIN_PASS", ferrydesk_tests::ADMIN_PASSWORD),
+            ("OP_USER", "op0"),
+            ("OP_PASS", ferrydesk_tests::PASSWORD),
+            ("CHAT_ID", chat.as_str()),
+        ],
+    )
+    .await?;
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+    Ok(())
+}

@@ -13,7 +13,12 @@ use serde_json::{Value, json};
 
 use crate::{on_both_backends, setup};
 
-on_both_backends!(telegram_webhook, telegram_polling, webhook_connector, actions_macros_and_sandbox);
+on_both_backends!(
+    telegram_webhook,
+    telegram_polling,
+    webhook_connector,
+    actions_macros_and_sandbox
+);
 
 const TOKEN: &str = "123456:TEST-token_x";
 const HOOK_SECRET: &str = "s3cret-hook";
@@ -21,13 +26,22 @@ const HOOK_SECRET: &str = "s3cret-hook";
 const JPEG: &[u8] = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xdb";
 
 pub fn plugin_dir(name: &str) -> String {
-    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins").join(name);
-    assert!(d.join("plugin.wasm").exists(), "{}/plugin.wasm is missing: run plugins/build.sh", d.display());
+    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins")
+        .join(name);
+    assert!(
+        d.join("plugin.wasm").exists(),
+        "{}/plugin.wasm is missing: run plugins/build.sh",
+        d.display()
+    );
     d.canonicalize().expect("plugin dir").display().to_string()
 }
 
 pub async fn install(admin: &Api, name: &str) -> Result<Value> {
-    admin.post("/api/v1/plugins", json!({"path": plugin_dir(name)})).await?.ok()
+    admin
+        .post("/api/v1/plugins", json!({"path": plugin_dir(name)}))
+        .await?
+        .ok()
 }
 
 async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F) -> Result<()>
@@ -75,13 +89,23 @@ async fn telegram_channel(fx: &Fixture, tg: &FakeTelegram, mode: &str) -> Result
         .post("/api/v1/connector-channels", json!({"plugin": "telegram", "name": "Telegram", "queue_id": fx.queue, "config": {"bot_token": "not a token", "api_base": tg.base}}))
         .await?;
     assert_eq!(bad.status, 422, "{}", bad.text);
-    assert!(bad.body["field"].as_str().unwrap_or_default().contains("bot_token"), "{}", bad.text);
+    assert!(
+        bad.body["field"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bot_token"),
+        "{}",
+        bad.text
+    );
     let c = fx
         .admin
-        .post("/api/v1/connector-channels", json!({"plugin": "telegram", "name": "Telegram", "queue_id": fx.queue, "config": {
-            "bot_token": TOKEN, "webhook_secret": HOOK_SECRET, "api_base": tg.base,
-            "public_url": "https://desk.example.com/hook", "mode": mode, "poll_timeout": 1
-        }}))
+        .post(
+            "/api/v1/connector-channels",
+            json!({"plugin": "telegram", "name": "Telegram", "queue_id": fx.queue, "config": {
+                "bot_token": TOKEN, "webhook_secret": HOOK_SECRET, "api_base": tg.base,
+                "public_url": "https://desk.example.com/hook", "mode": mode, "poll_timeout": 1
+            }}),
+        )
         .await?
         .ok()?;
     assert_eq!(c["setup_error"], Value::Null, "{c}");
@@ -93,31 +117,65 @@ async fn telegram_channel(fx: &Fixture, tg: &FakeTelegram, mode: &str) -> Result
 
 async fn telegram_webhook(b: Backend) -> Result<()> {
     let (db, server) = setup!(b);
-    let fx = Fixture::new(&server, FixtureOptions { operators: 1, ..Default::default() }).await?;
+    let fx = Fixture::new(
+        &server,
+        FixtureOptions {
+            operators: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
     let op = &fx.operators[0];
     op.set_status("active").await?;
     let tg = FakeTelegram::start(TOKEN).await?;
     {
         let mut s = tg.lock();
-        s.files.insert("photo-big".into(), TgFile { path: "photos/file_1.jpg".into(), bytes: JPEG.to_vec() });
-        s.files.insert("avatar-1".into(), TgFile { path: "profile_photos/file_2.jpg".into(), bytes: JPEG.to_vec() });
+        s.files.insert(
+            "photo-big".into(),
+            TgFile {
+                path: "photos/file_1.jpg".into(),
+                bytes: JPEG.to_vec(),
+            },
+        );
+        s.files.insert(
+            "avatar-1".into(),
+            TgFile {
+                path: "profile_photos/file_2.jpg".into(),
+                bytes: JPEG.to_vec(),
+            },
+        );
         s.profile_photos.insert(777, "avatar-1".into());
     }
     let channel = telegram_channel(&fx, &tg, "webhook").await?;
     // setup registered the webhook with its secret.
     assert_eq!(
         tg.lock().webhook.clone(),
-        Some(("https://desk.example.com/hook".into(), Some(HOOK_SECRET.into())))
+        Some((
+            "https://desk.example.com/hook".into(),
+            Some(HOOK_SECRET.into())
+        ))
     );
     let hook = format!("/api/v1/channels/{channel}/webhook");
     let provider = Api::new(&server.base);
     let body = serde_json::to_vec(&update(5001, 11, json!({"text": "Hello from Telegram"})))?;
 
     // Without the secret header, or with a wrong one: refused, nothing stored.
-    let r = provider.raw(reqwest::Method::POST, &hook, "application/json", body.clone()).await?;
+    let r = provider
+        .raw(
+            reqwest::Method::POST,
+            &hook,
+            "application/json",
+            body.clone(),
+        )
+        .await?;
     assert_eq!(r.status, 401, "{}", r.text);
     let r = provider
-        .send(reqwest::Client::new().post(format!("{}{hook}", server.base)).header("x-telegram-bot-api-secret-token", "guess").body(body.clone()))
+        .send(
+            reqwest::Client::new()
+                .post(format!("{}{hook}", server.base))
+                .header("x-telegram-bot-api-secret-token", "guess")
+                .body(body.clone()),
+        )
         .await?;
     assert_eq!(r.status, 401);
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM messages").await?, 0);
@@ -139,7 +197,11 @@ async fn telegram_webhook(b: Backend) -> Result<()> {
     assert_eq!(deliver(body.clone()).await?, 200);
     let (a, b2) = tokio::join!(deliver(body.clone()), deliver(body.clone()));
     assert_eq!((a?, b2?), (200, 200));
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = '777:11'").await?, 1);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = '777:11'")
+            .await?,
+        1
+    );
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM chats").await?, 1);
 
     // The contact carries the Telegram name and profile photo (stored here, not linked: the
@@ -147,37 +209,89 @@ async fn telegram_webhook(b: Backend) -> Result<()> {
     let inbox = op.get("/api/v1/me/inbox").await?.ok()?;
     let chat = inbox["new_chats"][0].clone();
     let chat_id = chat["id"].as_str().unwrap_or_default().to_owned();
-    let contact = fx.admin.get(&format!("/api/v1/contacts/{}", chat["contact_id"].as_str().unwrap_or_default())).await?.ok()?;
-    let contact = if contact.get("contact").is_some() { contact["contact"].clone() } else { contact };
+    let contact = fx
+        .admin
+        .get(&format!(
+            "/api/v1/contacts/{}",
+            chat["contact_id"].as_str().unwrap_or_default()
+        ))
+        .await?
+        .ok()?;
+    let contact = if contact.get("contact").is_some() {
+        contact["contact"].clone()
+    } else {
+        contact
+    };
     assert_eq!(contact["name"], "Ivan Petrov");
     let photo = contact["photo_url"].as_str().unwrap_or_default().to_owned();
     assert!(photo.starts_with("/api/v1/photos/"), "{contact}");
-    let r = reqwest::Client::new().get(format!("{}{photo}", server.base)).header("cookie", op.cookie.clone().unwrap_or_default()).send().await?;
+    let r = reqwest::Client::new()
+        .get(format!("{}{photo}", server.base))
+        .header("cookie", op.cookie.clone().unwrap_or_default())
+        .send()
+        .await?;
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await?.to_vec(), JPEG);
-    assert_eq!(db.scalar_i64(&format!("SELECT COUNT(*) FROM messages WHERE body LIKE '%{TOKEN}%'")).await?, 0);
-    assert_eq!(db.scalar_i64(&format!("SELECT COUNT(*) FROM contacts WHERE photo_url LIKE '%{TOKEN}%'")).await?, 0);
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT COUNT(*) FROM messages WHERE body LIKE '%{TOKEN}%'"
+        ))
+        .await?,
+        0
+    );
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT COUNT(*) FROM contacts WHERE photo_url LIKE '%{TOKEN}%'"
+        ))
+        .await?,
+        0
+    );
 
     // A photo with a caption: the largest size is fetched through getFile.
-    let photo_update = update(5002, 12, json!({"caption": "see photo", "photo": [
-        {"file_id": "photo-small", "file_unique_id": "a", "width": 90, "height": 90},
-        {"file_id": "photo-big", "file_unique_id": "b", "width": 800, "height": 800}
-    ]}));
+    let photo_update = update(
+        5002,
+        12,
+        json!({"caption": "see photo", "photo": [
+            {"file_id": "photo-small", "file_unique_id": "a", "width": 90, "height": 90},
+            {"file_id": "photo-big", "file_unique_id": "b", "width": 800, "height": 800}
+        ]}),
+    );
     assert_eq!(deliver(serde_json::to_vec(&photo_update)?).await?, 200);
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM files WHERE message_id IS NOT NULL AND content_type = 'image/jpeg'").await?, 1);
 
     // The operator answers; the first send is rate limited (429 retry_after=1) and retried.
-    op.post_empty(&format!("/api/v1/chats/{chat_id}/accept")).await?.ok()?;
+    op.post_empty(&format!("/api/v1/chats/{chat_id}/accept"))
+        .await?
+        .ok()?;
     tg.lock().rate_limit_sends = 1;
     let sent_at = std::time::Instant::now();
-    let m = op.post(&format!("/api/v1/chats/{chat_id}/messages"), json!({"text": "Hi Ivan, how can I help?"})).await?.ok()?;
+    let m = op
+        .post(
+            &format!("/api/v1/chats/{chat_id}/messages"),
+            json!({"text": "Hi Ivan, how can I help?"}),
+        )
+        .await?
+        .ok()?;
     let mid = m["id"].as_str().unwrap_or_default().to_owned();
-    eventually("the reply reaches Telegram", 20, || async { Ok(!tg.lock().sent.is_empty()) }).await?;
-    assert!(sent_at.elapsed() >= Duration::from_secs(1), "retry_after was not honoured");
+    eventually("the reply reaches Telegram", 20, || async {
+        Ok(!tg.lock().sent.is_empty())
+    })
+    .await?;
+    assert!(
+        sent_at.elapsed() >= Duration::from_secs(1),
+        "retry_after was not honoured"
+    );
     {
         let s = tg.lock();
         assert_eq!(s.sent.len(), 1);
-        assert_eq!((s.sent[0].0.as_str(), s.sent[0].1.as_str(), s.sent[0].2.as_str()), ("sendMessage", "777", "Hi Ivan, how can I help?"));
+        assert_eq!(
+            (
+                s.sent[0].0.as_str(),
+                s.sent[0].1.as_str(),
+                s.sent[0].2.as_str()
+            ),
+            ("sendMessage", "777", "Hi Ivan, how can I help?")
+        );
     }
     assert_eq!(tg.calls_of("sendMessage").len(), 2, "one 429, one success");
     eventually("delivery status sent", 10, || async {
@@ -187,9 +301,20 @@ async fn telegram_webhook(b: Backend) -> Result<()> {
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM outbox").await?, 0);
 
     // A reply with an image goes out as sendPhoto with the bytes.
-    let f = op.upload("/api/v1/files", "shot.jpg", "image/jpeg", JPEG.to_vec()).await?.ok()?;
-    op.post(&format!("/api/v1/chats/{chat_id}/messages"), json!({"text": "Here", "files": [f["id"]]})).await?.ok()?;
-    eventually("the photo reaches Telegram", 20, || async { Ok(tg.lock().sent.len() == 2) }).await?;
+    let f = op
+        .upload("/api/v1/files", "shot.jpg", "image/jpeg", JPEG.to_vec())
+        .await?
+        .ok()?;
+    op.post(
+        &format!("/api/v1/chats/{chat_id}/messages"),
+        json!({"text": "Here", "files": [f["id"]]}),
+    )
+    .await?
+    .ok()?;
+    eventually("the photo reaches Telegram", 20, || async {
+        Ok(tg.lock().sent.len() == 2)
+    })
+    .await?;
     {
         let s = tg.lock();
         assert_eq!(s.sent[1].0, "sendPhoto");
@@ -202,7 +327,14 @@ async fn telegram_webhook(b: Backend) -> Result<()> {
 
 async fn telegram_polling(b: Backend) -> Result<()> {
     let (db, mut server) = setup!(b);
-    let fx = Fixture::new(&server, FixtureOptions { operators: 1, ..Default::default() }).await?;
+    let fx = Fixture::new(
+        &server,
+        FixtureOptions {
+            operators: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
     let tg = FakeTelegram::start(TOKEN).await?;
     tg.lock().webhook = Some(("https://old.example.com".into(), None));
     telegram_channel(&fx, &tg, "polling").await?;
@@ -213,35 +345,58 @@ async fn telegram_polling(b: Backend) -> Result<()> {
     tg.push_update(update(6001, 21, json!({"text": "first"})));
     tg.push_update(update(6002, 22, json!({"text": "second"})));
     eventually("two polled messages", 20, || async {
-        Ok(db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id IN ('777:21', '777:22')").await? == 2)
+        Ok(db
+            .scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id IN ('777:21', '777:22')")
+            .await?
+            == 2)
     })
     .await?;
     // The offset moves past what was stored, so Telegram forgets those updates.
-    eventually("offset confirmed", 10, || async { Ok(tg.lock().offsets.contains(&6003)) }).await?;
+    eventually("offset confirmed", 10, || async {
+        Ok(tg.lock().offsets.contains(&6003))
+    })
+    .await?;
 
     // A crash, an update while down, a restart: it arrives once; nothing earlier repeats.
     server.kill().await;
     tg.push_update(update(6003, 23, json!({"text": "while you were down"})));
     server.restart().await?;
     eventually("the update sent during the outage", 20, || async {
-        Ok(db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = '777:23'").await? == 1)
+        Ok(db
+            .scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = '777:23'")
+            .await?
+            == 1)
     })
     .await?;
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM messages WHERE direction = 'inbound'").await?, 3);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM messages WHERE direction = 'inbound'")
+            .await?,
+        3
+    );
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM chats").await?, 1);
     Ok(())
 }
 
 async fn webhook_connector(b: Backend) -> Result<()> {
     let (db, server) = setup!(b);
-    let fx = Fixture::new(&server, FixtureOptions { operators: 1, ..Default::default() }).await?;
+    let fx = Fixture::new(
+        &server,
+        FixtureOptions {
+            operators: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
     let op = &fx.operators[0];
     op.set_status("active").await?;
     let secret = "0123456789abcdef-shared";
     let endpoint = FakeEndpoint::start(secret, 1).await?;
     install(&fx.admin, "webhook").await?;
     fx.admin
-        .post("/api/v1/plugins/webhook/enable", json!({"grant": {"hosts": ["{{outbound_url}}"], "private": true}}))
+        .post(
+            "/api/v1/plugins/webhook/enable",
+            json!({"grant": {"hosts": ["{{outbound_url}}"], "private": true}}),
+        )
         .await?
         .ok()?;
     let c = fx
@@ -249,7 +404,11 @@ async fn webhook_connector(b: Backend) -> Result<()> {
         .post("/api/v1/connector-channels", json!({"plugin": "webhook", "name": "Shop app", "queue_id": fx.queue, "config": {"secret": secret, "outbound_url": endpoint.url}}))
         .await?
         .ok()?;
-    let hook = format!("{}{}", server.base, c["webhook_path"].as_str().unwrap_or_default());
+    let hook = format!(
+        "{}{}",
+        server.base,
+        c["webhook_path"].as_str().unwrap_or_default()
+    );
     let body = serde_json::to_vec(&json!({"messages": [
         {"id": "w-1", "sender": {"id": "cust-9", "name": "Maria"}, "text": "Where is my order?"},
         {"id": "w-2", "sender": {"id": "cust-9", "name": "Maria"}, "text": "Order 1234"}
@@ -257,7 +416,13 @@ async fn webhook_connector(b: Backend) -> Result<()> {
     let post = |sig: String, body: Vec<u8>| {
         let hook = hook.clone();
         async move {
-            let r = reqwest::Client::new().post(hook).header("x-ferrydesk-signature", sig).header("content-type", "application/json").body(body).send().await?;
+            let r = reqwest::Client::new()
+                .post(hook)
+                .header("x-ferrydesk-signature", sig)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
             let status = r.status().as_u16();
             Ok::<_, anyhow::Error>((status, r.json::<Value>().await.unwrap_or_default()))
         }
@@ -270,18 +435,38 @@ async fn webhook_connector(b: Backend) -> Result<()> {
     // A re-delivery stores nothing new.
     let (status, _) = post(sign(secret, &body), body.clone()).await?;
     assert_eq!(status, 200);
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id IN ('w-1', 'w-2')").await?, 2);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id IN ('w-1', 'w-2')")
+            .await?,
+        2
+    );
     // Garbage that is correctly signed is a 400 naming the problem, and stores nothing.
     let junk = b"{\"hello\": 1}".to_vec();
     let (status, err) = post(sign(secret, &junk), junk).await?;
     assert_eq!(status, 400, "{err}");
-    assert!(err["message"].as_str().unwrap_or_default().contains("body"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap_or_default().contains("body"),
+        "{err}"
+    );
 
-    let chat = op.get("/api/v1/me/inbox").await?.ok()?["new_chats"][0]["id"].as_str().unwrap_or_default().to_owned();
-    op.post_empty(&format!("/api/v1/chats/{chat}/accept")).await?.ok()?;
-    op.post(&format!("/api/v1/chats/{chat}/messages"), json!({"text": "It ships today"})).await?.ok()?;
+    let chat = op.get("/api/v1/me/inbox").await?.ok()?["new_chats"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+    op.post(
+        &format!("/api/v1/chats/{chat}/messages"),
+        json!({"text": "It ships today"}),
+    )
+    .await?
+    .ok()?;
     // The endpoint fails once with 500; the outbox retries with backoff.
-    eventually("the reply reaches the endpoint", 30, || async { Ok(!endpoint.lock().received.is_empty()) }).await?;
+    eventually("the reply reaches the endpoint", 30, || async {
+        Ok(!endpoint.lock().received.is_empty())
+    })
+    .await?;
     {
         let s = endpoint.lock();
         assert_eq!(s.bad_signatures, 0);
@@ -301,7 +486,14 @@ async fn webhook_connector(b: Backend) -> Result<()> {
 
 async fn actions_macros_and_sandbox(b: Backend) -> Result<()> {
     let (db, server) = setup!(b);
-    let fx = Fixture::new(&server, FixtureOptions { operators: 2, ..Default::default() }).await?;
+    let fx = Fixture::new(
+        &server,
+        FixtureOptions {
+            operators: 2,
+            ..Default::default()
+        },
+    )
+    .await?;
     let (anna, boris) = (&fx.operators[0], &fx.operators[1]);
     anna.set_status("active").await?;
 
@@ -310,48 +502,143 @@ async fn actions_macros_and_sandbox(b: Backend) -> Result<()> {
     assert_eq!(r.status, 403);
     let cc = install(&fx.admin, "create-case").await?;
     assert_eq!(cc["enabled"], false);
-    let again = fx.admin.post("/api/v1/plugins", json!({"path": plugin_dir("create-case")})).await?;
+    let again = fx
+        .admin
+        .post(
+            "/api/v1/plugins",
+            json!({"path": plugin_dir("create-case")}),
+        )
+        .await?;
     assert_eq!((again.status, again.code()), (409, "plugin_installed"));
-    let up = fx.admin.post("/api/v1/plugins?upgrade=true", json!({"path": plugin_dir("create-case")})).await?;
+    let up = fx
+        .admin
+        .post(
+            "/api/v1/plugins?upgrade=true",
+            json!({"path": plugin_dir("create-case")}),
+        )
+        .await?;
     assert_eq!(up.status, 422, "{}", up.text);
     assert_eq!(up.body["field"], "/version");
-    fx.admin.post("/api/v1/plugins/create-case/enable", json!({})).await?.ok()?;
+    fx.admin
+        .post("/api/v1/plugins/create-case/enable", json!({}))
+        .await?
+        .ok()?;
     install(&fx.admin, "testing/evil").await?;
-    let grant_bad = fx.admin.post("/api/v1/plugins/evil/enable", json!({"grant": {"hosts": ["https://elsewhere.example"]}})).await?;
+    let grant_bad = fx
+        .admin
+        .post(
+            "/api/v1/plugins/evil/enable",
+            json!({"grant": {"hosts": ["https://elsewhere.example"]}}),
+        )
+        .await?;
     assert_eq!(grant_bad.status, 422);
     assert_eq!(grant_bad.body["field"], "grant.hosts[0]");
-    fx.admin.post("/api/v1/plugins/evil/enable", json!({})).await?.ok()?;
+    fx.admin
+        .post("/api/v1/plugins/evil/enable", json!({}))
+        .await?
+        .ok()?;
     install(&fx.admin, "greeting").await?;
-    let bad_cfg = fx.admin.put("/api/v1/plugins/greeting/config", json!({"config": {"utc_offset": 5000}})).await?;
+    let bad_cfg = fx
+        .admin
+        .put(
+            "/api/v1/plugins/greeting/config",
+            json!({"config": {"utc_offset": 5000}}),
+        )
+        .await?;
     assert_eq!(bad_cfg.status, 422);
     assert_eq!(bad_cfg.body["field"], "/utc_offset");
-    fx.admin.put("/api/v1/plugins/greeting/config", json!({"config": {"utc_offset": 180}})).await?.ok()?;
-    fx.admin.post("/api/v1/plugins/greeting/enable", json!({})).await?.ok()?;
+    fx.admin
+        .put(
+            "/api/v1/plugins/greeting/config",
+            json!({"config": {"utc_offset": 180}}),
+        )
+        .await?
+        .ok()?;
+    fx.admin
+        .post("/api/v1/plugins/greeting/enable", json!({}))
+        .await?
+        .ok()?;
 
     // A chat in progress for anna.
     fx.inbound("a-1", "carl", "My parcel is late").await?;
-    let chat = anna.get("/api/v1/me/inbox").await?.ok()?["new_chats"][0]["id"].as_str().unwrap_or_default().to_owned();
-    anna.post_empty(&format!("/api/v1/chats/{chat}/accept")).await?.ok()?;
+    let chat = anna.get("/api/v1/me/inbox").await?.ok()?["new_chats"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    anna.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
 
     // The Actions menu.
-    let actions = anna.get(&format!("/api/v1/chats/{chat}/actions")).await?.ok()?;
-    let names: Vec<String> = actions.as_array().into_iter().flatten().map(|a| format!("{}/{}", a["plugin"].as_str().unwrap_or(""), a["action"].as_str().unwrap_or(""))).collect();
-    assert!(names.contains(&"create-case/create-case".to_owned()), "{names:?}");
+    let actions = anna
+        .get(&format!("/api/v1/chats/{chat}/actions"))
+        .await?
+        .ok()?;
+    let names: Vec<String> = actions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            format!(
+                "{}/{}",
+                a["plugin"].as_str().unwrap_or(""),
+                a["action"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        names.contains(&"create-case/create-case".to_owned()),
+        "{names:?}"
+    );
     // Boris may not see anna's chat, so it has no actions for him either.
-    assert_eq!(boris.get(&format!("/api/v1/chats/{chat}/actions")).await?.status, 404);
-    assert_eq!(boris.post(&format!("/api/v1/chats/{chat}/actions/create-case/create-case"), json!({})).await?.status, 404);
+    assert_eq!(
+        boris
+            .get(&format!("/api/v1/chats/{chat}/actions"))
+            .await?
+            .status,
+        404
+    );
+    assert_eq!(
+        boris
+            .post(
+                &format!("/api/v1/chats/{chat}/actions/create-case/create-case"),
+                json!({})
+            )
+            .await?
+            .status,
+        404
+    );
 
     // Input is checked against the action's schema before the plugin runs.
-    let r = anna.post(&format!("/api/v1/chats/{chat}/actions/create-case/create-case"), json!({"input": {"subject": 5}})).await?;
+    let r = anna
+        .post(
+            &format!("/api/v1/chats/{chat}/actions/create-case/create-case"),
+            json!({"input": {"subject": 5}}),
+        )
+        .await?;
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("/subject"), "{}", r.text);
 
-    let r = anna.post(&format!("/api/v1/chats/{chat}/actions/create-case/create-case"), json!({"input": {"subject": "Broken parcel"}})).await?.ok()?;
+    let r = anna
+        .post(
+            &format!("/api/v1/chats/{chat}/actions/create-case/create-case"),
+            json!({"input": {"subject": "Broken parcel"}}),
+        )
+        .await?
+        .ok()?;
     assert_eq!(r["output"]["subject"], "Broken parcel");
     assert_eq!(r["output"]["description"], "Client: My parcel is late");
     assert_eq!(r["effects"][0]["type"], "note_posted");
     let view = anna.get(&format!("/api/v1/chats/{chat}")).await?.ok()?;
-    assert!(view["messages"].as_array().into_iter().flatten().any(|m| m["direction"] == "system" && m["body"].as_str().unwrap_or("").contains("Broken parcel")), "{view}");
+    assert!(
+        view["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["direction"] == "system"
+                && m["body"].as_str().unwrap_or("").contains("Broken parcel")),
+        "{view}"
+    );
 
     // The malicious plugin: each misdeed is stopped with a clear error and changes nothing.
     let before = db.scalar_i64("SELECT COUNT(*) FROM messages").await?;
@@ -361,24 +648,72 @@ async fn actions_macros_and_sandbox(b: Backend) -> Result<()> {
         ("stack", json!({}), "crashed"),
         ("panic", json!({}), "the evil plugin panics"),
         ("garbage", json!({}), "invalid output"),
-        ("fetch", json!({"url": "http://127.0.0.1:1/"}), "private address"),
-        ("fetch", json!({"url": "https://example.org/"}), "not among the hosts"),
+        (
+            "fetch",
+            json!({"url": "http://127.0.0.1:1/"}),
+            "private address",
+        ),
+        (
+            "fetch",
+            json!({"url": "https://example.org/"}),
+            "not among the hosts",
+        ),
     ] {
-        let r = anna.post(&format!("/api/v1/chats/{chat}/actions/evil/{action}"), json!({"input": input})).await?;
-        assert_eq!((r.status, r.code()), (409, "plugin_failed"), "{action}: {}", r.text);
-        assert!(r.body["message"].as_str().unwrap_or("").contains(expect), "{action}: {}", r.text);
+        let r = anna
+            .post(
+                &format!("/api/v1/chats/{chat}/actions/evil/{action}"),
+                json!({"input": input}),
+            )
+            .await?;
+        assert_eq!(
+            (r.status, r.code()),
+            (409, "plugin_failed"),
+            "{action}: {}",
+            r.text
+        );
+        assert!(
+            r.body["message"].as_str().unwrap_or("").contains(expect),
+            "{action}: {}",
+            r.text
+        );
     }
-    let r = anna.post(&format!("/api/v1/chats/{chat}/actions/evil/write-contact"), json!({"input": {"id": "x"}})).await?;
+    let r = anna
+        .post(
+            &format!("/api/v1/chats/{chat}/actions/evil/write-contact"),
+            json!({"input": {"id": "x"}}),
+        )
+        .await?;
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.body["field"], "effects[0]");
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM messages").await?, before);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM messages").await?,
+        before
+    );
     // Every run is audited, failures included.
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM plugin_runs WHERE plugin_id = 'evil' AND ok = 0").await?, 8);
-    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM plugin_runs WHERE plugin_id = 'create-case' AND ok = 1").await?, 1);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM plugin_runs WHERE plugin_id = 'evil' AND ok = 0")
+            .await?,
+        8
+    );
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT COUNT(*) FROM plugin_runs WHERE plugin_id = 'create-case' AND ok = 1"
+        )
+        .await?,
+        1
+    );
     // Still serving.
-    assert_eq!(reqwest::get(format!("{}/healthz", server.base)).await?.status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", server.base))
+            .await?
+            .status(),
+        200
+    );
     let stats = fx.admin.get("/api/v1/plugins/evil").await?.ok()?;
-    assert!(stats["stats"]["errors"].as_u64().unwrap_or(0) >= 7, "{stats}");
+    assert!(
+        stats["stats"]["errors"].as_u64().unwrap_or(0) >= 7,
+        "{stats}"
+    );
 
     // Macros from the greeting plugin in a template.
     let t = fx
@@ -387,18 +722,43 @@ async fn actions_macros_and_sandbox(b: Backend) -> Result<()> {
         .await?
         .ok()?;
     let tid = t["id"].as_str().unwrap_or_default();
-    let r = anna.post(&format!("/api/v1/chats/{chat}/templates/{tid}/render"), json!({})).await?.ok()?;
+    let r = anna
+        .post(
+            &format!("/api/v1/chats/{chat}/templates/{tid}/render"),
+            json!({}),
+        )
+        .await?
+        .ok()?;
     let text = r["text"].as_str().unwrap_or_default();
     assert!(text.ends_with("Client! 25 ноября 2026"), "{text}");
-    assert!(["Good morning", "Good afternoon", "Good evening"].iter().any(|g| text.starts_with(g)), "{text}");
+    assert!(
+        ["Good morning", "Good afternoon", "Good evening"]
+            .iter()
+            .any(|g| text.starts_with(g)),
+        "{text}"
+    );
     // Disabled, its helpers answer with an error naming the plugin.
-    fx.admin.post_empty("/api/v1/plugins/greeting/disable").await?.ok()?;
-    let r = anna.post(&format!("/api/v1/chats/{chat}/templates/{tid}/render"), json!({})).await?;
+    fx.admin
+        .post_empty("/api/v1/plugins/greeting/disable")
+        .await?
+        .ok()?;
+    let r = anna
+        .post(
+            &format!("/api/v1/chats/{chat}/templates/{tid}/render"),
+            json!({}),
+        )
+        .await?;
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("greeting"), "{}", r.text);
     // Disabled actions leave the menu.
-    fx.admin.post_empty("/api/v1/plugins/evil/disable").await?.ok()?;
-    let actions = anna.get(&format!("/api/v1/chats/{chat}/actions")).await?.ok()?;
+    fx.admin
+        .post_empty("/api/v1/plugins/evil/disable")
+        .await?
+        .ok()?;
+    let actions = anna
+        .get(&format!("/api/v1/chats/{chat}/actions"))
+        .await?
+        .ok()?;
     assert!(!actions.to_string().contains("\"evil\""), "{actions}");
     fx.admin.delete("/api/v1/plugins/evil").await?;
     assert_eq!(fx.admin.get("/api/v1/plugins/evil").await?.status, 404);

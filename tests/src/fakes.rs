@@ -130,19 +130,37 @@ impl FakeTelegram {
         let (params, file) = if ctype.starts_with("multipart/form-data") {
             match parse_multipart(&ctype, body).await {
                 Ok(x) => x,
-                Err(e) => return tg_err(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}"), json!({})),
+                Err(e) => {
+                    return tg_err(
+                        StatusCode::BAD_REQUEST,
+                        &format!("Bad Request: {e}"),
+                        json!({}),
+                    );
+                }
             }
         } else if body.is_empty() {
             (json!({}), None)
         } else {
             match serde_json::from_slice::<Value>(&body) {
                 Ok(v) => (v, None),
-                Err(_) => return tg_err(StatusCode::BAD_REQUEST, "Bad Request: invalid JSON", json!({})),
+                Err(_) => {
+                    return tg_err(
+                        StatusCode::BAD_REQUEST,
+                        "Bad Request: invalid JSON",
+                        json!({}),
+                    );
+                }
             }
         };
-        state.lock().expect("state").calls.push((method.clone(), params.clone()));
+        state
+            .lock()
+            .expect("state")
+            .calls
+            .push((method.clone(), params.clone()));
         match method.as_str() {
-            "getMe" => tg_ok(json!({"id": 42, "is_bot": true, "first_name": "Desk", "username": "desk_bot"})),
+            "getMe" => tg_ok(
+                json!({"id": 42, "is_bot": true, "first_name": "Desk", "username": "desk_bot"}),
+            ),
             "setWebhook" => {
                 let url = params["url"].as_str().unwrap_or_default().to_owned();
                 let secret = params["secret_token"].as_str().map(str::to_owned);
@@ -155,7 +173,11 @@ impl FakeTelegram {
             }
             "getUpdates" => {
                 if state.lock().expect("state").webhook.is_some() {
-                    return tg_err(StatusCode::CONFLICT, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first", json!({}));
+                    return tg_err(
+                        StatusCode::CONFLICT,
+                        "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+                        json!({}),
+                    );
                 }
                 let offset = params["offset"].as_i64().unwrap_or(0);
                 let timeout = params["timeout"].as_u64().unwrap_or(0).min(5);
@@ -165,7 +187,8 @@ impl FakeTelegram {
                         let mut s = state.lock().expect("state");
                         s.offsets.push(offset);
                         // Confirmed updates are forgotten, as Telegram does.
-                        s.pending.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+                        s.pending
+                            .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
                         s.pending.clone()
                     };
                     if !ready.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -177,8 +200,14 @@ impl FakeTelegram {
             "getFile" => {
                 let id = params["file_id"].as_str().unwrap_or_default();
                 match state.lock().expect("state").files.get(id) {
-                    Some(f) => tg_ok(json!({"file_id": id, "file_unique_id": id, "file_size": f.bytes.len(), "file_path": f.path})),
-                    None => tg_err(StatusCode::BAD_REQUEST, "Bad Request: invalid file_id", json!({})),
+                    Some(f) => tg_ok(
+                        json!({"file_id": id, "file_unique_id": id, "file_size": f.bytes.len(), "file_path": f.path}),
+                    ),
+                    None => tg_err(
+                        StatusCode::BAD_REQUEST,
+                        "Bad Request: invalid file_id",
+                        json!({}),
+                    ),
                 }
             }
             "getUserProfilePhotos" => {
@@ -195,18 +224,30 @@ impl FakeTelegram {
                 let mut s = state.lock().expect("state");
                 if s.rate_limit_sends > 0 {
                     s.rate_limit_sends -= 1;
-                    return tg_err(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests: retry after 1", json!({"parameters": {"retry_after": 1}}));
+                    return tg_err(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too Many Requests: retry after 1",
+                        json!({"parameters": {"retry_after": 1}}),
+                    );
                 }
                 let chat = match &params["chat_id"] {
                     Value::String(c) => c.clone(),
                     other => other.to_string(),
                 };
-                let text = params["text"].as_str().or(params["caption"].as_str()).unwrap_or_default().to_owned();
+                let text = params["text"]
+                    .as_str()
+                    .or(params["caption"].as_str())
+                    .unwrap_or_default()
+                    .to_owned();
                 s.sent.push((method.clone(), chat.clone(), text, file));
                 s.next_message_id += 1;
                 tg_ok(json!({"message_id": s.next_message_id, "chat": {"id": chat}, "date": 0}))
             }
-            other => tg_err(StatusCode::NOT_FOUND, &format!("Not Found: method {other}"), json!({})),
+            other => tg_err(
+                StatusCode::NOT_FOUND,
+                &format!("Not Found: method {other}"),
+                json!({}),
+            ),
         }
     }
 
@@ -219,7 +260,12 @@ impl FakeTelegram {
             return StatusCode::UNAUTHORIZED.into_response();
         }
         match s.files.values().find(|f| f.path == path) {
-            Some(f) => (StatusCode::OK, [("content-type", "application/octet-stream")], f.bytes.clone()).into_response(),
+            Some(f) => (
+                StatusCode::OK,
+                [("content-type", "application/octet-stream")],
+                f.bytes.clone(),
+            )
+                .into_response(),
             None => StatusCode::NOT_FOUND.into_response(),
         }
     }
@@ -285,10 +331,17 @@ impl FakeEndpoint {
         self.state.lock().expect("endpoint state")
     }
 
-    async fn reply(State(state): State<Arc<Mutex<HookState>>>, headers: HeaderMap, body: Bytes) -> Response {
+    async fn reply(
+        State(state): State<Arc<Mutex<HookState>>>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         let mut s = state.lock().expect("state");
         s.attempts += 1;
-        let sig = headers.get("x-ferrydesk-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let sig = headers
+            .get("x-ferrydesk-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         if sig != sign(&s.secret, &body) {
             s.bad_signatures += 1;
             return StatusCode::UNAUTHORIZED.into_response();
@@ -307,7 +360,8 @@ impl FakeEndpoint {
 /// `sha256=<hex HMAC-SHA256>` as the webhook connector signs.
 pub fn sign(secret: &str, body: &[u8]) -> String {
     use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }

@@ -27,25 +27,35 @@ pub fn router() -> Router<AppState> {
         .route("/chats/{id}/actions", get(chat_actions))
         .route("/chats/{id}/actions/{plugin}/{action}", post(run_action))
         .route("/connector-channels", post(create_channel))
-        .route("/connector-channels/{id}", get(channel_config).put(configure_channel))
+        .route(
+            "/connector-channels/{id}",
+            get(channel_config).put(configure_channel),
+        )
         .route("/photos/{id}", get(photo))
 }
 
 /// The webhook route: no session (providers authenticate by signature or secret), its own
 /// body limit.
 pub fn webhook_router() -> Router<AppState> {
-    Router::new().route("/api/v1/channels/{id}/webhook", post(webhook).get(webhook_get))
+    Router::new().route(
+        "/api/v1/channels/{id}/webhook",
+        post(webhook).get(webhook_get),
+    )
 }
 
 /// Installed plugins with their capabilities, grants, settings (secrets masked) and call
 /// statistics. Admins only.
-#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", responses((status = 200, body = Vec<PluginInfo>), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/plugins", operation_id = "list_plugins", tag = "plugins", responses((status = 200, body = Vec<PluginInfo>), (status = 403, body = ErrorBody)))]
 async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Out<Vec<PluginInfo>>> {
     Ok(Out(s.plugins.list(&p).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/plugins/{id}", tag = "plugins", responses((status = 200, body = PluginInfo), (status = 404, body = ErrorBody)))]
-async fn get_one(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<PluginInfo>> {
+#[utoipa::path(get, path = "/api/v1/plugins/{id}", operation_id = "get_plugin", tag = "plugins", responses((status = 200, body = PluginInfo), (status = 404, body = ErrorBody)))]
+async fn get_one(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<PluginInfo>> {
     Ok(Out(s.plugins.get(&p, &id).await?))
 }
 
@@ -67,7 +77,7 @@ pub struct InstallFromDir {
 /// Installs a plugin: the body is a package made by `ferrydesk plugin pack` (`application/x-tar`),
 /// or `{"path": "/dir/on/server"}` (`application/json`). The component is compiled and checked
 /// (imports, exports, checksum) before anything is stored. The plugin starts disabled.
-#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", params(InstallQuery),
+#[utoipa::path(post, path = "/api/v1/plugins", operation_id = "install_plugin", tag = "plugins", params(InstallQuery),
     request_body(content = InstallFromDir, description = "or an application/x-tar package"),
     responses((status = 201, body = PluginInfo), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn install(
@@ -83,8 +93,8 @@ async fn install(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let pkg = if ctype.starts_with("application/json") {
-        let req: InstallFromDir = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid("path", e.to_string()))?;
+        let req: InstallFromDir =
+            serde_json::from_slice(&body).map_err(|e| ApiError::invalid("path", e.to_string()))?;
         ferrydesk_plugins::package::read_dir(std::path::Path::new(&req.path))?
     } else {
         ferrydesk_plugins::package::read_tar(&body)?
@@ -114,7 +124,11 @@ async fn enable(
 }
 
 #[utoipa::path(post, path = "/api/v1/plugins/{id}/disable", tag = "plugins", responses((status = 200, body = PluginInfo)))]
-async fn disable(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<PluginInfo>> {
+async fn disable(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<PluginInfo>> {
     Ok(Out(s.plugins.disable(Some(&p), &id).await?))
 }
 
@@ -139,7 +153,11 @@ async fn configure(
 }
 
 #[utoipa::path(delete, path = "/api/v1/plugins/{id}", tag = "plugins", responses((status = 204), (status = 409, body = ErrorBody)))]
-async fn uninstall(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn uninstall(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.plugins.uninstall(Some(&p), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -158,7 +176,10 @@ pub struct ConnectorType {
 
 /// Channel types from enabled connector plugins, for the channel admin screens.
 #[utoipa::path(get, path = "/api/v1/connector-types", tag = "plugins", responses((status = 200, body = Vec<ConnectorType>)))]
-async fn connector_types(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Out<Vec<ConnectorType>>> {
+async fn connector_types(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+) -> ApiResult<Out<Vec<ConnectorType>>> {
     let all = s.plugins.list(&p).await?;
     Ok(Out(all
         .into_iter()
@@ -174,7 +195,11 @@ async fn connector_types(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<
 
 /// The Actions menu of a chat: actions of enabled plugins the operator can run here.
 #[utoipa::path(get, path = "/api/v1/chats/{id}/actions", tag = "plugins", responses((status = 200, body = Vec<ActionInfo>), (status = 404, body = ErrorBody)))]
-async fn chat_actions(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<Vec<ActionInfo>>> {
+async fn chat_actions(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Vec<ActionInfo>>> {
     Ok(Out(s.plugins.chat_actions(&p, &ChatId(id)).await?))
 }
 
@@ -197,8 +222,15 @@ async fn run_action(
     Path((id, plugin, action)): Path<(String, String, String)>,
     Json(req): Json<RunActionRequest>,
 ) -> ApiResult<Out<ActionResult>> {
-    let input = if req.input.is_null() { serde_json::json!({}) } else { req.input };
-    Ok(Out(s.plugins.run_chat_action(&p, &ChatId(id), &plugin, &action, input).await?))
+    let input = if req.input.is_null() {
+        serde_json::json!({})
+    } else {
+        req.input
+    };
+    Ok(Out(s
+        .plugins
+        .run_chat_action(&p, &ChatId(id), &plugin, &action, input)
+        .await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -214,7 +246,7 @@ pub struct ConnectorChannelInput {
 
 /// Creates a channel served by a connector plugin and runs the plugin's `setup` (e.g.
 /// registering the webhook); a setup failure is reported with the channel.
-#[utoipa::path(post, path = "/api/v1/connector-channels", tag = "plugins", request_body = ConnectorChannelInput,
+#[utoipa::path(post, path = "/api/v1/connector-channels", operation_id = "create_connector_channel", tag = "plugins", request_body = ConnectorChannelInput,
     responses((status = 201, body = ferrydesk_plugins::ConnectorChannel), (status = 422, body = ErrorBody)))]
 async fn create_channel(
     State(s): State<AppState>,
@@ -228,12 +260,16 @@ async fn create_channel(
     Ok((StatusCode::CREATED, Out(c)))
 }
 
-#[utoipa::path(get, path = "/api/v1/connector-channels/{id}", tag = "plugins", responses((status = 200, body = ferrydesk_plugins::ConnectorChannel)))]
-async fn channel_config(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Out<ferrydesk_plugins::ConnectorChannel>> {
+#[utoipa::path(get, path = "/api/v1/connector-channels/{id}", operation_id = "get_connector_channel", tag = "plugins", responses((status = 200, body = ferrydesk_plugins::ConnectorChannel)))]
+async fn channel_config(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<ferrydesk_plugins::ConnectorChannel>> {
     Ok(Out(s.plugins.channel_config(&p, &ChannelId(id)).await?))
 }
 
-#[utoipa::path(put, path = "/api/v1/connector-channels/{id}", tag = "plugins", request_body = ConfigRequest,
+#[utoipa::path(put, path = "/api/v1/connector-channels/{id}", operation_id = "configure_connector_channel", tag = "plugins", request_body = ConfigRequest,
     responses((status = 200, body = ferrydesk_plugins::ConnectorChannel), (status = 422, body = ErrorBody)))]
 async fn configure_channel(
     State(s): State<AppState>,
@@ -241,7 +277,10 @@ async fn configure_channel(
     Path(id): Path<String>,
     Json(req): Json<ConfigRequest>,
 ) -> ApiResult<Out<ferrydesk_plugins::ConnectorChannel>> {
-    Ok(Out(s.plugins.configure_channel(&p, &ChannelId(id), req.config).await?))
+    Ok(Out(s
+        .plugins
+        .configure_channel(&p, &ChannelId(id), req.config)
+        .await?))
 }
 
 /// A provider's webhook call for a connector channel: verified as the plugin's manifest says
@@ -268,7 +307,14 @@ async fn webhook_get(
     hook(s, id, "GET", uri, headers, Bytes::new()).await
 }
 
-async fn hook(s: AppState, id: String, method: &str, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn hook(
+    s: AppState,
+    id: String,
+    method: &str,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req = ferrydesk_plugin_host::InboundRequest {
         method: method.into(),
         path: uri.path().to_owned(),
@@ -280,7 +326,11 @@ async fn hook(s: AppState, id: String, method: &str, uri: axum::http::Uri, heade
         body: body.to_vec(),
     };
     let r = s.plugins.webhook(&ChannelId(id), req).await;
-    let mut resp = (StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK), r.body).into_response();
+    let mut resp = (
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+        r.body,
+    )
+        .into_response();
     for (k, v) in r.headers {
         if let (Ok(k), Ok(v)) = (
             axum::http::HeaderName::from_bytes(k.as_bytes()),
@@ -294,7 +344,11 @@ async fn hook(s: AppState, id: String, method: &str, uri: axum::http::Uri, heade
 
 /// A contact's photo as a channel delivered it. Any signed-in staff member.
 #[utoipa::path(get, path = "/api/v1/photos/{id}", tag = "plugins", responses((status = 200, content_type = "image/jpeg", body = Vec<u8>), (status = 404, body = ErrorBody)))]
-async fn photo(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Response> {
+async fn photo(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let (a, bytes) = s.desk.contact_photo(&p, &FileId(id)).await?;
     Ok(crate::files::file_response(&a, bytes))
 }

@@ -320,8 +320,13 @@ impl Desk {
         // transaction; the delivery loop sends it after commit.
         let to_outbox = channel.kind == ChannelKind::Plugin;
         if to_outbox {
-            ferrydesk_store::plugins::outbox_insert(&mut tx, mid.as_str(), channel.id.as_str(), now.0)
-                .await?;
+            ferrydesk_store::plugins::outbox_insert(
+                &mut tx,
+                mid.as_str(),
+                channel.id.as_str(),
+                now.0,
+            )
+            .await?;
         }
         self.commit(tx, events).await?;
         if to_outbox {

@@ -14,7 +14,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ferrydesk_domain::*;
-use ferrydesk_store::{chats as chat_store, contacts, directory, messages, plugins as plugin_store};
+use ferrydesk_store::{
+    chats as chat_store, contacts, directory, messages, plugins as plugin_store,
+};
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, watch};
 
@@ -152,7 +154,10 @@ impl Desk {
             let msg = messages::get_message(&mut conn, &mid).await?;
             let ch = directory::get_channel(&mut conn, &channel_id).await?;
             let recipient = match &msg {
-                Some(m) => match chat_store::identity_of(&mut conn, &m.chat_id).await?.flatten() {
+                Some(m) => match chat_store::identity_of(&mut conn, &m.chat_id)
+                    .await?
+                    .flatten()
+                {
                     Some(i) => contacts::get_identity(&mut conn, &IdentityId(i))
                         .await?
                         .map(|i| i.external_id),
@@ -194,8 +199,14 @@ impl Desk {
                 let wait = backoff(attempt).max(after.unwrap_or_default());
                 tracing::info!(%message, attempt, %reason, wait_ms = wait.as_millis() as u64, "delivery will be retried");
                 metrics::counter!("ferrydesk_outbox_retries_total").increment(1);
-                plugin_store::outbox_retry(&mut tx, message, attempt, now + wait.as_millis() as i64, reason)
-                    .await?;
+                plugin_store::outbox_retry(
+                    &mut tx,
+                    message,
+                    attempt,
+                    now + wait.as_millis() as i64,
+                    reason,
+                )
+                .await?;
                 None
             }
             Delivery::Retry { reason, .. } | Delivery::Failed { reason } => {
@@ -214,7 +225,10 @@ impl Desk {
             && let Some(chat) = chat_store::get_chat(&mut tx, &m.chat_id, Ts::now()).await?
             && let Some(user) = chat.responsible_id.clone()
         {
-            events.push(Event::to_user(&user, EventBody::MessageUpdated { message: m }));
+            events.push(Event::to_user(
+                &user,
+                EventBody::MessageUpdated { message: m },
+            ));
         }
         self.commit(tx, events).await
     }

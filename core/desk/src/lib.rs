@@ -129,7 +129,10 @@ impl Desk {
             tokio::spawn(ingest::run_writer(desk.clone(), rx));
         }
         tokio::spawn(timers::run(desk.clone(), desk.inner.shutdown.subscribe()));
-        tokio::spawn(connectors::run(desk.clone(), desk.inner.shutdown.subscribe()));
+        tokio::spawn(connectors::run(
+            desk.clone(),
+            desk.inner.shutdown.subscribe(),
+        ));
         if desk.store().backend() == ferrydesk_store::Backend::Postgres {
             timers::spawn_listener(desk.clone(), desk.inner.shutdown.subscribe()).await?;
         }

@@ -2,7 +2,9 @@
 //! transaction, connector channels, records for plugins to read, contact photos.
 
 use ferrydesk_domain::*;
-use ferrydesk_store::{chats as chat_store, contacts, directory, messages, plugins as plugin_store};
+use ferrydesk_store::{
+    chats as chat_store, contacts, directory, messages, plugins as plugin_store,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -61,7 +63,9 @@ impl Desk {
                     {
                         return Err(Error::conflict(
                             "not_responsible",
-                            format!("plugin `{plugin}` wants to message the client, but only the responsible operator of a chat in progress can"),
+                            format!(
+                                "plugin `{plugin}` wants to message the client, but only the responsible operator of a chat in progress can"
+                            ),
                         ));
                     }
                     let mid = MessageId::generate();
@@ -87,13 +91,23 @@ impl Desk {
                     chat_store::on_outbound(&mut tx, chat_id, &preview_of(text, 0), now, None)
                         .await?;
                     if channel.kind == ChannelKind::Plugin {
-                        plugin_store::outbox_insert(&mut tx, mid.as_str(), channel.id.as_str(), now.0)
-                            .await?;
+                        plugin_store::outbox_insert(
+                            &mut tx,
+                            mid.as_str(),
+                            channel.id.as_str(),
+                            now.0,
+                        )
+                        .await?;
                         kick = true;
                     }
                     if let Some(m) = messages::get_message(&mut tx, &mid).await? {
-                        events.push(Event::to_user(p.id(), EventBody::MessageCreated { message: m.clone() }));
-                        if let Some(identity) = crate::chats::visitor_identity(&mut tx, &chat).await? {
+                        events.push(Event::to_user(
+                            p.id(),
+                            EventBody::MessageCreated { message: m.clone() },
+                        ));
+                        if let Some(identity) =
+                            crate::chats::visitor_identity(&mut tx, &chat).await?
+                        {
                             events.push(Event {
                                 to: crate::Audience::Visitor(identity),
                                 body: EventBody::MessageCreated { message: m },
@@ -106,32 +120,49 @@ impl Desk {
                     crate::chats::validate_text(text, 0)?;
                     let m = self.system_message(&mut tx, &chat, text, now).await?;
                     let id = m.id.clone();
-                    events.push(Event::to_user(p.id(), EventBody::MessageCreated { message: m }));
+                    events.push(Event::to_user(
+                        p.id(),
+                        EventBody::MessageCreated { message: m },
+                    ));
                     applied.push(AppliedEffect::NotePosted { message_id: id });
                 }
                 PluginEffect::UpdateContact { id, fields } => {
-                    let mut c = contacts::get_contact(&mut tx, id)
-                        .await?
-                        .ok_or_else(|| Error::invalid("effects", format!("plugin `{plugin}`: contact {id} does not exist")))?;
+                    let mut c = contacts::get_contact(&mut tx, id).await?.ok_or_else(|| {
+                        Error::invalid(
+                            "effects",
+                            format!("plugin `{plugin}`: contact {id} does not exist"),
+                        )
+                    })?;
                     let obj = fields.as_object().ok_or_else(|| {
-                        Error::invalid("effects", format!("plugin `{plugin}`: contact fields must be an object"))
+                        Error::invalid(
+                            "effects",
+                            format!("plugin `{plugin}`: contact fields must be an object"),
+                        )
                     })?;
                     for (k, v) in obj {
                         let v = v.as_str().map(str::to_owned);
                         match k.as_str() {
-                            "name" => c.name = v.filter(|s| !s.trim().is_empty()).ok_or_else(|| Error::invalid("effects", "contact name cannot be empty"))?,
+                            "name" => {
+                                c.name = v.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                                    Error::invalid("effects", "contact name cannot be empty")
+                                })?
+                            }
                             "email" => c.email = v,
                             "phone" => c.phone = v,
                             other => {
                                 return Err(Error::invalid(
                                     "effects",
-                                    format!("plugin `{plugin}`: contacts have no writable field `{other}`"),
+                                    format!(
+                                        "plugin `{plugin}`: contacts have no writable field `{other}`"
+                                    ),
                                 ));
                             }
                         }
                     }
                     contacts::update_contact(&mut tx, &c, now).await?;
-                    applied.push(AppliedEffect::ContactUpdated { contact_id: id.clone() });
+                    applied.push(AppliedEffect::ContactUpdated {
+                        contact_id: id.clone(),
+                    });
                 }
             }
         }
@@ -163,7 +194,11 @@ impl Desk {
     }
 
     /// A contact as a plugin reads it.
-    pub async fn contact_record(&self, _p: &Principal, id: &ContactId) -> Result<Option<serde_json::Value>> {
+    pub async fn contact_record(
+        &self,
+        _p: &Principal,
+        id: &ContactId,
+    ) -> Result<Option<serde_json::Value>> {
         let mut conn = self.store().read().await?;
         let c = contacts::get_contact(&mut conn, id).await?;
         c.map(|c| serde_json::to_value(c).map_err(|e| Error::Internal(e.to_string())))
@@ -212,7 +247,11 @@ impl Desk {
     }
 
     /// A contact photo a channel stored: readable by any staff member.
-    pub async fn contact_photo(&self, _p: &Principal, id: &FileId) -> Result<(Attachment, Vec<u8>)> {
+    pub async fn contact_photo(
+        &self,
+        _p: &Principal,
+        id: &FileId,
+    ) -> Result<(Attachment, Vec<u8>)> {
         let mut conn = self.store().read().await?;
         let rec = messages::get_file(&mut conn, id)
             .await?

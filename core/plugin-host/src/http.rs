@@ -98,7 +98,9 @@ impl Origin {
         };
         host_ok
             && self.scheme == u.scheme()
-            && self.port.is_none_or(|p| Some(p) == u.port_or_known_default())
+            && self
+                .port
+                .is_none_or(|p| Some(p) == u.port_or_known_default())
     }
 }
 
@@ -204,7 +206,10 @@ pub async fn fetch(grant: &Grant, used: &mut u32, req: Request) -> Result<Respon
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        if url.host().is_some_and(|h| matches!(h, url::Host::Domain(_))) {
+        if url
+            .host()
+            .is_some_and(|h| matches!(h, url::Host::Domain(_)))
+        {
             builder = builder.resolve(&host, addr);
         }
         let client = builder

@@ -242,11 +242,8 @@ impl Host {
         let wrap = |e: wasmtime::Error| anyhow::anyhow!("{e}");
         let mut action_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut action_linker).map_err(wrap)?;
-        bindings::action::Action::add_to_linker::<State, HasSelf<State>>(
-            &mut action_linker,
-            |s| s,
-        )
-        .map_err(wrap)?;
+        bindings::action::Action::add_to_linker::<State, HasSelf<State>>(&mut action_linker, |s| s)
+            .map_err(wrap)?;
         let mut macro_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut macro_linker).map_err(wrap)?;
         bindings::macros::Macro::add_to_linker::<State, HasSelf<State>>(&mut macro_linker, |s| s)
@@ -573,7 +570,10 @@ impl Plugin {
             .map(|a| {
                 (
                     a.id.clone(),
-                    (compile_schema(&a.input_schema), compile_schema(&a.output_schema)),
+                    (
+                        compile_schema(&a.input_schema),
+                        compile_schema(&a.output_schema),
+                    ),
                 )
             })
             .collect();
@@ -692,17 +692,19 @@ impl Plugin {
         http::Grant {
             origins,
             allow_private: h.allow_private && call.settings.granted_private,
-            max_requests: m
-                .limits
-                .http_requests
-                .unwrap_or(cfg.default_http_requests),
+            max_requests: m.limits.http_requests.unwrap_or(cfg.default_http_requests),
             max_response_bytes: cfg.max_response_bytes,
             timeout: Duration::from_millis(u64::from(self.timeout_ms())),
         }
     }
 
     /// Maps a wasmtime failure to what the caller is told.
-    fn failure(&self, e: wasmtime::Error, store: &Store<State>, stderr: &MemoryOutputPipe) -> CallError {
+    fn failure(
+        &self,
+        e: wasmtime::Error,
+        store: &Store<State>,
+        stderr: &MemoryOutputPipe,
+    ) -> CallError {
         if store.data().limits.refused {
             return CallError::OutOfMemory {
                 limit_mb: self.memory_mb(),
@@ -720,11 +722,13 @@ impl Plugin {
                 if text.contains("maximum concurrent") || text.contains("pooling allocator") {
                     return CallError::Busy;
                 }
-                let err = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
+                let err = String::from_utf8_lossy(&stderr.contents())
+                    .trim()
+                    .to_owned();
                 let panic = err
                     .lines()
                     .find_map(|l| l.split_once("panicked at ").map(|_| l))
-                    .map(|_| err.lines().skip(1).next().unwrap_or("").to_owned())
+                    .map(|_| err.lines().nth(1).unwrap_or("").to_owned())
                     .filter(|s| !s.is_empty());
                 CallError::Trap {
                     detail: match panic {
@@ -758,9 +762,17 @@ impl Plugin {
     }
 
     /// Runs `f` on a fresh instance under the plugin's limits.
-    async fn invoke<T, F>(&self, what: &'static str, call: &Call, f: F) -> (Result<T, CallError>, KvWrites)
+    async fn invoke<T, F>(
+        &self,
+        what: &'static str,
+        call: &Call,
+        f: F,
+    ) -> (Result<T, CallError>, KvWrites)
     where
-        F: for<'a> FnOnce(&'a mut Store<State>, &'a Pre) -> BoxFuture<'a, wasmtime::Result<Result<T, CallError>>>,
+        F: for<'a> FnOnce(
+            &'a mut Store<State>,
+            &'a Pre,
+        ) -> BoxFuture<'a, wasmtime::Result<Result<T, CallError>>>,
     {
         let started = Instant::now();
         let (mut store, stderr) = self.store(call);
@@ -805,7 +817,10 @@ impl Plugin {
     ) -> Result<ActionOutcome, CallError> {
         let Some((input_schema, output_schema)) = self.inner.schemas.get(action) else {
             return Err(CallError::InvalidInput {
-                detail: format!("plugin `{}` has no action `{action}`", self.inner.manifest.id),
+                detail: format!(
+                    "plugin `{}` has no action `{action}`",
+                    self.inner.manifest.id
+                ),
             });
         };
         if let Some(v) = input_schema {
@@ -850,7 +865,13 @@ impl Plugin {
                 .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
                 .collect();
             if !problems.is_empty() {
-                self.record("run_output", Instant::now(), Err(&CallError::InvalidOutput { detail: String::new() }));
+                self.record(
+                    "run_output",
+                    Instant::now(),
+                    Err(&CallError::InvalidOutput {
+                        detail: String::new(),
+                    }),
+                );
                 return Err(CallError::InvalidOutput {
                     detail: problems.join("; "),
                 });
@@ -936,7 +957,10 @@ impl Plugin {
         &self,
         call: &Call,
         req: InboundRequest,
-    ) -> (Result<(Vec<InboundMessage>, HttpReply), CallError>, KvWrites) {
+    ) -> (
+        Result<(Vec<InboundMessage>, HttpReply), CallError>,
+        KvWrites,
+    ) {
         use bindings::connector::exports::ferrydesk::plugin::connector_handler as w;
         let ctx = wit_ctx(&call.ctx);
         let req = w::InboundRequest {
@@ -1021,13 +1045,21 @@ impl Plugin {
                 })
             })
             .await;
-        (r.map(|m| m.into_iter().map(from_wit_message).collect()), writes)
+        (
+            r.map(|m| m.into_iter().map(from_wit_message).collect()),
+            writes,
+        )
     }
 
     /// Downloads a file a connector referenced by URL, under the plugin's own HTTP grant (so a
     /// plugin cannot make the host fetch what it could not fetch itself). Returns the bytes and
     /// the content type; errors never contain the URL (it may carry a token).
-    pub async fn download(&self, call: &Call, url: &str, max_bytes: usize) -> Result<(Vec<u8>, Option<String>), String> {
+    pub async fn download(
+        &self,
+        call: &Call,
+        url: &str,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Option<String>), String> {
         let mut grant = self.http_grant(call);
         grant.max_requests = 6;
         grant.max_response_bytes = max_bytes;
@@ -1068,12 +1100,12 @@ impl Plugin {
     }
 }
 
-fn connector(
-    pre: &Pre,
-) -> wasmtime::Result<&bindings::connector::ConnectorPre<State>> {
+fn connector(pre: &Pre) -> wasmtime::Result<&bindings::connector::ConnectorPre<State>> {
     match pre {
         Pre::Connector(p) => Ok(p),
-        _ => Err(wasmtime::Error::msg("this plugin is not a connector plugin")),
+        _ => Err(wasmtime::Error::msg(
+            "this plugin is not a connector plugin",
+        )),
     }
 }
 
@@ -1132,7 +1164,9 @@ fn from_wit_message(
     }
 }
 
-fn to_wit_file(f: FileRef) -> bindings::connector::exports::ferrydesk::plugin::connector_handler::FileRef {
+fn to_wit_file(
+    f: FileRef,
+) -> bindings::connector::exports::ferrydesk::plugin::connector_handler::FileRef {
     bindings::connector::exports::ferrydesk::plugin::connector_handler::FileRef {
         url: f.url,
         data: f.data,
@@ -1306,10 +1340,13 @@ pub fn verify_webhook(
         return Ok(());
     }
     let secret = secret.ok_or("the channel's webhook secret is not configured")?;
-    let name = hook.header.as_deref().unwrap_or(match hook.verify.as_str() {
-        "hmac_sha256" => "x-ferrydesk-signature",
-        _ => "x-webhook-secret",
-    });
+    let name = hook
+        .header
+        .as_deref()
+        .unwrap_or(match hook.verify.as_str() {
+            "hmac_sha256" => "x-ferrydesk-signature",
+            _ => "x-webhook-secret",
+        });
     let got = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -1328,7 +1365,11 @@ pub fn verify_webhook(
     // Compare digests of both so the comparison time does not depend on where they differ.
     let a = sha2::Sha256::digest(got.trim().as_bytes());
     let b = sha2::Sha256::digest(expected.as_bytes());
-    if a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 {
+    if a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+    {
         Ok(())
     } else {
         Err(format!("header `{name}` does not match"))

@@ -104,7 +104,12 @@ impl TestHost {
     }
 
     /// A call with `settings` (every manifest origin granted if `grant_all`).
-    pub fn call_with(&self, plugin: &Plugin, values: serde_json::Value, grant_private: bool) -> Call {
+    pub fn call_with(
+        &self,
+        plugin: &Plugin,
+        values: serde_json::Value,
+        grant_private: bool,
+    ) -> Call {
         let granted_hosts = plugin
             .manifest()
             .capabilities

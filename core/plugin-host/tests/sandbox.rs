@@ -2,6 +2,8 @@
 //! `./test.sh` does). Each misbehaving plugin is stopped with a clear error and the host keeps
 //! serving the next call.
 
+#![allow(clippy::unwrap_used)] // a failing expectation should panic with the value
+
 use std::path::PathBuf;
 
 use ferrydesk_plugin_host::testing::TestHost;
@@ -9,7 +11,9 @@ use ferrydesk_plugin_host::{CallError, Effect, LoadError};
 use serde_json::json;
 
 fn dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins").join(name);
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins")
+        .join(name);
     assert!(
         d.join("plugin.wasm").exists(),
         "{}/plugin.wasm is missing: run plugins/build.sh",
@@ -26,35 +30,62 @@ async fn misbehaving_plugins_are_contained() {
 
     // A loop is stopped by the epoch deadline.
     let started = std::time::Instant::now();
-    let e = evil.run_action(&call, "loop", &json!({})).await.unwrap_err();
+    let e = evil
+        .run_action(&call, "loop", &json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(e, CallError::Timeout { limit_ms: 500 });
-    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A memory bomb hits the manifest's cap.
-    let e = evil.run_action(&call, "memory", &json!({})).await.unwrap_err();
+    let e = evil
+        .run_action(&call, "memory", &json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(e, CallError::OutOfMemory { limit_mb: 16 });
 
     // Unbounded recursion is a trap, not a crashed host.
-    let e = evil.run_action(&call, "stack", &json!({})).await.unwrap_err();
+    let e = evil
+        .run_action(&call, "stack", &json!({}))
+        .await
+        .unwrap_err();
     assert!(matches!(e, CallError::Trap { .. }), "{e:?}");
 
     // A panic's message reaches the caller.
-    let e = evil.run_action(&call, "panic", &json!({})).await.unwrap_err();
+    let e = evil
+        .run_action(&call, "panic", &json!({}))
+        .await
+        .unwrap_err();
     match e {
-        CallError::Trap { detail } => assert!(detail.contains("the evil plugin panics"), "{detail}"),
+        CallError::Trap { detail } => {
+            assert!(detail.contains("the evil plugin panics"), "{detail}")
+        }
         other => panic!("{other:?}"),
     }
 
     // Output that breaks the output schema is rejected.
-    let e = evil.run_action(&call, "garbage", &json!({})).await.unwrap_err();
+    let e = evil
+        .run_action(&call, "garbage", &json!({}))
+        .await
+        .unwrap_err();
     assert!(matches!(e, CallError::InvalidOutput { .. }), "{e:?}");
 
     // Input that breaks the input schema never reaches the plugin.
-    let e = evil.run_action(&call, "echo", &json!("not an object")).await.unwrap_err();
+    let e = evil
+        .run_action(&call, "echo", &json!("not an object"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, CallError::InvalidInput { .. }), "{e:?}");
 
     // No ambient authority: no files, no environment; secrets are not readable as config.
-    let out = evil.run_action(&call, "ambient", &json!({})).await.expect("ambient");
+    let out = evil
+        .run_action(&call, "ambient", &json!({}))
+        .await
+        .expect("ambient");
     assert_eq!(out.output["file"], json!(null));
     assert_eq!(out.output["env"], json!([]));
     assert_eq!(out.output["dir"], json!(null));
@@ -83,7 +114,10 @@ async fn misbehaving_plugins_are_contained() {
     );
 
     // And after all that, the host still serves.
-    let out = evil.run_action(&call, "echo", &json!({"ok": 1})).await.expect("echo");
+    let out = evil
+        .run_action(&call, "echo", &json!({"ok": 1}))
+        .await
+        .expect("echo");
     assert_eq!(out.output, json!({"ok": 1}));
     let stats = evil.stats();
     assert_eq!((stats.calls, stats.errors), (10, 7), "{stats:?}");
@@ -96,12 +130,22 @@ async fn kv_is_scoped_to_the_installation() {
     let mine = t.call_with(&evil, json!({}), false);
     let mut other = mine.clone();
     other.kv_scope = "telegram".into();
-    evil.run_action(&other, "kv-write", &json!({"key": "secret", "value": "bot-token"}))
+    evil.run_action(
+        &other,
+        "kv-write",
+        &json!({"key": "secret", "value": "bot-token"}),
+    )
+    .await
+    .expect("write");
+    let out = evil
+        .run_action(&mine, "kv-read", &json!({"key": "secret"}))
         .await
-        .expect("write");
-    let out = evil.run_action(&mine, "kv-read", &json!({"key": "secret"})).await.expect("read");
+        .expect("read");
     assert_eq!(out.output["value"], json!(null));
-    let out = evil.run_action(&other, "kv-read", &json!({"key": "secret"})).await.expect("read");
+    let out = evil
+        .run_action(&other, "kv-read", &json!({"key": "secret"}))
+        .await
+        .expect("read");
     assert_eq!(out.output["value"], json!("bot-token"));
 }
 
@@ -109,7 +153,11 @@ async fn kv_is_scoped_to_the_installation() {
 async fn bad_components_are_rejected_at_load() {
     let t = TestHost::new().expect("host");
     // Unknown imports.
-    let e = t.load_dir(dir("testing/alien")).await.err().expect("alien loads");
+    let e = t
+        .load_dir(dir("testing/alien"))
+        .await
+        .err()
+        .expect("alien loads");
     let text = format!("{e:#}");
     assert!(text.contains("alien:escape/sys"), "{text}");
 
@@ -118,14 +166,24 @@ async fn bad_components_are_rejected_at_load() {
         &std::fs::read_to_string(dir("create-case").join("plugin.json")).expect("read"),
     )
     .expect("manifest");
-    let e = t.host.load(manifest.clone(), b"\0asm garbage").await.err().expect("garbage loads");
+    let e = t
+        .host
+        .load(manifest.clone(), b"\0asm garbage")
+        .await
+        .err()
+        .expect("garbage loads");
     assert!(matches!(e, LoadError::Invalid(_)), "{e:?}");
     let mut wasm = std::fs::read(dir("create-case").join("plugin.wasm")).expect("read");
     let mid = wasm.len() / 2;
     for b in &mut wasm[mid..mid + 64] {
         *b ^= 0x5a;
     }
-    let e = t.host.load(manifest.clone(), &wasm).await.err().expect("corrupt loads");
+    let e = t
+        .host
+        .load(manifest.clone(), &wasm)
+        .await
+        .err()
+        .expect("corrupt loads");
     assert!(matches!(e, LoadError::Invalid(_)), "{e:?}");
 
     // A component of another kind than the manifest says.
@@ -133,7 +191,10 @@ async fn bad_components_are_rejected_at_load() {
     as_macro.kind = ferrydesk_plugin_host::manifest::Kind::Macro;
     let e = t
         .host
-        .load(as_macro, &std::fs::read(dir("create-case").join("plugin.wasm")).expect("read"))
+        .load(
+            as_macro,
+            &std::fs::read(dir("create-case").join("plugin.wasm")).expect("read"),
+        )
         .await
         .err()
         .expect("wrong kind loads");
@@ -144,7 +205,10 @@ async fn bad_components_are_rejected_at_load() {
     wrong.component.sha256 = Some("0".repeat(64));
     let e = t
         .host
-        .load(wrong, &std::fs::read(dir("create-case").join("plugin.wasm")).expect("read"))
+        .load(
+            wrong,
+            &std::fs::read(dir("create-case").join("plugin.wasm")).expect("read"),
+        )
         .await
         .err()
         .expect("wrong checksum loads");
@@ -157,19 +221,43 @@ async fn first_party_macro_and_action_work() {
     let greeting = t.load_dir(dir("greeting")).await.expect("load greeting");
     let call = t.call_with(&greeting, json!({"utc_offset": 0}), false);
     let s = greeting
-        .render(&call, "format_date", &[json!(1_795_564_800_000i64)], &json!({"style": "long", "lang": "ru"}), &json!({}))
+        .render(
+            &call,
+            "format_date",
+            &[json!(1_795_564_800_000i64)],
+            &json!({"style": "long", "lang": "ru"}),
+            &json!({}),
+        )
         .await
         .expect("render");
     assert_eq!(s, "25 ноября 2026");
     let s = greeting
-        .render(&call, "greeting", &[], &json!({}), &json!({"contact": {"locale": "ru"}}))
+        .render(
+            &call,
+            "greeting",
+            &[],
+            &json!({}),
+            &json!({"contact": {"locale": "ru"}}),
+        )
         .await
         .expect("render");
-    assert!(["Доброе утро", "Добрый день", "Добрый вечер"].contains(&s.as_str()), "{s}");
-    let e = greeting.render(&call, "nope", &[], &json!({}), &json!({})).await.unwrap_err();
-    assert!(matches!(&e, CallError::Plugin { code, .. } if code == "unknown_helper"), "{e:?}");
+    assert!(
+        ["Доброе утро", "Добрый день", "Добрый вечер"].contains(&s.as_str()),
+        "{s}"
+    );
+    let e = greeting
+        .render(&call, "nope", &[], &json!({}), &json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, CallError::Plugin { code, .. } if code == "unknown_helper"),
+        "{e:?}"
+    );
 
-    let cc = t.load_dir(dir("create-case")).await.expect("load create-case");
+    let cc = t
+        .load_dir(dir("create-case"))
+        .await
+        .expect("load create-case");
     t.services.records.lock().expect("lock").insert(
         ("chat".into(), "c1".into()),
         json!({"id": "c1", "contact_id": "k1", "messages": [
@@ -179,8 +267,16 @@ async fn first_party_macro_and_action_work() {
     );
     let mut call = t.call_with(&cc, json!({}), false);
     call.ctx.chat = Some("c1".into());
-    let out = cc.run_action(&call, "create-case", &json!({})).await.expect("run");
+    let out = cc
+        .run_action(&call, "create-case", &json!({}))
+        .await
+        .expect("run");
     assert_eq!(out.output["subject"], json!("My parcel is late"));
-    assert_eq!(out.output["description"], json!("Client: My parcel is late\nOrder 42\nOperator: Let me check"));
-    assert!(matches!(&out.effects[..], [Effect::PostNote { text }] if text.contains("My parcel is late")));
+    assert_eq!(
+        out.output["description"],
+        json!("Client: My parcel is late\nOrder 42\nOperator: Let me check")
+    );
+    assert!(
+        matches!(&out.effects[..], [Effect::PostNote { text }] if text.contains("My parcel is late"))
+    );
 }

@@ -81,7 +81,10 @@ impl Plugins {
             .entry(plugin)
             .filter(|e| e.manifest.kind == Kind::Action && e.runnable().is_some())
             .ok_or(Error::not_found("action"))?;
-        let a = entry.manifest.action(action).ok_or(Error::not_found("action"))?;
+        let a = entry
+            .manifest
+            .action(action)
+            .ok_or(Error::not_found("action"))?;
         if !a.placement.is_empty() && !a.placement.iter().any(|p| p == "chat") {
             return Err(Error::not_found("action"));
         }
@@ -116,15 +119,26 @@ impl Plugins {
                 let mut problem = None;
                 for (i, e) in out.effects.iter().enumerate() {
                     match e {
-                        Effect::PostMessage { text } => effects.push(PluginEffect::PostMessage(text.clone())),
-                        Effect::PostNote { text } => effects.push(PluginEffect::PostNote(text.clone())),
-                        Effect::UpdateRecord { kind, id, fields } if kind == "contact" && writable.contains(&RecordKind::Contact) => {
-                            effects.push(PluginEffect::UpdateContact { id: ContactId(id.clone()), fields: fields.clone() })
+                        Effect::PostMessage { text } => {
+                            effects.push(PluginEffect::PostMessage(text.clone()))
+                        }
+                        Effect::PostNote { text } => {
+                            effects.push(PluginEffect::PostNote(text.clone()))
+                        }
+                        Effect::UpdateRecord { kind, id, fields }
+                            if kind == "contact" && writable.contains(&RecordKind::Contact) =>
+                        {
+                            effects.push(PluginEffect::UpdateContact {
+                                id: ContactId(id.clone()),
+                                fields: fields.clone(),
+                            })
                         }
                         Effect::UpdateRecord { kind, .. } | Effect::CreateRecord { kind, .. } => {
                             problem = Some(Error::invalid(
                                 format!("effects[{i}]"),
-                                format!("plugin `{plugin}` may not write `{kind}` records (its manifest does not declare it, or the kind is not available)"),
+                                format!(
+                                    "plugin `{plugin}` may not write `{kind}` records (its manifest does not declare it, or the kind is not available)"
+                                ),
                             ));
                             break;
                         }

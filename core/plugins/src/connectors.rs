@@ -9,13 +9,15 @@ use ferrydesk_desk::ingest::Inbound;
 use ferrydesk_desk::{Error, Principal, Result};
 use ferrydesk_domain::*;
 use ferrydesk_plugin_host::manifest::Kind;
-use ferrydesk_plugin_host::{Call, CallContext, CallError, FileRef, InboundMessage, InboundRequest, Plugin};
+use ferrydesk_plugin_host::{
+    Call, CallContext, CallError, FileRef, InboundMessage, InboundRequest, Plugin,
+};
 use ferrydesk_store::{directory, plugins as store};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{Entry, Inner, Plugins, merge_secrets, manifest_error, now};
+use crate::{Entry, Inner, Plugins, manifest_error, merge_secrets, now};
 
 /// The HTTP answer to a provider's webhook call.
 #[derive(Debug, Clone)]
@@ -53,7 +55,10 @@ fn plugin_of(c: &Channel) -> Option<String> {
     if c.kind != ChannelKind::Plugin {
         return None;
     }
-    c.settings.get("plugin").and_then(|v| v.as_str()).map(str::to_owned)
+    c.settings
+        .get("plugin")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
 }
 
 pub(crate) async fn channels_of(plugins: &Plugins, id: &str) -> Result<Vec<Channel>> {
@@ -65,24 +70,35 @@ pub(crate) async fn channels_of(plugins: &Plugins, id: &str) -> Result<Vec<Chann
         .collect())
 }
 
-async fn channel_settings(plugins: &Plugins, channel: &ChannelId) -> Result<serde_json::Map<String, serde_json::Value>> {
+async fn channel_settings(
+    plugins: &Plugins,
+    channel: &ChannelId,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut conn = plugins.desk().store().read().await?;
-    Ok(store::get_settings(&mut conn, &format!("channel:{channel}"))
-        .await?
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default())
+    Ok(
+        store::get_settings(&mut conn, &format!("channel:{channel}"))
+            .await?
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default(),
+    )
 }
 
 fn polls(e: &Entry, settings: &serde_json::Map<String, serde_json::Value>) -> bool {
     match e.manifest.connector.as_ref().map(|c| c.delivery.as_str()) {
         Some("polling") => true,
-        Some("webhook_or_polling") => settings.get("mode").and_then(|v| v.as_str()) == Some("polling"),
+        Some("webhook_or_polling") => {
+            settings.get("mode").and_then(|v| v.as_str()) == Some("polling")
+        }
         _ => false,
     }
 }
 
-fn call_for(e: &Entry, channel: &ChannelId, settings: serde_json::Map<String, serde_json::Value>) -> Call {
+fn call_for(
+    e: &Entry,
+    channel: &ChannelId,
+    settings: serde_json::Map<String, serde_json::Value>,
+) -> Call {
     Call {
         ctx: CallContext {
             installation: format!("{}:{channel}", e.manifest.id),
@@ -106,7 +122,9 @@ pub(crate) async fn wire(plugins: &Plugins) -> anyhow::Result<()> {
     };
     for c in channels {
         let Some(pid) = plugin_of(&c) else { continue };
-        let entry = plugins.entry(&pid).filter(|e| e.manifest.kind == Kind::Connector && e.runnable().is_some());
+        let entry = plugins
+            .entry(&pid)
+            .filter(|e| e.manifest.kind == Kind::Connector && e.runnable().is_some());
         match entry {
             Some(e) if c.active => {
                 plugins.desk().connectors().register(
@@ -141,12 +159,18 @@ impl Connector for WasmConnector {
     fn deliver(&self, out: Outbound) -> BoxFuture<'_, Delivery> {
         Box::pin(async move {
             let Some(inner) = self.runtime.upgrade() else {
-                return Delivery::Retry { after: None, reason: "shutting down".into() };
+                return Delivery::Retry {
+                    after: None,
+                    reason: "shutting down".into(),
+                };
             };
             let plugins = Plugins { inner };
             match deliver(&plugins, &self.channel, out).await {
                 Ok(d) => d,
-                Err(e) => Delivery::Retry { after: None, reason: e.to_string() },
+                Err(e) => Delivery::Retry {
+                    after: None,
+                    reason: e.to_string(),
+                },
             }
         })
     }
@@ -154,13 +178,21 @@ impl Connector for WasmConnector {
 
 async fn deliver(plugins: &Plugins, channel: &ChannelId, out: Outbound) -> Result<Delivery> {
     let Some(pid) = plugin_of(&out.channel) else {
-        return Ok(Delivery::Failed { reason: "not a connector channel".into() });
+        return Ok(Delivery::Failed {
+            reason: "not a connector channel".into(),
+        });
     };
     let Some(e) = plugins.entry(&pid) else {
-        return Ok(Delivery::Retry { after: None, reason: format!("plugin `{pid}` is not installed") });
+        return Ok(Delivery::Retry {
+            after: None,
+            reason: format!("plugin `{pid}` is not installed"),
+        });
     };
     let Some(plugin) = e.runnable().cloned() else {
-        return Ok(Delivery::Retry { after: None, reason: format!("plugin `{pid}` is disabled") });
+        return Ok(Delivery::Retry {
+            after: None,
+            reason: format!("plugin `{pid}` is disabled"),
+        });
     };
     let mut files = Vec::new();
     for a in &out.message.attachments {
@@ -185,24 +217,44 @@ async fn deliver(plugins: &Plugins, channel: &ChannelId, out: Outbound) -> Resul
         )
         .await;
     Ok(match r {
-        Ok(id) => Delivery::Sent { external_id: Some(id) },
-        Err(CallError::Plugin { code, message, retryable: true }) => {
+        Ok(id) => Delivery::Sent {
+            external_id: Some(id),
+        },
+        Err(CallError::Plugin {
+            code,
+            message,
+            retryable: true,
+        }) => {
             let after = message
                 .strip_prefix("retry_after=")
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .filter(|_| code == "rate_limited")
                 .map(Duration::from_secs);
-            Delivery::Retry { after, reason: format!("{code}: {message}") }
+            Delivery::Retry {
+                after,
+                reason: format!("{code}: {message}"),
+            }
         }
-        Err(e) if e.retryable() => Delivery::Retry { after: None, reason: e.to_string() },
-        Err(e) => Delivery::Failed { reason: e.to_string() },
+        Err(e) if e.retryable() => Delivery::Retry {
+            after: None,
+            reason: e.to_string(),
+        },
+        Err(e) => Delivery::Failed {
+            reason: e.to_string(),
+        },
     })
 }
 
 /// Turns a connector's parsed messages into ingested ones: files are downloaded (under the
 /// plugin's grant) into the blob store, the sender's photo too. A file that cannot be fetched
 /// is named in the message text rather than dropped.
-async fn ingest_all(plugins: &Plugins, plugin: &Plugin, call: &Call, channel: &ChannelId, msgs: Vec<InboundMessage>) -> Result<usize> {
+async fn ingest_all(
+    plugins: &Plugins,
+    plugin: &Plugin,
+    call: &Call,
+    channel: &ChannelId,
+    msgs: Vec<InboundMessage>,
+) -> Result<usize> {
     let max = plugins.desk().options().max_file_bytes as usize;
     let mut n = 0;
     for m in msgs {
@@ -212,7 +264,10 @@ async fn ingest_all(plugins: &Plugins, plugin: &Plugin, call: &Call, channel: &C
             let name = f.name.clone().unwrap_or_else(|| "file".into());
             let fetched = match (f.data, &f.url) {
                 (Some(d), _) => Ok((d, f.content_type.clone())),
-                (None, Some(url)) => plugin.download(call, url, max).await.map(|(b, ct)| (b, f.content_type.clone().or(ct))),
+                (None, Some(url)) => plugin
+                    .download(call, url, max)
+                    .await
+                    .map(|(b, ct)| (b, f.content_type.clone().or(ct))),
                 (None, None) => Err("the connector gave neither bytes nor a URL".into()),
             };
             let stored = match fetched {
@@ -235,7 +290,9 @@ async fn ingest_all(plugins: &Plugins, plugin: &Plugin, call: &Call, channel: &C
                     if !text.is_empty() {
                         text.push('\n');
                     }
-                    text.push_str(&format!("[attachment «{name}» could not be received: {why}]"));
+                    text.push_str(&format!(
+                        "[attachment «{name}» could not be received: {why}]"
+                    ));
                 }
             }
         }
@@ -286,7 +343,10 @@ impl Plugins {
             let Ok(mut conn) = self.desk().store().read().await else {
                 return WebhookReply::error(503, "storage unavailable");
             };
-            directory::get_channel(&mut conn, channel_id).await.ok().flatten()
+            directory::get_channel(&mut conn, channel_id)
+                .await
+                .ok()
+                .flatten()
         };
         let Some(channel) = channel.filter(|c| c.active) else {
             return WebhookReply::error(404, "no such channel");
@@ -311,8 +371,11 @@ impl Plugins {
             .and_then(|w| w.secret_config_key.clone())
             .unwrap_or_default();
         let secret = settings.get(&secret_key).and_then(|v| v.as_str());
-        if let Err(why) = ferrydesk_plugin_host::verify_webhook(&e.manifest, secret, &req.headers, &req.body) {
-            metrics::counter!("ferrydesk_webhook_rejected_total", "plugin" => pid.clone()).increment(1);
+        if let Err(why) =
+            ferrydesk_plugin_host::verify_webhook(&e.manifest, secret, &req.headers, &req.body)
+        {
+            metrics::counter!("ferrydesk_webhook_rejected_total", "plugin" => pid.clone())
+                .increment(1);
             tracing::info!(channel = %channel_id, reason = %why, "webhook rejected");
             return WebhookReply::error(401, why);
         }
@@ -326,7 +389,11 @@ impl Plugins {
             }
         };
         if let Err(err) = ingest_all(self, &plugin, &call, channel_id, messages).await {
-            let status = if matches!(err, Error::Invalid { .. }) { 400 } else { 503 };
+            let status = if matches!(err, Error::Invalid { .. }) {
+                400
+            } else {
+                503
+            };
             return WebhookReply::error(status, err.to_string());
         }
         if let Err(err) = plugin.commit_kv(&call, writes).await {
@@ -352,9 +419,17 @@ impl Plugins {
         let e = self
             .entry(plugin)
             .filter(|e| e.manifest.kind == Kind::Connector)
-            .ok_or_else(|| Error::invalid("plugin", format!("no connector plugin `{plugin}` is installed")))?;
+            .ok_or_else(|| {
+                Error::invalid(
+                    "plugin",
+                    format!("no connector plugin `{plugin}` is installed"),
+                )
+            })?;
         if e.runnable().is_none() {
-            return Err(Error::invalid("plugin", format!("plugin `{plugin}` is not enabled")));
+            return Err(Error::invalid(
+                "plugin",
+                format!("plugin `{plugin}` is not enabled"),
+            ));
         }
         let merged = merge_secrets(&e.manifest, &Default::default(), config)?;
         e.manifest.check_config(&merged).map_err(|err| {
@@ -364,23 +439,37 @@ impl Plugins {
             }
             err
         })?;
-        let channel_type = e.manifest.connector.as_ref().map(|c| c.channel_type.clone()).unwrap_or_default();
+        let channel_type = e
+            .manifest
+            .connector
+            .as_ref()
+            .map(|c| c.channel_type.clone())
+            .unwrap_or_default();
         let channel = self
             .desk()
             .create_plugin_channel(p, plugin, &channel_type, name, queue_id)
             .await?;
-        self.save_channel_config(&channel.id, plugin, &merged).await?;
+        self.save_channel_config(&channel.id, plugin, &merged)
+            .await?;
         self.after_channel_change(&channel).await
     }
 
     /// Replaces a connector channel's settings and runs `setup` again.
-    pub async fn configure_channel(&self, p: &Principal, id: &ChannelId, config: serde_json::Value) -> Result<ConnectorChannel> {
+    pub async fn configure_channel(
+        &self,
+        p: &Principal,
+        id: &ChannelId,
+        config: serde_json::Value,
+    ) -> Result<ConnectorChannel> {
         p.require(Role::Admin)?;
         let channel = {
             let mut conn = self.desk().store().read().await?;
-            directory::get_channel(&mut conn, id).await?.ok_or(Error::not_found("channel"))?
+            directory::get_channel(&mut conn, id)
+                .await?
+                .ok_or(Error::not_found("channel"))?
         };
-        let pid = plugin_of(&channel).ok_or_else(|| Error::invalid("channel", "not a connector channel"))?;
+        let pid = plugin_of(&channel)
+            .ok_or_else(|| Error::invalid("channel", "not a connector channel"))?;
         let e = self.entry(&pid).ok_or(Error::not_found("plugin"))?;
         let old = channel_settings(self, id).await?;
         let merged = merge_secrets(&e.manifest, &old, config)?;
@@ -394,7 +483,9 @@ impl Plugins {
         p.require(Role::Admin)?;
         let channel = {
             let mut conn = self.desk().store().read().await?;
-            directory::get_channel(&mut conn, id).await?.ok_or(Error::not_found("channel"))?
+            directory::get_channel(&mut conn, id)
+                .await?
+                .ok_or(Error::not_found("channel"))?
         };
         let pid = plugin_of(&channel).ok_or(Error::not_found("channel"))?;
         let e = self.entry(&pid).ok_or(Error::not_found("plugin"))?;
@@ -407,9 +498,21 @@ impl Plugins {
         })
     }
 
-    async fn save_channel_config(&self, id: &ChannelId, plugin: &str, config: &serde_json::Value) -> Result<()> {
+    async fn save_channel_config(
+        &self,
+        id: &ChannelId,
+        plugin: &str,
+        config: &serde_json::Value,
+    ) -> Result<()> {
         let mut tx = self.desk().store().begin().await?;
-        store::put_settings(&mut tx, &format!("channel:{id}"), plugin, &config.to_string(), now()).await?;
+        store::put_settings(
+            &mut tx,
+            &format!("channel:{id}"),
+            plugin,
+            &config.to_string(),
+            now(),
+        )
+        .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         Ok(())
     }
@@ -426,7 +529,9 @@ impl Plugins {
                 .map(|e| e.to_string()),
             None => Some(format!("plugin `{pid}` is disabled")),
         };
-        wire(self).await.map_err(|e| Error::Internal(e.to_string()))?;
+        wire(self)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(ConnectorChannel {
             webhook_path: format!("/api/v1/channels/{}/webhook", channel.id),
             config: mask(&e, &settings),
@@ -452,7 +557,9 @@ fn mask(e: &Entry, settings: &serde_json::Map<String, serde_json::Value>) -> ser
 }
 
 fn start_poller(plugins: &Plugins, channel: &ChannelId) {
-    let Ok(mut pollers) = plugins.inner.pollers.lock() else { return };
+    let Ok(mut pollers) = plugins.inner.pollers.lock() else {
+        return;
+    };
     if pollers.get(channel).is_some_and(|h| !h.is_finished()) {
         return;
     }
@@ -497,7 +604,9 @@ async fn claim_poll_lease(plugins: &Plugins, channel: &ChannelId) -> Result<bool
 async fn poll_loop(runtime: Weak<Inner>, channel: ChannelId) {
     let mut failures: u32 = 0;
     loop {
-        let Some(inner) = runtime.upgrade() else { return };
+        let Some(inner) = runtime.upgrade() else {
+            return;
+        };
         let plugins = Plugins { inner };
         let pause = match poll_once(&plugins, &channel).await {
             Ok(true) => {
@@ -525,11 +634,16 @@ async fn poll_once(plugins: &Plugins, channel: &ChannelId) -> Result<bool> {
     }
     let ch = {
         let mut conn = plugins.desk().store().read().await?;
-        directory::get_channel(&mut conn, channel).await?.ok_or(Error::not_found("channel"))?
+        directory::get_channel(&mut conn, channel)
+            .await?
+            .ok_or(Error::not_found("channel"))?
     };
     let pid = plugin_of(&ch).ok_or(Error::not_found("channel"))?;
     let e = plugins.entry(&pid).ok_or(Error::not_found("plugin"))?;
-    let plugin = e.runnable().cloned().ok_or_else(|| Error::conflict("plugin_disabled", "disabled"))?;
+    let plugin = e
+        .runnable()
+        .cloned()
+        .ok_or_else(|| Error::conflict("plugin_disabled", "disabled"))?;
     let call = call_for(&e, channel, channel_settings(plugins, channel).await?);
     let (r, writes) = plugin.connector_poll(&call).await;
     let msgs = r.map_err(|e| crate::actions::call_error(&pid, e))?;

@@ -4,8 +4,10 @@
 
 use std::sync::Weak;
 
-use handlebars::{Context, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson};
 use ferrydesk_plugin_host::{Call, CallContext};
+use handlebars::{
+    Context, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
+};
 
 use crate::{Entry, Inner, Plugins};
 
@@ -47,9 +49,18 @@ impl HelperDef for PluginHelper {
         let call = Call {
             ctx: CallContext {
                 installation: self.plugin.clone(),
-                actor: data.pointer("/operator/id").and_then(|v| v.as_str()).map(str::to_owned),
-                chat: data.pointer("/chat/id").and_then(|v| v.as_str()).map(str::to_owned),
-                contact: data.pointer("/contact/id").and_then(|v| v.as_str()).map(str::to_owned),
+                actor: data
+                    .pointer("/operator/id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
+                chat: data
+                    .pointer("/chat/id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
+                contact: data
+                    .pointer("/contact/id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
                 locale: data
                     .pointer("/operator/locale")
                     .and_then(|v| v.as_str())
@@ -66,7 +77,12 @@ impl HelperDef for PluginHelper {
         let out = tokio::task::block_in_place(|| {
             rt.block_on(plugin.render(&call, &helper, &params, &hash, &data))
         })
-        .map_err(|e| fail(format!("{{{{{}}}}} (plugin `{}`): {e}", self.helper, self.plugin)))?;
+        .map_err(|e| {
+            fail(format!(
+                "{{{{{}}}}} (plugin `{}`): {e}",
+                self.helper, self.plugin
+            ))
+        })?;
         Ok(ScopedJson::Derived(serde_json::Value::String(out)))
     }
 }

@@ -122,7 +122,10 @@ impl Entry {
             None
         }
     }
-    pub fn settings_for(&self, values: serde_json::Map<String, serde_json::Value>) -> Arc<Settings> {
+    pub fn settings_for(
+        &self,
+        values: serde_json::Map<String, serde_json::Value>,
+    ) -> Arc<Settings> {
         Arc::new(Settings {
             values,
             granted_hosts: self.grant.hosts.clone(),
@@ -156,11 +159,17 @@ struct DeskServices {
 }
 
 impl ferrydesk_plugin_host::Services for DeskServices {
-    fn kv_get(&self, scope: &str, key: &str) -> BoxFuture<'_, std::result::Result<Option<Vec<u8>>, String>> {
+    fn kv_get(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> BoxFuture<'_, std::result::Result<Option<Vec<u8>>, String>> {
         let (scope, key) = (scope.to_owned(), key.to_owned());
         Box::pin(async move {
             let mut conn = self.desk.store().read().await.map_err(|e| e.to_string())?;
-            let v = store::kv_get(&mut conn, &scope, &key).await.map_err(|e| e.to_string())?;
+            let v = store::kv_get(&mut conn, &scope, &key)
+                .await
+                .map_err(|e| e.to_string())?;
             v.map(|s| {
                 base64::engine::general_purpose::STANDARD
                     .decode(s)
@@ -221,11 +230,24 @@ fn now() -> i64 {
 fn manifest_error(e: manifest::Error) -> Error {
     let p = e.problems.first();
     Error::invalid(
-        p.map(|p| if p.pointer.is_empty() { "/".to_owned() } else { p.pointer.clone() })
-            .unwrap_or_default(),
+        p.map(|p| {
+            if p.pointer.is_empty() {
+                "/".to_owned()
+            } else {
+                p.pointer.clone()
+            }
+        })
+        .unwrap_or_default(),
         e.problems
             .iter()
-            .map(|p| p.to_string())
+            .enumerate()
+            .map(|(i, p)| {
+                if i == 0 {
+                    p.message.clone()
+                } else {
+                    p.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("; "),
     )
@@ -344,7 +366,10 @@ impl Plugins {
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
         let (plugin, error) = match wasm {
-            None => (None, Some("the component is missing from the database".to_owned())),
+            None => (
+                None,
+                Some("the component is missing from the database".to_owned()),
+            ),
             Some(b64) => match base64::engine::general_purpose::STANDARD.decode(b64) {
                 Err(e) => (None, Some(format!("the stored component is corrupt: {e}"))),
                 Ok(wasm) => match self.inner.host.load(manifest.clone(), &wasm).await {
@@ -402,7 +427,10 @@ impl Plugins {
             description: localized_json(&m.description),
             enabled: e.row.enabled,
             error: e.error.clone(),
-            capabilities: raw.get("capabilities").cloned().unwrap_or(serde_json::json!({})),
+            capabilities: raw
+                .get("capabilities")
+                .cloned()
+                .unwrap_or(serde_json::json!({})),
             limits: raw.get("limits").cloned().unwrap_or(serde_json::json!({})),
             granted: e.grant.clone(),
             config_schema: m.config_schema.clone().unwrap_or(serde_json::json!({})),
@@ -412,7 +440,11 @@ impl Plugins {
             helpers: raw.get("helpers").cloned().unwrap_or(serde_json::json!([])),
             connector: raw.get("connector").cloned().unwrap_or_default(),
             sha256: e.row.sha256.clone(),
-            stats: e.plugin.as_ref().map(|p| p.stats().into()).unwrap_or_default(),
+            stats: e
+                .plugin
+                .as_ref()
+                .map(|p| p.stats().into())
+                .unwrap_or_default(),
             updated_at: Ts(e.row.updated_at),
         }
     }
@@ -453,7 +485,10 @@ impl Plugins {
         if !m.api_supported() {
             return Err(Error::invalid(
                 "/api_version",
-                format!("this server implements plugin API {:?}", manifest::SUPPORTED_API_VERSIONS),
+                format!(
+                    "this server implements plugin API {:?}",
+                    manifest::SUPPORTED_API_VERSIONS
+                ),
             ));
         }
         let plugin = self
@@ -481,16 +516,22 @@ impl Plugins {
                 if m.version <= old_version {
                     return Err(Error::invalid(
                         "/version",
-                        format!("an upgrade needs a version greater than the installed {old_version}"),
+                        format!(
+                            "an upgrade needs a version greater than the installed {old_version}"
+                        ),
                     ));
                 }
                 if old.kind != kind_str(m.kind) {
-                    return Err(Error::invalid("/kind", format!("the installed plugin is a {}", old.kind)));
+                    return Err(Error::invalid(
+                        "/kind",
+                        format!("the installed plugin is a {}", old.kind),
+                    ));
                 }
                 // Grants carry over only for what the new manifest still asks for.
                 let mut g: Grant = serde_json::from_str(&old.granted).unwrap_or_default();
                 let asked = m.capabilities.http.as_ref();
-                g.hosts.retain(|h| asked.is_some_and(|a| a.allowed_hosts.contains(h)));
+                g.hosts
+                    .retain(|h| asked.is_some_and(|a| a.allowed_hosts.contains(h)));
                 g.private &= asked.is_some_and(|a| a.allow_private);
                 (old.enabled, g, old.installed_at)
             }
@@ -515,7 +556,9 @@ impl Plugins {
         .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         drop(_guard);
-        self.sync().await.map_err(|e| Error::Internal(e.to_string()))?;
+        self.sync()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         tracing::info!(plugin = %m.id, version = %m.version, upgrade, "plugin installed");
         let e = self.entry(&m.id).ok_or(Error::not_found("plugin"))?;
         Ok(self.info(&e))
@@ -523,13 +566,21 @@ impl Plugins {
 
     /// Enables a plugin with the grants the admin approves (by default, every origin the
     /// manifest names and no private addresses).
-    pub async fn enable(&self, p: Option<&Principal>, id: &str, grant: Option<Grant>) -> Result<PluginInfo> {
+    pub async fn enable(
+        &self,
+        p: Option<&Principal>,
+        id: &str,
+        grant: Option<Grant>,
+    ) -> Result<PluginInfo> {
         if let Some(p) = p {
             p.require(Role::Admin)?;
         }
         let e = self.entry(id).ok_or(Error::not_found("plugin"))?;
         if let Some(err) = &e.error {
-            return Err(Error::conflict("plugin_broken", format!("plugin `{id}` cannot be loaded: {err}")));
+            return Err(Error::conflict(
+                "plugin_broken",
+                format!("plugin `{id}` cannot be loaded: {err}"),
+            ));
         }
         let asked = e.manifest.capabilities.http.clone().unwrap_or_default();
         let grant = grant.unwrap_or_else(|| Grant {
@@ -545,10 +596,15 @@ impl Plugins {
             }
         }
         if grant.private && !asked.allow_private {
-            return Err(Error::invalid("grant.private", "the manifest does not ask for private addresses"));
+            return Err(Error::invalid(
+                "grant.private",
+                "the manifest does not ask for private addresses",
+            ));
         }
         if e.manifest.kind != Kind::Connector
-            && let Err(err) = e.manifest.check_config(&serde_json::Value::Object(e.settings.clone()))
+            && let Err(err) = e
+                .manifest
+                .check_config(&serde_json::Value::Object(e.settings.clone()))
         {
             return Err(Error::conflict(
                 "plugin_not_configured",
@@ -576,30 +632,44 @@ impl Plugins {
             }
             tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         }
-        self.sync().await.map_err(|e| Error::Internal(e.to_string()))?;
+        self.sync()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let e = self.entry(id).ok_or(Error::not_found("plugin"))?;
         Ok(self.info(&e))
     }
 
     /// Replaces a plugin's settings (validated against `config_schema`). A secret that is
     /// absent keeps its stored value; `null` clears it.
-    pub async fn configure(&self, p: Option<&Principal>, id: &str, config: serde_json::Value) -> Result<PluginInfo> {
+    pub async fn configure(
+        &self,
+        p: Option<&Principal>,
+        id: &str,
+        config: serde_json::Value,
+    ) -> Result<PluginInfo> {
         if let Some(p) = p {
             p.require(Role::Admin)?;
         }
         let e = self.entry(id).ok_or(Error::not_found("plugin"))?;
         let merged = merge_secrets(&e.manifest, &e.settings, config)?;
-        e.manifest
-            .check_config(&merged)
-            .map_err(manifest_error)?;
+        e.manifest.check_config(&merged).map_err(manifest_error)?;
         {
             let _guard = self.inner.reload.lock().await;
             let mut tx = self.desk().store().begin().await?;
-            store::put_settings(&mut tx, &format!("plugin:{id}"), id, &merged.to_string(), now()).await?;
+            store::put_settings(
+                &mut tx,
+                &format!("plugin:{id}"),
+                id,
+                &merged.to_string(),
+                now(),
+            )
+            .await?;
             store::touch(&mut tx, id, now()).await?;
             tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         }
-        self.sync().await.map_err(|e| Error::Internal(e.to_string()))?;
+        self.sync()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let e = self.entry(id).ok_or(Error::not_found("plugin"))?;
         Ok(self.info(&e))
     }
@@ -616,7 +686,11 @@ impl Plugins {
                 "plugin_in_use",
                 format!(
                     "channels {} use plugin `{id}`; delete or deactivate them first",
-                    channels.iter().map(|c| format!("«{}»", c.name)).collect::<Vec<_>>().join(", ")
+                    channels
+                        .iter()
+                        .map(|c| format!("«{}»", c.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -633,18 +707,28 @@ impl Plugins {
                 .map_err(ferrydesk_store::Error::from)?;
             tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         }
-        self.sync().await.map_err(|e| Error::Internal(e.to_string()))?;
+        self.sync()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(())
     }
 
     /// Installs (or upgrades to a newer version of) every plugin directory in `dir` that holds a
     /// built component, and enables those that need no settings. For the demo.
-    pub async fn install_dir_all(&self, dir: &std::path::Path, enable: &[&str]) -> Result<Vec<String>> {
+    pub async fn install_dir_all(
+        &self,
+        dir: &std::path::Path,
+        enable: &[&str],
+    ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let Ok(read) = std::fs::read_dir(dir) else {
             return Ok(out);
         };
-        let mut dirs: Vec<_> = read.flatten().map(|d| d.path()).filter(|p| p.join("plugin.json").exists()).collect();
+        let mut dirs: Vec<_> = read
+            .flatten()
+            .map(|d| d.path())
+            .filter(|p| p.join("plugin.json").exists())
+            .collect();
         dirs.sort();
         for d in dirs {
             let pkg = match package::read_dir(&d) {
@@ -704,7 +788,9 @@ pub(crate) fn merge_secrets(
             Some(serde_json::Value::Null) => {
                 new.remove(&key);
             }
-            Some(serde_json::Value::Object(o)) if o.get("set") == Some(&serde_json::Value::Bool(true)) => {
+            Some(serde_json::Value::Object(o))
+                if o.get("set") == Some(&serde_json::Value::Bool(true)) =>
+            {
                 // The masked value the API showed, sent back unchanged.
                 match old.get(&key) {
                     Some(v) => new.insert(key, v.clone()),

@@ -60,7 +60,11 @@ pub fn read_tar(bytes: &[u8]) -> Result<Package, Error> {
             .to_string_lossy()
             .trim_start_matches("./")
             .to_owned();
-        let limit = if name == "plugin.json" { MAX_MANIFEST } else { MAX_COMPONENT };
+        let limit = if name == "plugin.json" {
+            MAX_MANIFEST
+        } else {
+            MAX_COMPONENT
+        };
         if entry.size() > limit {
             return Err(invalid(format!("{name} is larger than {limit} bytes")));
         }
@@ -85,7 +89,10 @@ pub fn read_tar(bytes: &[u8]) -> Result<Package, Error> {
         .ok_or_else(|| invalid(format!("the archive has no {path}")))?;
     let v: serde_json::Value =
         serde_json::from_str(&manifest_text).map_err(|e| invalid(e.to_string()))?;
-    if v.pointer("/component/sha256").and_then(|s| s.as_str()).is_none() {
+    if v.pointer("/component/sha256")
+        .and_then(|s| s.as_str())
+        .is_none()
+    {
         return Err(Error::invalid(
             "/component/sha256",
             "a packaged plugin must carry its component's SHA-256 (use `ferrydesk plugin pack`)",
@@ -105,7 +112,10 @@ fn component_path(manifest_text: &str) -> Result<String, Error> {
         .and_then(|p| p.as_str())
         .ok_or_else(|| Error::invalid("/component/path", "is required"))?;
     if p.contains("..") || p.starts_with('/') {
-        return Err(Error::invalid("/component/path", "must be a relative path inside the package"));
+        return Err(Error::invalid(
+            "/component/path",
+            "must be a relative path inside the package",
+        ));
     }
     Ok(p.to_owned())
 }
@@ -124,7 +134,10 @@ pub fn pack(dir: &Path) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     {
         let mut b = tar::Builder::new(&mut out);
-        for (name, data) in [("plugin.json", &manifest[..]), (path.as_str(), &pkg.wasm[..])] {
+        for (name, data) in [
+            ("plugin.json", &manifest[..]),
+            (path.as_str(), &pkg.wasm[..]),
+        ] {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);

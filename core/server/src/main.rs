@@ -110,7 +110,10 @@ async fn start_desk(cfg: &Config) -> anyhow::Result<Desk> {
     Ok(Desk::start(store, blobs, opts).await?)
 }
 
-pub(crate) async fn start_plugins(cfg: &Config, desk: &Desk) -> anyhow::Result<ferrydesk_plugins::Plugins> {
+pub(crate) async fn start_plugins(
+    cfg: &Config,
+    desk: &Desk,
+) -> anyhow::Result<ferrydesk_plugins::Plugins> {
     ferrydesk_plugins::Plugins::start(desk.clone(), cfg.data_dir.join("plugin-cache")).await
 }
 
@@ -185,14 +188,20 @@ async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("seeding demo data: {e}"))?;
         let installed = plugins
-            .install_dir_all(&cfg.plugins_dir, &["greeting", "create-case", "webhook", "telegram"])
+            .install_dir_all(
+                &cfg.plugins_dir,
+                &["greeting", "create-case", "webhook", "telegram"],
+            )
             .await
             .map_err(|e| anyhow::anyhow!("installing demo plugins: {e}"))?;
         println!("\nFerrydesk demo is running at {url}/");
         println!("  widget demo page:  {url}/widget/demo");
         println!("  API (OpenAPI):     {url}/api/openapi.json");
         if installed.is_empty() {
-            println!("  plugins:           none found in {} (run plugins/build.sh)", cfg.plugins_dir.display());
+            println!(
+                "  plugins:           none found in {} (run plugins/build.sh)",
+                cfg.plugins_dir.display()
+            );
         } else {
             println!("  plugins:           {}", installed.join(", "));
         }

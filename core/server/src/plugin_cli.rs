@@ -59,12 +59,22 @@ pub enum PluginCmd {
 
 pub async fn run(cmd: PluginCmd, cfg: &Config) -> anyhow::Result<()> {
     match cmd {
-        PluginCmd::New { name, kind, dir, sdk } => scaffold(&name, &kind, dir, sdk),
+        PluginCmd::New {
+            name,
+            kind,
+            dir,
+            sdk,
+        } => scaffold(&name, &kind, dir, sdk),
         PluginCmd::Check { dir } => check(&dir).await,
         PluginCmd::Pack { dir, output } => {
-            let bytes = ferrydesk_plugins::package::pack(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let bytes =
+                ferrydesk_plugins::package::pack(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
             let out = output.unwrap_or_else(|| {
-                let name = dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "plugin".into());
+                let name = dir
+                    .canonicalize()
+                    .ok()
+                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| "plugin".into());
                 PathBuf::from(format!("{name}.fdplugin.tar"))
             });
             std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
@@ -80,7 +90,11 @@ async fn manage(cmd: PluginCmd, cfg: &Config) -> anyhow::Result<()> {
     let plugins = crate::start_plugins(cfg, &desk).await?;
     let e = |e: ferrydesk_desk::Error| anyhow::anyhow!("{e}");
     match cmd {
-        PluginCmd::Install { path, upgrade, enable } => {
+        PluginCmd::Install {
+            path,
+            upgrade,
+            enable,
+        } => {
             let pkg = if path.is_dir() {
                 ferrydesk_plugins::package::read_dir(&path)
             } else {
@@ -107,7 +121,9 @@ async fn manage(cmd: PluginCmd, cfg: &Config) -> anyhow::Result<()> {
             }
         }
         PluginCmd::Enable { id, allow_private } => {
-            let info = plugins.get_unchecked(&id).ok_or_else(|| anyhow::anyhow!("plugin `{id}` is not installed"))?;
+            let info = plugins
+                .get_unchecked(&id)
+                .ok_or_else(|| anyhow::anyhow!("plugin `{id}` is not installed"))?;
             let grant = ferrydesk_plugins::Grant {
                 hosts: info
                     .capabilities
@@ -124,7 +140,8 @@ async fn manage(cmd: PluginCmd, cfg: &Config) -> anyhow::Result<()> {
             println!("disabled {id}");
         }
         PluginCmd::Config { id, json } => {
-            let v: serde_json::Value = serde_json::from_str(&json).context("the settings must be a JSON object")?;
+            let v: serde_json::Value =
+                serde_json::from_str(&json).context("the settings must be a JSON object")?;
             plugins.configure(None, &id, v).await.map_err(e)?;
             println!("configured {id}");
         }
@@ -132,14 +149,17 @@ async fn manage(cmd: PluginCmd, cfg: &Config) -> anyhow::Result<()> {
             plugins.uninstall(None, &id).await.map_err(e)?;
             println!("uninstalled {id}");
         }
-        PluginCmd::New { .. } | PluginCmd::Check { .. } | PluginCmd::Pack { .. } => unreachable!("handled above"),
+        PluginCmd::New { .. } | PluginCmd::Check { .. } | PluginCmd::Pack { .. } => {
+            unreachable!("handled above")
+        }
     }
     desk.shutdown();
     Ok(())
 }
 
 async fn check(dir: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(dir.join("plugin.json")).with_context(|| format!("reading {}/plugin.json", dir.display()))?;
+    let text = std::fs::read_to_string(dir.join("plugin.json"))
+        .with_context(|| format!("reading {}/plugin.json", dir.display()))?;
     let manifest = match ferrydesk_plugin_host::manifest::parse(&text) {
         Ok(m) => m,
         Err(e) => {
@@ -149,10 +169,20 @@ async fn check(dir: &Path) -> anyhow::Result<()> {
             anyhow::bail!("the manifest is invalid ({} problem(s))", e.problems.len());
         }
     };
-    println!("manifest ok: {} {} ({:?}, API {})", manifest.id, manifest.version, manifest.kind, manifest.api_version);
+    println!(
+        "manifest ok: {} {} ({:?}, API {})",
+        manifest.id, manifest.version, manifest.kind, manifest.api_version
+    );
     let host = ferrydesk_plugin_host::testing::TestHost::new()?;
-    let plugin = host.load_dir(dir).await.context("the component does not load")?;
-    println!("component ok: {} bytes, sha256 {}", std::fs::metadata(dir.join(&manifest.component.path))?.len(), plugin.sha256());
+    let plugin = host
+        .load_dir(dir)
+        .await
+        .context("the component does not load")?;
+    println!(
+        "component ok: {} bytes, sha256 {}",
+        std::fs::metadata(dir.join(&manifest.component.path))?.len(),
+        plugin.sha256()
+    );
     for a in &manifest.actions {
         println!("  action {}", a.id);
     }
@@ -160,20 +190,32 @@ async fn check(dir: &Path) -> anyhow::Result<()> {
         println!("  helper {{{{{}}}}}", h.name);
     }
     if let Some(c) = &manifest.connector {
-        println!("  connector for `{}` channels ({})", c.channel_type, c.delivery);
+        println!(
+            "  connector for `{}` channels ({})",
+            c.channel_type, c.delivery
+        );
     }
     Ok(())
 }
 
-fn scaffold(name: &str, kind: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+fn scaffold(
+    name: &str,
+    kind: &str,
+    dir: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
         && !name.contains("--");
     if !valid {
-        anyhow::bail!("`{name}`: a plugin id is kebab-case: lowercase letters, digits and single dashes");
+        anyhow::bail!(
+            "`{name}`: a plugin id is kebab-case: lowercase letters, digits and single dashes"
+        );
     }
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {

@@ -17,7 +17,18 @@ pub struct PluginRow {
     pub updated_at: i64,
 }
 
-type RawRow = (String, String, String, String, String, i64, String, Option<String>, i64, i64);
+type RawRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    i64,
+    i64,
+);
 
 fn from_raw(r: RawRow) -> PluginRow {
     PluginRow {
@@ -87,15 +98,14 @@ pub async fn set_enabled(
     granted: &str,
     now: i64,
 ) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE plugins SET enabled = $2, granted = $3, updated_at = $4 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(i64::from(enabled))
-    .bind(granted)
-    .bind(now)
-    .execute(conn)
-    .await?;
+    let r =
+        sqlx::query("UPDATE plugins SET enabled = $2, granted = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(i64::from(enabled))
+            .bind(granted)
+            .bind(now)
+            .execute(conn)
+            .await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -218,12 +228,7 @@ pub async fn kv_put(conn: &mut Conn, scope: &str, key: &str, value: Option<&str>
     Ok(())
 }
 
-pub async fn outbox_insert(
-    conn: &mut Conn,
-    message: &str,
-    channel: &str,
-    now: i64,
-) -> Result<()> {
+pub async fn outbox_insert(conn: &mut Conn, message: &str, channel: &str, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO outbox (message_id, channel_id, attempts, next_at, created_at) \
          VALUES ($1, $2, 0, $3, $3) ON CONFLICT (message_id) DO NOTHING",

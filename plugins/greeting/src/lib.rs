@@ -61,12 +61,32 @@ pub fn civil(days: i64) -> (i64, u32, u32) {
 }
 
 const MONTHS_EN: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 const MONTHS_RU: [&str; 12] = [
-    "января", "февраля", "марта", "апреля", "мая", "июня", "июля", "августа", "сентября", "октября",
-    "ноября", "декабря",
+    "января",
+    "февраля",
+    "марта",
+    "апреля",
+    "мая",
+    "июня",
+    "июля",
+    "августа",
+    "сентября",
+    "октября",
+    "ноября",
+    "декабря",
 ];
 
 /// Formats unix milliseconds (already shifted to local time) in `lang`, `style` short or long.
@@ -81,7 +101,13 @@ pub fn format_date(ms: i64, lang: &str, style: &str) -> String {
 }
 
 impl Helpers for Greeting {
-    fn render(ctx: &Ctx, helper: &str, params: &[Json], hash: &Json, context: &Json) -> PluginResult<String> {
+    fn render(
+        ctx: &Ctx,
+        helper: &str,
+        params: &[Json],
+        hash: &Json,
+        context: &Json,
+    ) -> PluginResult<String> {
         let lang = language(ctx, hash, context);
         let offset = utc_offset(ctx, hash) * 60_000;
         match helper {
@@ -92,13 +118,24 @@ impl Helpers for Greeting {
             "format_date" => {
                 let ms = match params.first() {
                     None | Some(Json::Null) => now_ms(),
-                    Some(Json::Number(n)) => n.as_i64().ok_or_else(|| PluginError::invalid_input("format_date: the date must be unix milliseconds"))?,
-                    Some(other) => return Err(PluginError::invalid_input(format!("format_date: expected unix milliseconds, got {other}"))),
+                    Some(Json::Number(n)) => n.as_i64().ok_or_else(|| {
+                        PluginError::invalid_input(
+                            "format_date: the date must be unix milliseconds",
+                        )
+                    })?,
+                    Some(other) => {
+                        return Err(PluginError::invalid_input(format!(
+                            "format_date: expected unix milliseconds, got {other}"
+                        )));
+                    }
                 };
                 let style = hash.get("style").and_then(Json::as_str).unwrap_or("short");
                 Ok(format_date(ms + offset, &lang, style))
             }
-            other => Err(PluginError::new("unknown_helper", format!("no helper `{other}` in this plugin"))),
+            other => Err(PluginError::new(
+                "unknown_helper",
+                format!("no helper `{other}` in this plugin"),
+            )),
         }
     }
 }

@@ -40,12 +40,21 @@ pub fn result_of(status: u16, body: &Json) -> PluginResult<Json> {
             .pointer("/parameters/retry_after")
             .and_then(Json::as_u64)
             .unwrap_or(1);
-        return Err(PluginError::retryable("rate_limited", format!("retry_after={after}")));
+        return Err(PluginError::retryable(
+            "rate_limited",
+            format!("retry_after={after}"),
+        ));
     }
     if status >= 500 || status == 0 {
-        return Err(PluginError::retryable("upstream_unavailable", format!("Telegram answered {status}: {description}")));
+        return Err(PluginError::retryable(
+            "upstream_unavailable",
+            format!("Telegram answered {status}: {description}"),
+        ));
     }
-    Err(PluginError::new("rejected", format!("Telegram answered {status}: {description}")))
+    Err(PluginError::new(
+        "rejected",
+        format!("Telegram answered {status}: {description}"),
+    ))
 }
 
 fn call(ctx: &Ctx, method: &str, body: &Json) -> PluginResult<Json> {
@@ -60,7 +69,9 @@ fn file_url(ctx: &Ctx, file_id: &str) -> PluginResult<String> {
     let path = file
         .get("file_path")
         .and_then(Json::as_str)
-        .ok_or_else(|| PluginError::retryable("upstream_invalid", "getFile returned no file_path"))?;
+        .ok_or_else(|| {
+            PluginError::retryable("upstream_invalid", "getFile returned no file_path")
+        })?;
     Ok(format!("{}/file/bot{}/{path}", base(ctx), token(ctx)?))
 }
 
@@ -71,7 +82,12 @@ fn profile_photo(ctx: &Ctx, user_id: i64) -> Option<String> {
         return None;
     }
     let _ = store::set(&key, b"1");
-    let photos = call(ctx, "getUserProfilePhotos", &json!({ "user_id": user_id, "limit": 1 })).ok()?;
+    let photos = call(
+        ctx,
+        "getUserProfilePhotos",
+        &json!({ "user_id": user_id, "limit": 1 }),
+    )
+    .ok()?;
     let sizes = photos.pointer("/photos/0")?.as_array()?;
     let file_id = sizes.last()?.get("file_id")?.as_str()?;
     file_url(ctx, file_id).ok()
@@ -98,11 +114,16 @@ fn parse_update(ctx: &Ctx, update: &Json) -> PluginResult<Option<InboundMessage>
         .collect::<Vec<_>>()
         .join(" ");
     let name = if name.is_empty() {
-        from.get("username").and_then(Json::as_str).map(str::to_owned)
+        from.get("username")
+            .and_then(Json::as_str)
+            .map(str::to_owned)
     } else {
         Some(name)
     };
-    let photo_url = from.get("id").and_then(Json::as_i64).and_then(|id| profile_photo(ctx, id));
+    let photo_url = from
+        .get("id")
+        .and_then(Json::as_i64)
+        .and_then(|id| profile_photo(ctx, id));
     let text = msg
         .get("text")
         .or_else(|| msg.get("caption"))
@@ -110,10 +131,18 @@ fn parse_update(ctx: &Ctx, update: &Json) -> PluginResult<Option<InboundMessage>
         .unwrap_or("")
         .to_owned();
     let mut files = Vec::new();
-    if let Some(largest) = msg.get("photo").and_then(Json::as_array).and_then(|s| s.last())
+    if let Some(largest) = msg
+        .get("photo")
+        .and_then(Json::as_array)
+        .and_then(|s| s.last())
         && let Some(id) = largest.get("file_id").and_then(Json::as_str)
     {
-        files.push(FileRef { url: Some(file_url(ctx, id)?), data: None, name: Some(format!("photo-{message_id}.jpg")), content_type: Some("image/jpeg".into()) });
+        files.push(FileRef {
+            url: Some(file_url(ctx, id)?),
+            data: None,
+            name: Some(format!("photo-{message_id}.jpg")),
+            content_type: Some("image/jpeg".into()),
+        });
     }
     if let Some(doc) = msg.get("document")
         && let Some(id) = doc.get("file_id").and_then(Json::as_str)
@@ -121,8 +150,14 @@ fn parse_update(ctx: &Ctx, update: &Json) -> PluginResult<Option<InboundMessage>
         files.push(FileRef {
             url: Some(file_url(ctx, id)?),
             data: None,
-            name: doc.get("file_name").and_then(Json::as_str).map(str::to_owned),
-            content_type: doc.get("mime_type").and_then(Json::as_str).map(str::to_owned),
+            name: doc
+                .get("file_name")
+                .and_then(Json::as_str)
+                .map(str::to_owned),
+            content_type: doc
+                .get("mime_type")
+                .and_then(Json::as_str)
+                .map(str::to_owned),
         });
     }
     if text.is_empty() && files.is_empty() {
@@ -130,7 +165,11 @@ fn parse_update(ctx: &Ctx, update: &Json) -> PluginResult<Option<InboundMessage>
     }
     Ok(Some(InboundMessage {
         external_id: format!("{chat_id}:{message_id}"),
-        sender: Sender { id: chat_id.to_string(), name, photo_url },
+        sender: Sender {
+            id: chat_id.to_string(),
+            name,
+            photo_url,
+        },
         text,
         files,
     }))
@@ -145,8 +184,14 @@ impl Connector for Telegram {
             }
             _ => {
                 let url = ctx.require_config("public_url")?;
-                let secret = ctx.secret("webhook_secret").ok_or_else(|| PluginError::new("not_configured", "webhook mode needs `webhook_secret`"))?;
-                call(ctx, "setWebhook", &json!({ "url": url, "secret_token": secret, "allowed_updates": ["message"] }))?;
+                let secret = ctx.secret("webhook_secret").ok_or_else(|| {
+                    PluginError::new("not_configured", "webhook mode needs `webhook_secret`")
+                })?;
+                call(
+                    ctx,
+                    "setWebhook",
+                    &json!({ "url": url, "secret_token": secret, "allowed_updates": ["message"] }),
+                )?;
             }
         }
         Ok(())
@@ -155,23 +200,40 @@ impl Connector for Telegram {
     fn inbound(ctx: &Ctx, req: InboundRequest) -> PluginResult<Parsed> {
         let update = req.json()?;
         let messages = parse_update(ctx, &update)?.into_iter().collect();
-        Ok(Parsed { messages, reply: HttpReply::ok() })
+        Ok(Parsed {
+            messages,
+            reply: HttpReply::ok(),
+        })
     }
 
     fn send(ctx: &Ctx, msg: OutboundMessage) -> PluginResult<String> {
         let chat_id = msg.recipient.clone();
         let mut last = None;
         if msg.files.is_empty() {
-            last = Some(call(ctx, "sendMessage", &json!({ "chat_id": chat_id, "text": msg.text }))?);
+            last = Some(call(
+                ctx,
+                "sendMessage",
+                &json!({ "chat_id": chat_id, "text": msg.text }),
+            )?);
         }
         for (i, f) in msg.files.iter().enumerate() {
-            let ctype = f.content_type.as_deref().unwrap_or("application/octet-stream");
-            let (method, field) = if ctype.starts_with("image/") { ("sendPhoto", "photo") } else { ("sendDocument", "document") };
+            let ctype = f
+                .content_type
+                .as_deref()
+                .unwrap_or("application/octet-stream");
+            let (method, field) = if ctype.starts_with("image/") {
+                ("sendPhoto", "photo")
+            } else {
+                ("sendDocument", "document")
+            };
             let caption = if i == 0 { msg.text.as_str() } else { "" };
             let url = format!("{}/bot{}/{method}", base(ctx), token(ctx)?);
             let name = f.name.as_deref().unwrap_or("file");
             let resp = Request::post(url)
-                .multipart(&[("chat_id", &chat_id), ("caption", caption)], Some((field, name, ctype, f.data.as_deref().unwrap_or_default())))
+                .multipart(
+                    &[("chat_id", &chat_id), ("caption", caption)],
+                    Some((field, name, ctype, f.data.as_deref().unwrap_or_default())),
+                )
                 .send()?;
             let json = serde_json::from_slice(&resp.body).unwrap_or(Json::Null);
             last = Some(result_of(resp.status, &json)?);
@@ -180,7 +242,9 @@ impl Connector for Telegram {
             .as_ref()
             .and_then(|r| r.get("message_id"))
             .and_then(Json::as_i64)
-            .ok_or_else(|| PluginError::retryable("upstream_invalid", "Telegram returned no message_id"))?;
+            .ok_or_else(|| {
+                PluginError::retryable("upstream_invalid", "Telegram returned no message_id")
+            })?;
         Ok(format!("{chat_id}:{id}"))
     }
 
@@ -189,12 +253,21 @@ impl Connector for Telegram {
             .and_then(|v| String::from_utf8(v).ok())
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let timeout: u64 = ctx.config("poll_timeout").and_then(|v| v.parse().ok()).unwrap_or(25);
-        let updates = call(ctx, "getUpdates", &json!({ "offset": offset, "timeout": timeout, "allowed_updates": ["message"] }))?;
+        let timeout: u64 = ctx
+            .config("poll_timeout")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(25);
+        let updates = call(
+            ctx,
+            "getUpdates",
+            &json!({ "offset": offset, "timeout": timeout, "allowed_updates": ["message"] }),
+        )?;
         let mut out = Vec::new();
         let mut next = offset;
         for u in updates.as_array().map(Vec::as_slice).unwrap_or_default() {
-            let Some(id) = u.get("update_id").and_then(Json::as_i64) else { continue };
+            let Some(id) = u.get("update_id").and_then(Json::as_i64) else {
+                continue;
+            };
             // update_id deduplication: anything below the confirmed offset was seen already.
             if id < offset {
                 continue;
@@ -222,7 +295,11 @@ mod tests {
         let e = result_of(429, &json!({"ok": false, "error_code": 429, "description": "Too Many Requests", "parameters": {"retry_after": 7}})).unwrap_err();
         assert!(e.retryable);
         assert_eq!(e.message, "retry_after=7");
-        let e = result_of(403, &json!({"ok": false, "description": "Forbidden: bot was blocked by the user"})).unwrap_err();
+        let e = result_of(
+            403,
+            &json!({"ok": false, "description": "Forbidden: bot was blocked by the user"}),
+        )
+        .unwrap_err();
         assert!(!e.retryable);
     }
 }

@@ -49,7 +49,8 @@ enum Body {
 
 /// `sha256=<hex>` of the body under `secret`.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -67,16 +68,28 @@ impl Connector for Webhook {
             .into_iter()
             .map(|m| InboundMessage {
                 external_id: m.id,
-                sender: Sender { id: m.sender.id, name: m.sender.name, photo_url: m.sender.photo_url },
+                sender: Sender {
+                    id: m.sender.id,
+                    name: m.sender.name,
+                    photo_url: m.sender.photo_url,
+                },
                 text: m.text,
                 files: m
                     .files
                     .into_iter()
-                    .map(|f| FileRef { url: Some(f.url), data: None, name: f.name, content_type: f.content_type })
+                    .map(|f| FileRef {
+                        url: Some(f.url),
+                        data: None,
+                        name: f.name,
+                        content_type: f.content_type,
+                    })
                     .collect(),
             })
             .collect();
-        Ok(Parsed { messages, reply: HttpReply::json(&json!({ "ok": true, "accepted": n })) })
+        Ok(Parsed {
+            messages,
+            reply: HttpReply::json(&json!({ "ok": true, "accepted": n })),
+        })
     }
 
     fn send(ctx: &Ctx, msg: OutboundMessage) -> PluginResult<String> {
@@ -112,11 +125,26 @@ impl Connector for Webhook {
                 .and_then(|j| j.get("id").and_then(Json::as_str).map(str::to_owned))
                 .unwrap_or(msg.message_id)),
             429 => {
-                let after = resp.header("retry-after").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
-                Err(PluginError::retryable("rate_limited", format!("retry_after={after}")))
+                let after = resp
+                    .header("retry-after")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1);
+                Err(PluginError::retryable(
+                    "rate_limited",
+                    format!("retry_after={after}"),
+                ))
             }
-            500..=599 => Err(PluginError::retryable("upstream_unavailable", format!("the endpoint answered {}", resp.status))),
-            s => Err(PluginError::new("rejected", format!("the endpoint answered {s}: {}", String::from_utf8_lossy(&resp.body)))),
+            500..=599 => Err(PluginError::retryable(
+                "upstream_unavailable",
+                format!("the endpoint answered {}", resp.status),
+            )),
+            s => Err(PluginError::new(
+                "rejected",
+                format!(
+                    "the endpoint answered {s}: {}",
+                    String::from_utf8_lossy(&resp.body)
+                ),
+            )),
         }
     }
 }

@@ -474,7 +474,7 @@ export interface paths {
          * Creates a channel served by a connector plugin and runs the plugin's `setup` (e.g.
          *     registering the webhook); a setup failure is reported with the channel.
          */
-        post: operations["create_channel"];
+        post: operations["create_connector_channel"];
         delete?: never;
         options?: never;
         head?: never;
@@ -488,8 +488,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: operations["channel_config"];
-        put: operations["configure_channel"];
+        get: operations["get_connector_channel"];
+        put: operations["configure_connector_channel"];
         post?: never;
         delete?: never;
         options?: never;
@@ -663,14 +663,14 @@ export interface paths {
          * Installed plugins with their capabilities, grants, settings (secrets masked) and call
          *     statistics. Admins only.
          */
-        get: operations["list"];
+        get: operations["list_plugins"];
         put?: never;
         /**
          * Installs a plugin: the body is a package made by `ferrydesk plugin pack` (`application/x-tar`),
          *     or `{"path": "/dir/on/server"}` (`application/json`). The component is compiled and checked
          *     (imports, exports, checksum) before anything is stored. The plugin starts disabled.
          */
-        post: operations["install"];
+        post: operations["install_plugin"];
         delete?: never;
         options?: never;
         head?: never;
@@ -684,7 +684,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: operations["get_one"];
+        get: operations["get_plugin"];
         put?: never;
         post?: never;
         delete: operations["uninstall"];
@@ -2490,7 +2490,7 @@ export interface operations {
             };
         };
     };
-    create_channel: {
+    create_connector_channel: {
         parameters: {
             query?: never;
             header?: never;
@@ -2521,7 +2521,7 @@ export interface operations {
             };
         };
     };
-    channel_config: {
+    get_connector_channel: {
         parameters: {
             query?: never;
             header?: never;
@@ -2542,7 +2542,7 @@ export interface operations {
             };
         };
     };
-    configure_channel: {
+    configure_connector_channel: {
         parameters: {
             query?: never;
             header?: never;
@@ -2827,7 +2827,7 @@ export interface operations {
             };
         };
     };
-    list: {
+    list_plugins: {
         parameters: {
             query?: never;
             header?: never;
@@ -2854,7 +2854,7 @@ export interface operations {
             };
         };
     };
-    install: {
+    install_plugin: {
         parameters: {
             query?: {
                 /** @description Replace the installed version with this newer one. */
@@ -2897,7 +2897,7 @@ export interface operations {
             };
         };
     };
-    get_one: {
+    get_plugin: {
         parameters: {
             query?: never;
             header?: never;

@@ -171,8 +171,10 @@ export function schemaErrorsFrom(e: unknown, keys: readonly string[], message: (
   if (e instanceof ApiError && e.field) {
     const f = schemaField(e.field, keys);
     if (f) {
-      const bare = e.message.startsWith(`${e.field}: `) ? e.message.slice(e.field.length + 2) : message(e);
-      return { [f]: bare };
+      // The server prefixes the message with the pointer (sometimes twice); the field shows it already.
+      let bare = e.message;
+      while (bare.startsWith(`${e.field}: `)) bare = bare.slice(e.field.length + 2);
+      return { [f]: bare === e.message ? message(e) : bare };
     }
     return { [GENERAL_ERROR]: `${message(e)} (${e.field})` };
   }

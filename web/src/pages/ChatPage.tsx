@@ -2,7 +2,8 @@ import { useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react"
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link, useNavigate, useParams } from "react-router-dom";
-import { api, errorText, unwrap, uploadFile, type S } from "../api/client";
+import { api, ApiError, errorText, unwrap, uploadFile, type S } from "../api/client";
+import { asSchema, hasFields, SchemaForm, schemaErrorsFrom, type JsonObject, type SchemaErrors } from "../components/SchemaForm";
 
 const PICKER = /(^|\s)\/\/([^\s]*)$/;
 
@@ -16,6 +17,10 @@ export function ChatPage({ me }: { me: S["User"] }) {
   });
   const chat = view.data?.chat;
   const mine = chat?.status === "in_progress" && chat.responsible_id === me.id;
+  // The outcome of the last action run here (forgotten when another chat is opened).
+  const [outcome, setOutcome] = useState<{ chat: string; r: ActionOutcome } | null>(null);
+  const result = outcome?.chat === id ? outcome.r : null;
+  const setResult = (r: ActionOutcome | null) => setOutcome(r ? { chat: id, r } : null);
 
   useEffect(() => {
     if (mine && chat && chat.unread_count > 0) {
@@ -28,7 +33,8 @@ export function ChatPage({ me }: { me: S["User"] }) {
   return (
     <div className="chat-with-card">
       <section className="chat" aria-label={chat.contact_name}>
-        <ChatHeader chat={chat} mine={mine} />
+        <ChatHeader chat={chat} mine={mine} onResult={setResult} />
+        {result && <ActionResultBar result={result} onDismiss={() => setResult(null)} />}
         <Transcript view={view.data} />
         {mine ? <Composer key={id} chatId={id} /> : chat.status === "completed" && <p className="muted finished">{t("chat.finished")}</p>}
       </section>
@@ -37,7 +43,7 @@ export function ChatPage({ me }: { me: S["User"] }) {
   );
 }
 
-function ChatHeader({ chat, mine }: { chat: S["Chat"]; mine: boolean }) {
+function ChatHeader({ chat, mine, onResult }: { chat: S["Chat"]; mine: boolean; onResult: (r: ActionOutcome | null) => void }) {
   const { t } = useTranslation();
   const qc = useQueryClient();
   const navigate = useNavigate();
@@ -62,16 +68,7 @@ function ChatHeader({ chat, mine }: { chat: S["Chat"]; mine: boolean }) {
       <span className="spacer" />
       {mine && (
         <>
-          <div className="menu">
-            <button type="button" onClick={() => setMenu(!menu)} aria-expanded={menu} data-testid="actions">
-              {t("chat.actions")} ▾
-            </button>
-            {menu && (
-              <ul role="menu" className="dropdown">
-                <li role="menuitem" aria-disabled="true" className="muted">{t("chat.noActions")}</li>
-              </ul>
-            )}
-          </div>
+          <ActionsMenu chat={chat} open={menu} setOpen={setMenu} onResult={onResult} />
           <button type="button" onClick={() => setTransferring(true)} data-testid="transfer">
             {t("chat.transfer")}
           </button>
@@ -82,6 +79,197 @@ function ChatHeader({ chat, mine }: { chat: S["Chat"]; mine: boolean }) {
       )}
       {transferring && <TransferDialog chat={chat} onClose={() => setTransferring(false)} />}
     </header>
+  );
+}
+
+/** An action of a plugin offered in the chat's Actions menu. */
+interface ActionInfo {
+  plugin: string;
+  action: string;
+  title: string;
+  confirm?: string | null;
+  input_schema?: unknown;
+}
+
+/** What running an action came to, shown above the transcript. */
+interface ActionOutcome {
+  state: "running" | "ok" | "error";
+  title: string;
+  /** Notes and messages the action posted, or a summary of its output. */
+  lines: string[];
+  error?: string;
+}
+
+function ActionsMenu({ chat, open, setOpen, onResult }: { chat: S["Chat"]; open: boolean; setOpen: (v: boolean) => void; onResult: (r: ActionOutcome | null) => void }) {
+  const { t } = useTranslation();
+  const qc = useQueryClient();
+  const actions = useQuery({
+    queryKey: ["chat-actions", chat.id],
+    queryFn: async () => (await unwrap(api.GET("/api/v1/chats/{id}/actions", { params: { path: { id: chat.id } } }))) as unknown as ActionInfo[],
+  });
+  // The action being prepared: its confirmation question, then its input form.
+  const [pending, setPending] = useState<{ a: ActionInfo; step: "confirm" | "input" } | null>(null);
+  const [inputErrors, setInputErrors] = useState<SchemaErrors>({});
+  const [busy, setBusy] = useState(false);
+
+  const run = async (a: ActionInfo, input: JsonObject) => {
+    setBusy(true);
+    onResult({ state: "running", title: a.title, lines: [] });
+    try {
+      const r = await unwrap(
+        api.POST("/api/v1/chats/{id}/actions/{plugin}/{action}", {
+          params: { path: { id: chat.id, plugin: a.plugin, action: a.action } },
+          body: { input: input as S["RunActionRequest"]["input"] },
+        }),
+      );
+      setPending(null);
+      await qc.refetchQueries({ queryKey: ["chat", chat.id] });
+      const view = qc.getQueryData<S["ChatView"]>(["chat", chat.id]);
+      const posted = r.effects.flatMap((e) => (e.type === "note_posted" || e.type === "message_posted" ? [e.message_id] : []));
+      let lines = posted.map((id) => view?.messages.find((m) => m.id === id)?.body ?? "").filter(Boolean);
+      if (lines.length === 0) lines = outputLines(r.output);
+      onResult({ state: "ok", title: a.title, lines });
+      if (r.effects.some((e) => e.type === "contact_updated")) void qc.invalidateQueries({ queryKey: ["contact", chat.contact_id] });
+    } catch (e) {
+      const keys = Object.keys(asSchema(a.input_schema)?.properties ?? {});
+      const errs = schemaErrorsFrom(e, keys, (x) => errorText(t, x));
+      if (e instanceof ApiError && e.status === 422 && keys.length > 0 && Object.keys(errs).some((k) => k !== "_")) {
+        // Invalid input: the form stays open with the error next to its field.
+        setInputErrors(errs);
+        setPending({ a, step: "input" });
+        onResult(null);
+      } else {
+        setPending(null);
+        const field = e instanceof ApiError && e.field ? ` (${e.field})` : "";
+        onResult({ state: "error", title: a.title, lines: [], error: errorText(t, e) + field });
+      }
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const choose = (a: ActionInfo) => {
+    setOpen(false);
+    setInputErrors({});
+    if (a.confirm) setPending({ a, step: "confirm" });
+    else if (hasFields(a.input_schema)) setPending({ a, step: "input" });
+    else void run(a, {});
+  };
+  const cancel = () => setPending(null);
+
+  return (
+    <div className="menu" onKeyDown={(e) => e.key === "Escape" && setOpen(false)}>
+      <button type="button" onClick={() => setOpen(!open)} aria-expanded={open} aria-haspopup="menu" data-testid="actions-menu" disabled={busy}>
+        {t("chat.actions")} ▾
+      </button>
+      {open && (
+        <ul role="menu" className="dropdown actions-dropdown" aria-label={t("chat.actions")}>
+          {actions.isLoading && <li className="muted">{t("chat.actionsLoading")}</li>}
+          {actions.isError && (
+            <li className="error" role="alert">
+              {errorText(t, actions.error)}
+            </li>
+          )}
+          {actions.data && actions.data.length === 0 && (
+            <li role="menuitem" aria-disabled="true" className="muted">
+              {t("chat.noActions")}
+            </li>
+          )}
+          {(actions.data ?? []).map((a) => (
+            <li key={`${a.plugin}/${a.action}`} role="none">
+              <button type="button" role="menuitem" className="link" onClick={() => choose(a)} data-testid={`action-${a.plugin}-${a.action}`}>
+                {a.title}
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      {pending?.step === "confirm" && (
+        <div className="modal-backdrop" onKeyDown={(e) => e.key === "Escape" && cancel()}>
+          <div className="modal" role="alertdialog" aria-modal="true" aria-labelledby="action-confirm-h" data-testid="action-confirm">
+            <h3 id="action-confirm-h">{pending.a.title}</h3>
+            <p>{pending.a.confirm}</p>
+            <div className="form-actions">
+              <button
+                type="button"
+                className="primary"
+                autoFocus
+                onClick={() => (hasFields(pending.a.input_schema) ? setPending({ a: pending.a, step: "input" }) : void run(pending.a, {}))}
+                disabled={busy}
+                data-testid="action-confirm-yes"
+              >
+                {t("chat.run")}
+              </button>
+              <button type="button" onClick={cancel} data-testid="action-cancel">
+                {t("chat.cancel")}
+              </button>
+            </div>
+          </div>
+        </div>
+      )}
+      {pending?.step === "input" && (
+        <div className="modal-backdrop" onKeyDown={(e) => e.key === "Escape" && cancel()}>
+          <div className="modal" role="dialog" aria-modal="true" aria-labelledby="action-input-h" data-testid="action-dialog">
+            <h3 id="action-input-h">{pending.a.title}</h3>
+            <SchemaForm
+              schema={pending.a.input_schema}
+              onSubmit={(v) => void run(pending.a, v)}
+              errors={inputErrors}
+              busy={busy}
+              submitLabel={t("chat.run")}
+              label={pending.a.title}
+              testId="action-form"
+              footer={
+                <button type="button" onClick={cancel} data-testid="action-cancel">
+                  {t("chat.cancel")}
+                </button>
+              }
+            />
+          </div>
+        </div>
+      )}
+    </div>
+  );
+}
+
+/** Short text values of an action's output, for actions that post nothing. */
+function outputLines(output: unknown): string[] {
+  if (typeof output === "string") return output ? [output] : [];
+  if (!output || typeof output !== "object" || Array.isArray(output)) return [];
+  return Object.entries(output as Record<string, unknown>)
+    .filter(([, v]) => typeof v === "string" || typeof v === "number" || typeof v === "boolean")
+    .slice(0, 6)
+    .map(([k, v]) => {
+      const text = String(v);
+      return `${k}: ${text.length > 200 ? `${text.slice(0, 200)}…` : text}`;
+    });
+}
+
+function ActionResultBar({ result, onDismiss }: { result: ActionOutcome; onDismiss: () => void }) {
+  const { t } = useTranslation();
+  const cls = result.state === "error" ? "action-result error" : result.state === "ok" ? "action-result ok" : "action-result";
+  return (
+    <div className={cls} role={result.state === "error" ? "alert" : "status"} data-testid="action-result" data-state={result.state}>
+      <div className="action-result-text">
+        <strong>
+          {result.state === "running"
+            ? t("chat.actionRunning", { title: result.title })
+            : result.state === "ok"
+              ? t("chat.actionDone", { title: result.title })
+              : t("chat.actionFailed", { title: result.title, error: result.error ?? "" })}
+        </strong>
+        {result.lines.map((l, i) => (
+          <div key={i} className="action-note">
+            {l}
+          </div>
+        ))}
+      </div>
+      {result.state !== "running" && (
+        <button type="button" className="link" onClick={onDismiss} aria-label={t("chat.dismiss")} data-testid="action-result-dismiss">
+          ×
+        </button>
+      )}
+    </div>
   );
 }
 

@@ -7,7 +7,11 @@ struct Evil;
 #[inline(never)]
 fn recurse(n: u64) -> u64 {
     let pad = [n; 64];
-    if n == 0 { pad[3] } else { recurse(n - 1).wrapping_add(std::hint::black_box(pad)[5]) }
+    if n == 0 {
+        pad[3]
+    } else {
+        recurse(n - 1).wrapping_add(std::hint::black_box(pad)[5])
+    }
 }
 
 impl Action for Evil {
@@ -30,9 +34,14 @@ impl Action for Evil {
             "stack" => Ok(Outcome::new(json!(recurse(u64::MAX >> 40)))),
             "panic" => panic!("the evil plugin panics"),
             "fetch" => {
-                let url = input.get("url").and_then(Json::as_str).unwrap_or("http://127.0.0.1:1/");
+                let url = input
+                    .get("url")
+                    .and_then(Json::as_str)
+                    .unwrap_or("http://127.0.0.1:1/");
                 match Request::get(url).send() {
-                    Ok(r) => Ok(Outcome::new(json!({ "status": r.status, "body": String::from_utf8_lossy(&r.body) }))),
+                    Ok(r) => Ok(Outcome::new(
+                        json!({ "status": r.status, "body": String::from_utf8_lossy(&r.body) }),
+                    )),
                     Err(e) => Err(e),
                 }
             }
@@ -53,11 +62,19 @@ impl Action for Evil {
                 let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
                 let dir = std::fs::read_dir(".").ok().map(|d| d.count());
                 let secret = ctx.config("token");
-                Ok(Outcome::new(json!({ "file": file, "env": env, "dir": dir, "config_token": secret })))
+                Ok(Outcome::new(
+                    json!({ "file": file, "env": env, "dir": dir, "config_token": secret }),
+                ))
             }
-            "garbage" => Ok(Outcome::new(json!("this is not the object the output schema wants"))),
+            "garbage" => Ok(Outcome::new(json!(
+                "this is not the object the output schema wants"
+            ))),
             "note" => Ok(Outcome::new(json!({})).post_note("note from evil")),
-            "write-contact" => Ok(Outcome::new(json!({})).update_record("contact", input.get("id").and_then(Json::as_str).unwrap_or(""), json!({"name": "pwned"}))),
+            "write-contact" => Ok(Outcome::new(json!({})).update_record(
+                "contact",
+                input.get("id").and_then(Json::as_str).unwrap_or(""),
+                json!({"name": "pwned"}),
+            )),
             other => Err(PluginError::new("unknown_action", other.to_owned())),
         }
     }

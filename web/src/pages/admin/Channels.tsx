@@ -4,6 +4,7 @@ import { useTranslation } from "react-i18next";
 import { api, unwrap, type S } from "../../api/client";
 import { compact, Confirm, CopyButton, errorMessage, Field, FormFooter, LoadState, upsert, useChecks, useFlash, useFocusFirst, useForm } from "./common";
 import { useQueues } from "./Queues";
+import { ConnectorChannelForm, ConnectorSettings, type ConnectorChannel } from "./Connectors";
 
 /** Kinds an admin can create; plugin channels come from installing a connector. */
 const KINDS = ["widget", "api"] as const;
@@ -16,18 +17,29 @@ export function widgetSnippet(publicKey: string) {
 
 export function Channels() {
   const { t } = useTranslation();
+  const qc = useQueryClient();
   const channels = useQuery({ queryKey: ["channels"], queryFn: () => unwrap(api.GET("/api/v1/channels")) });
   const queues = useQueues();
   const [sel, setSel] = useState<string | null>(null);
   const [fresh, setFresh] = useState(false);
   const [token, setToken] = useState<{ id: string; value: string } | null>(null);
+  // The connector panel: a new connector channel, or the settings of one (with the outcome of its creation).
+  const [connector, setConnector] = useState<{ id: string | null; created?: ConnectorChannel } | null>(null);
   const saved = useFlash();
   const current = sel && sel !== "new" ? channels.data?.find((c) => c.id === sel) : undefined;
+  const connectorChannel = connector?.id ? channels.data?.find((c) => c.id === connector.id) : undefined;
   const open = (id: string | null) => {
     saved.hide();
     setFresh(true);
     setToken(null);
+    setConnector(null);
     setSel(id);
+  };
+  const openConnector = (id: string | null, created?: ConnectorChannel) => {
+    saved.hide();
+    setToken(null);
+    setSel(null);
+    setConnector({ id, created });
   };
   const queueName = (id: string) => queues.data?.find((q) => q.id === id)?.name ?? "—";
 
@@ -37,7 +49,24 @@ export function Channels() {
         <button type="button" onClick={() => open("new")} data-testid="add-channel">
           {t("admin.channels.add")}
         </button>
+        <button type="button" onClick={() => openConnector(null)} data-testid="add-connector-channel">
+          {t("admin.channels.addConnector")}
+        </button>
       </div>
+      {connector && connector.id === null && (
+        <ConnectorChannelForm
+          queues={queues.data ?? []}
+          onCreated={(r) => {
+            qc.setQueryData<S["Channel"][]>(["channels"], (old) => upsert(old, r.channel));
+            void qc.invalidateQueries({ queryKey: ["channels"] });
+            openConnector(r.channel.id, r);
+          }}
+          onClose={() => setConnector(null)}
+        />
+      )}
+      {connector && connectorChannel && (
+        <ConnectorSettings key={connectorChannel.id} channel={connectorChannel} created={connector.created} onClose={() => setConnector(null)} />
+      )}
       {(sel === "new" || current) && (
         <ChannelForm
           key={sel}
@@ -72,12 +101,22 @@ export function Channels() {
           </thead>
           <tbody>
             {channels.data.map((c) => (
-              <tr key={c.id} data-testid="channel-row" className={c.id === sel ? "selected" : undefined}>
+              <tr key={c.id} data-testid="channel-row" className={c.id === sel || c.id === connector?.id ? "selected" : undefined}>
                 <td>{c.name}</td>
                 <td>{t(`admin.channels.kinds.${c.kind}`)}</td>
                 <td>{queueName(c.queue_id)}</td>
                 <td>{c.active ? t("admin.common.yes") : t("admin.common.no")}</td>
                 <td className="row-actions">
+                  {c.kind === "plugin" && (
+                    <button
+                      type="button"
+                      onClick={() => openConnector(c.id)}
+                      aria-label={`${t("admin.channels.connectorSettings")}: ${c.name}`}
+                      data-testid="connector-settings"
+                    >
+                      {t("admin.channels.connectorSettings")}
+                    </button>
+                  )}
                   <button type="button" onClick={() => open(c.id)} aria-label={`${t("admin.common.edit")}: ${c.name}`} data-testid="edit">
                     {t("admin.common.edit")}
                   </button>

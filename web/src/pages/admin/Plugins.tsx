@@ -108,7 +108,7 @@ export function Plugins() {
             {plugins.data.map((p) => {
               const desc = loc(p.description, i18n.language);
               return (
-                <tr key={p.id} data-testid="plugin-row" data-plugin={p.id} className={p.id === settingsOf ? "selected" : undefined}>
+                <tr key={p.id} data-testid="plugin-row" data-plugin={p.id} data-enabled={p.enabled} className={p.id === settingsOf ? "selected" : undefined}>
                   <td>
                     <strong>{name(p)}</strong> <code className="muted">{p.id}</code>
                     {desc && <div className="muted small">{desc}</div>}

@@ -764,3 +764,177 @@ async fn actions_macros_and_sandbox(b: Backend) -> Result<()> {
     assert_eq!(fx.admin.get("/api/v1/plugins/evil").await?.status, 404);
     Ok(())
 }
+
+async fn run_cmd(what: &str, cmd: &mut tokio::process::Command) -> Result<String> {
+    let out = cmd.output().await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("{what} failed:\n{text}");
+    }
+    Ok(text)
+}
+
+/// The tutorial's path for a new author: scaffold, unit-test, build, check, pack, install from
+/// the package, enable, run in a chat's Actions menu — then upgrade from a newer package.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scaffolded_plugin_builds_checks_installs_and_runs() -> Result<()> {
+    let (_db, server) = setup!(Backend::Sqlite);
+    let fx = Fixture::new(
+        &server,
+        FixtureOptions {
+            operators: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let work = tempfile::tempdir()?;
+    let dir = work.path().join("hello-note");
+    let bin = ferrydesk_tests::server_bin();
+    let out = run_cmd(
+        "plugin new",
+        tokio::process::Command::new(&bin)
+            .args(["plugin", "new", "hello-note", "--kind", "action", "--dir"])
+            .arg(&dir),
+    )
+    .await?;
+    assert!(out.contains("created action plugin `hello-note`"), "{out}");
+    // Keep the scaffold's build products between runs (deps compile once), at the path the
+    // manifest expects (target/ inside the plugin).
+    let cache = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("scaffold-target");
+    std::fs::create_dir_all(&cache)?;
+    std::os::unix::fs::symlink(&cache, dir.join("target"))?;
+    let cargo = |args: &[&str]| {
+        let mut c =
+            tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.args(args)
+            .current_dir(&dir)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS");
+        c
+    };
+    run_cmd("cargo test", &mut cargo(&["test", "--quiet"])).await?;
+    run_cmd(
+        "cargo build",
+        &mut cargo(&["build", "--release", "--target", "wasm32-wasip2"]),
+    )
+    .await?;
+    let out = run_cmd(
+        "plugin check",
+        tokio::process::Command::new(&bin)
+            .args(["plugin", "check"])
+            .arg(&dir),
+    )
+    .await?;
+    assert!(
+        out.contains("component ok") && out.contains("action hello-note"),
+        "{out}"
+    );
+    let tar = work.path().join("hello-note.tar");
+    run_cmd(
+        "plugin pack",
+        tokio::process::Command::new(&bin)
+            .args(["plugin", "pack"])
+            .arg(&dir)
+            .arg("-o")
+            .arg(&tar),
+    )
+    .await?;
+
+    let info = fx
+        .admin
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/plugins",
+            "application/x-tar",
+            std::fs::read(&tar)?,
+        )
+        .await?
+        .ok()?;
+    assert_eq!(
+        (info["id"].as_str(), info["version"].as_str()),
+        (Some("hello-note"), Some("0.1.0"))
+    );
+    fx.admin
+        .post("/api/v1/plugins/hello-note/enable", json!({}))
+        .await?
+        .ok()?;
+
+    let op = &fx.operators[0];
+    op.set_status("active").await?;
+    let m = fx.inbound("h-1", "hana", "Hi there").await?;
+    let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
+    op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+    let actions = op
+        .get(&format!("/api/v1/chats/{chat}/actions"))
+        .await?
+        .ok()?;
+    assert!(actions.to_string().contains("\"hello-note\""), "{actions}");
+    let r = op
+        .post(
+            &format!("/api/v1/chats/{chat}/actions/hello-note/hello-note"),
+            json!({"input": {"comment": "Call back."}}),
+        )
+        .await?
+        .ok()?;
+    assert_eq!(r["output"]["messages"], 1, "{r}");
+    let view = op.get(&format!("/api/v1/chats/{chat}")).await?.ok()?;
+    assert!(
+        view.to_string()
+            .contains("This chat has 1 messages. Call back."),
+        "{view}"
+    );
+
+    // A tampered package is refused; a newer version upgrades in place, still enabled.
+    let mut bytes = std::fs::read(&tar)?;
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    let r = fx
+        .admin
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/plugins?upgrade=true",
+            "application/x-tar",
+            bytes,
+        )
+        .await?;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let manifest = dir.join("plugin.json");
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(&manifest)?
+            .replace("\"version\": \"0.1.0\"", "\"version\": \"0.2.0\""),
+    )?;
+    run_cmd(
+        "plugin pack",
+        tokio::process::Command::new(&bin)
+            .args(["plugin", "pack"])
+            .arg(&dir)
+            .arg("-o")
+            .arg(&tar),
+    )
+    .await?;
+    let info = fx
+        .admin
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/plugins?upgrade=true",
+            "application/x-tar",
+            std::fs::read(&tar)?,
+        )
+        .await?
+        .ok()?;
+    assert_eq!(
+        (info["version"].as_str(), info["enabled"].as_bool()),
+        (Some("0.2.0"), Some(true))
+    );
+    Ok(())
+}

@@ -17,7 +17,11 @@ use serde_json::{Value, json};
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    (v[n / 2], v[(n * 99 / 100).min(n - 1)], v.iter().sum::<f64>() / n as f64)
+    (
+        v[n / 2],
+        v[(n * 99 / 100).min(n - 1)],
+        v.iter().sum::<f64>() / n as f64,
+    )
 }
 
 fn row(name: &str, (p50, p99, mean): (f64, f64, f64)) {
@@ -26,11 +30,13 @@ fn row(name: &str, (p50, p99, mean): (f64, f64, f64)) {
 
 fn extism(n: usize) -> Option<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("extism-peer");
-    let target = std::env::var("EXTISM_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        std::env::var("CARGO_TARGET_DIR")
-            .map(|t| PathBuf::from(t).join("../extism-target"))
-            .unwrap_or_else(|_| root.join("target"))
-    });
+    let target = std::env::var("EXTISM_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::var("CARGO_TARGET_DIR")
+                .map(|t| PathBuf::from(t).join("../extism-target"))
+                .unwrap_or_else(|_| root.join("target"))
+        });
     let run = |args: &[&str]| {
         std::process::Command::new("cargo")
             .args(args)
@@ -41,8 +47,14 @@ fn extism(n: usize) -> Option<Value> {
             .unwrap_or(false)
     };
     eprintln!("building the Extism peer (first time: several minutes)…");
-    if !run(&["build", "--release", "-p", "guest", "--target", "wasm32-unknown-unknown"])
-        || !run(&["build", "--release", "-p", "extism-peer"])
+    if !run(&[
+        "build",
+        "--release",
+        "-p",
+        "guest",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]) || !run(&["build", "--release", "-p", "extism-peer"])
     {
         eprintln!("the Extism peer did not build; its rows are missing");
         return None;
@@ -57,7 +69,10 @@ fn extism(n: usize) -> Option<Value> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
     let t = TestHost::new()?;
     let evil = t.load_dir(plugins.join("testing/evil")).await?;
@@ -69,7 +84,15 @@ async fn main() -> anyhow::Result<()> {
     // Warm-up (page faults of the pool slots, caches).
     for _ in 0..500 {
         evil.run_action(&call, "echo", &input).await?;
-        greeting.render(&gcall, "format_date", &[json!(1_795_564_800_000i64)], &json!({}), &json!({})).await?;
+        greeting
+            .render(
+                &gcall,
+                "format_date",
+                &[json!(1_795_564_800_000i64)],
+                &json!({}),
+                &json!({}),
+            )
+            .await?;
     }
 
     let mut action = Vec::with_capacity(n);
@@ -83,7 +106,13 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..n {
         let s = Instant::now();
         let out = greeting
-            .render(&gcall, "format_date", &[json!(1_795_564_800_000i64)], &json!({}), &json!({}))
+            .render(
+                &gcall,
+                "format_date",
+                &[json!(1_795_564_800_000i64)],
+                &json!({}),
+                &json!({}),
+            )
             .await?;
         helper.push(s.elapsed().as_secs_f64() * 1e6);
         assert_eq!(out, "2026-11-25");
@@ -118,12 +147,27 @@ async fn main() -> anyhow::Result<()> {
         let reused = get(e, "reused_us");
         let fresh = get(e, "fresh_us");
         row("extism 1.30, reused plugin (echo)", reused);
-        row("extism 1.30, fresh plugin from CompiledPlugin (echo)", fresh);
+        row(
+            "extism 1.30, fresh plugin from CompiledPlugin (echo)",
+            fresh,
+        );
         println!("\nratios (p50)");
-        println!("  extism reused / ferrydesk fresh action:  {:.2}×", reused.0 / a.0);
-        println!("  extism fresh  / ferrydesk fresh action:  {:.1}×", fresh.0 / a.0);
+        println!(
+            "  extism reused / ferrydesk fresh action:  {:.2}×",
+            reused.0 / a.0
+        );
+        println!(
+            "  extism fresh  / ferrydesk fresh action:  {:.1}×",
+            fresh.0 / a.0
+        );
     }
-    println!("  ferrydesk fresh action / native:        {:.0}×", a.0 / nat.0);
-    println!("  goal: fresh-instance action ≤ 10 µs → {}", if a.0 <= 10.0 { "met" } else { "missed" });
+    println!(
+        "  ferrydesk fresh action / native:        {:.0}×",
+        a.0 / nat.0
+    );
+    println!(
+        "  goal: fresh-instance action ≤ 10 µs → {}",
+        if a.0 <= 10.0 { "met" } else { "missed" }
+    );
     Ok(())
 }

@@ -938,3 +938,101 @@ async fn scaffolded_plugin_builds_checks_installs_and_runs() -> Result<()> {
     );
     Ok(())
 }
+
+/// Two server processes on one PostgreSQL: a plugin installed on one node serves on the other
+/// (the component is in the database), webhooks land on either node, and both nodes' delivery
+/// loops compete for the outbox — every reply reaches the endpoint exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connector_on_two_nodes_postgres() -> Result<()> {
+    let Some(db) = ferrydesk_tests::Db::new(Backend::Postgres).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let a = ferrydesk_tests::Server::start(&db).await?;
+    let b = ferrydesk_tests::Server::start(&db).await?;
+    let fx = Fixture::new(
+        &a,
+        FixtureOptions {
+            operators: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let secret = "0123456789abcdef-two-nodes";
+    let endpoint = FakeEndpoint::start(secret, 0).await?;
+    install(&fx.admin, "webhook").await?;
+    fx.admin
+        .post(
+            "/api/v1/plugins/webhook/enable",
+            json!({"grant": {"hosts": ["{{outbound_url}}"], "private": true}}),
+        )
+        .await?
+        .ok()?;
+    let c = fx
+        .admin
+        .post("/api/v1/connector-channels", json!({"plugin": "webhook", "name": "Shop app", "queue_id": fx.queue, "config": {"secret": secret, "outbound_url": endpoint.url}}))
+        .await?
+        .ok()?;
+    let path = c["webhook_path"].as_str().unwrap_or_default().to_owned();
+    // Node B learns about the plugin from the database.
+    let body = serde_json::to_vec(
+        &json!({"id": "n-1", "sender": {"id": "cust-1", "name": "Nina"}, "text": "hello"}),
+    )?;
+    eventually("node B serves the webhook", 15, || {
+        let url = format!("{}{path}", b.base);
+        let body = body.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .header("x-ferrydesk-signature", sign(secret, &body))
+                .body(body)
+                .send()
+                .await?;
+            Ok(r.status() == 200)
+        }
+    })
+    .await?;
+    let op_a = &fx.operators[0];
+    op_a.set_status("active").await?;
+    let chat = op_a.get("/api/v1/me/inbox").await?.ok()?["new_chats"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    op_a.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+    let op_b = b.login("op0", ferrydesk_tests::PASSWORD).await?;
+    const N: usize = 30;
+    for i in 0..N {
+        let op = if i % 2 == 0 { op_a } else { &op_b };
+        op.post(
+            &format!("/api/v1/chats/{chat}/messages"),
+            json!({"text": format!("reply {i}")}),
+        )
+        .await?
+        .ok()?;
+    }
+    eventually("every reply delivered", 30, || async {
+        Ok(endpoint.lock().received.len() >= N)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let s = endpoint.lock();
+        let mut ids: Vec<String> = s
+            .received
+            .iter()
+            .map(|r| r["message_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            (s.received.len(), ids.len()),
+            (N, N),
+            "each reply exactly once"
+        );
+    }
+    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM outbox").await?, 0);
+    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM messages WHERE direction = 'outbound' AND delivery_status = 'sent'").await?, N as i64);
+    Ok(())
+}

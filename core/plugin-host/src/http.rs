@@ -287,6 +287,28 @@ pub async fn fetch(grant: &Grant, used: &mut u32, req: Request) -> Result<Respon
     )))
 }
 
+/// The policy checks that do not need the network, for mocked requests in tests: the origin is
+/// granted and the request budget is not spent.
+pub fn check_mocked(grant: &Grant, used: &mut u32, req: &Request) -> Result<(), FetchError> {
+    let url = Url::parse(&req.url)
+        .map_err(|e| FetchError::Denied(format!("`{}` is not a URL: {e}", redact(&req.url))))?;
+    if *used >= grant.max_requests {
+        return Err(FetchError::Denied(format!(
+            "the plugin may make {} request(s) per call",
+            grant.max_requests
+        )));
+    }
+    *used += 1;
+    if !grant.origins.iter().any(|o| o.matches(&url)) {
+        return Err(FetchError::Denied(format!(
+            "{}://{} is not among the hosts granted to this plugin",
+            url.scheme(),
+            url.host_str().unwrap_or("?")
+        )));
+    }
+    Ok(())
+}
+
 /// Checks one hop: the origin is granted and the host resolves only to allowed addresses.
 /// Returns the address to connect to.
 async fn check(grant: &Grant, url: &Url) -> Result<SocketAddr, FetchError> {

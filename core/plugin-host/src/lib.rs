@@ -112,6 +112,26 @@ pub struct Settings {
     /// Manifest origin patterns the admin granted (a subset of the manifest's).
     pub granted_hosts: Vec<String>,
     pub granted_private: bool,
+    /// Tests only: answers outbound requests instead of the network. The grant (origins,
+    /// request budget) is still enforced; DNS is not consulted.
+    pub http_mock: HttpMock,
+}
+
+/// A stand-in for the network in plugin tests: a function from request to response.
+#[derive(Clone, Default)]
+pub struct HttpMock(pub Option<Arc<MockFn>>);
+
+/// The function behind an [`HttpMock`].
+pub type MockFn = dyn Fn(&http::Request) -> http::Response + Send + Sync;
+
+impl std::fmt::Debug for HttpMock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "HttpMock(set)"
+        } else {
+            "HttpMock(none)"
+        })
+    }
 }
 
 /// One invocation's environment.
@@ -1274,17 +1294,17 @@ impl bindings::http::Host for State {
         req: bindings::http::Request,
     ) -> Result<bindings::http::Response, bindings::http::HttpError> {
         use bindings::http::HttpError;
-        let r = http::fetch(
-            &self.grant,
-            &mut self.http_used,
-            http::Request {
-                method: req.method,
-                url: req.url,
-                headers: req.headers,
-                body: req.body,
-            },
-        )
-        .await;
+        let request = http::Request {
+            method: req.method,
+            url: req.url,
+            headers: req.headers,
+            body: req.body,
+        };
+        let r = match self.call.settings.http_mock.0.clone() {
+            Some(mock) => http::check_mocked(&self.grant, &mut self.http_used, &request)
+                .map(|()| mock(&request)),
+            None => http::fetch(&self.grant, &mut self.http_used, request).await,
+        };
         match r {
             Ok(r) => Ok(bindings::http::Response {
                 status: r.status,

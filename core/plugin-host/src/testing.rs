@@ -61,6 +61,25 @@ impl Services for MemoryServices {
     }
 }
 
+/// Answers a plugin's outbound requests from `respond` and records them (the grant is still
+/// checked): `TestHost::mock_http(&mut call, |req| …)`.
+pub fn mock_http(
+    call: &mut Call,
+    respond: impl Fn(&crate::http::Request) -> crate::http::Response + Send + Sync + 'static,
+) -> Arc<Mutex<Vec<crate::http::Request>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let mut settings = (*call.settings).clone();
+    settings.http_mock = crate::HttpMock(Some(Arc::new(move |req: &crate::http::Request| {
+        if let Ok(mut l) = log.lock() {
+            l.push(req.clone());
+        }
+        respond(req)
+    })));
+    call.settings = Arc::new(settings);
+    seen
+}
+
 /// A host with in-memory services and a temporary compile cache.
 pub struct TestHost {
     pub host: Host,
@@ -128,6 +147,7 @@ impl TestHost {
                 values: values.as_object().cloned().unwrap_or_default(),
                 granted_hosts,
                 granted_private: grant_private,
+                http_mock: crate::HttpMock::default(),
             }),
             kv_scope: plugin.manifest().id.clone(),
         }

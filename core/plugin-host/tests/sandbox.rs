@@ -280,3 +280,80 @@ async fn first_party_macro_and_action_work() {
         matches!(&out.effects[..], [Effect::PostNote { text }] if text.contains("My parcel is late"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_send_against_mocked_http() {
+    use ferrydesk_plugin_host::http::Response;
+    use ferrydesk_plugin_host::testing::mock_http;
+    let t = TestHost::new().expect("host");
+    let tg = t.load_dir(dir("telegram")).await.expect("load telegram");
+    let mut call = t.call_with(
+        &tg,
+        json!({"bot_token": "1:abc", "api_base": "https://api.telegram.org"}),
+        false,
+    );
+    let limited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = limited.clone();
+    let seen = mock_http(&mut call, move |req| {
+        assert!(req.url.ends_with("/bot1:abc/sendMessage"), "{}", req.url);
+        if flag.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            Response {
+                status: 429,
+                headers: vec![],
+                body: br#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#.to_vec(),
+            }
+        } else {
+            Response {
+                status: 200,
+                headers: vec![],
+                body: br#"{"ok":true,"result":{"message_id":55}}"#.to_vec(),
+            }
+        }
+    });
+    let msg = || ferrydesk_plugin_host::OutboundMessage {
+        recipient: "777".into(),
+        text: "hi".into(),
+        files: vec![],
+        message_id: "m1".into(),
+    };
+    let e = tg.connector_send(&call, msg()).await.unwrap_err();
+    assert_eq!(
+        e,
+        CallError::Plugin {
+            code: "rate_limited".into(),
+            message: "retry_after=7".into(),
+            retryable: true
+        }
+    );
+    assert_eq!(
+        tg.connector_send(&call, msg()).await.expect("send"),
+        "777:55"
+    );
+    {
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 2);
+        let body: serde_json::Value =
+            serde_json::from_slice(seen[1].body.as_deref().unwrap_or_default()).expect("json");
+        assert_eq!(body, json!({"chat_id": "777", "text": "hi"}));
+    }
+
+    // Even mocked, a host outside the grant is refused.
+    let mut call = t.call_with(
+        &tg,
+        json!({"bot_token": "1:abc", "api_base": "https://evil.example"}),
+        false,
+    );
+    let mut s = (*call.settings).clone();
+    s.granted_hosts = vec!["https://api.telegram.org".into()];
+    call.settings = std::sync::Arc::new(s);
+    let _ = mock_http(&mut call, |_| Response {
+        status: 200,
+        headers: vec![],
+        body: vec![],
+    });
+    let e = tg.connector_send(&call, msg()).await.unwrap_err();
+    assert!(
+        matches!(&e, CallError::Plugin { code, .. } if code == "http_denied"),
+        "{e:?}"
+    );
+}

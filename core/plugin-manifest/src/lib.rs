@@ -11,6 +11,33 @@ use serde::Deserialize;
 /// The schema shipped in the SDK, embedded so the host checks exactly what editors check.
 pub const SCHEMA: &str = include_str!("../../../sdk/schema/plugin-manifest.schema.json");
 
+/// Template helper names that are built in (handlebars' own and the desk's); plugins may not
+/// take them.
+pub const RESERVED_HELPERS: &[&str] = &[
+    "if",
+    "unless",
+    "each",
+    "with",
+    "lookup",
+    "log",
+    "raw",
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "and",
+    "or",
+    "not",
+    "len",
+    "date",
+    "upper",
+    "lower",
+    "default",
+    "first_name",
+];
+
 /// Interface versions this host implements.
 pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1"];
 
@@ -273,6 +300,13 @@ fn check(m: &Manifest) -> Vec<Problem> {
     }
     let mut seen = HashSet::new();
     for (i, h) in m.helpers.iter().enumerate() {
+        if RESERVED_HELPERS.contains(&h.name.as_str()) {
+            out.push(Problem {
+                pointer: format!("/helpers/{i}/name"),
+                rule: "reserved".into(),
+                message: format!("`{}` is a built-in template helper", h.name),
+            });
+        }
         if !seen.insert(&h.name) {
             out.push(Problem {
                 pointer: format!("/helpers/{i}/name"),

@@ -88,13 +88,23 @@ impl HelperDef for PluginHelper {
 }
 
 /// Registers the helpers of an enabled macro plugin (once per name; a disabled plugin's helpers
-/// answer with an error naming it).
+/// answer with an error naming it). A name that is built in or already taken by another plugin
+/// is not registered, so no plugin can change what an existing template means.
 pub(crate) fn register(plugins: &Plugins, e: &Entry) {
     let Ok(mut done) = plugins.inner.helpers_registered.lock() else {
         return;
     };
     for h in &e.manifest.helpers {
         let key = format!("{}/{}", e.manifest.id, h.name);
+        let taken_by_other = done
+            .iter()
+            .any(|k| k.rsplit('/').next() == Some(h.name.as_str()) && *k != key);
+        if ferrydesk_plugin_host::manifest::RESERVED_HELPERS.contains(&h.name.as_str())
+            || taken_by_other
+        {
+            tracing::warn!(plugin = %e.manifest.id, helper = %h.name, "helper name is built in or taken by another plugin; not registered");
+            continue;
+        }
         if done.insert(key) {
             plugins.desk().templates().register_helper(
                 &h.name,

@@ -130,6 +130,7 @@ impl Entry {
             values,
             granted_hosts: self.grant.hosts.clone(),
             granted_private: self.grant.private,
+            http_mock: Default::default(),
         })
     }
 }

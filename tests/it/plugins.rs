@@ -361,12 +361,16 @@ async fn telegram_polling(b: Backend) -> Result<()> {
     server.kill().await;
     tg.push_update(update(6003, 23, json!({"text": "while you were down"})));
     server.restart().await?;
-    eventually("the update sent during the outage", 20, || async {
-        Ok(db
-            .scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = '777:23'")
-            .await?
-            == 1)
-    })
+    eventually(
+        "the update sent during the outage (the dead node's poll lease expires first)",
+        45,
+        || async {
+            Ok(db
+                .scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = '777:23'")
+                .await?
+                == 1)
+        },
+    )
     .await?;
     assert_eq!(
         db.scalar_i64("SELECT COUNT(*) FROM messages WHERE direction = 'inbound'")
@@ -922,6 +926,21 @@ async fn scaffolded_plugin_builds_checks_installs_and_runs() -> Result<()> {
             .arg(&tar),
     )
     .await?;
+    // A package well above the JSON body limit (extra files are ignored) still uploads.
+    let padding = work.path().join("padding.bin");
+    std::fs::write(&padding, vec![0u8; 600 << 10])?;
+    run_cmd(
+        "tar --append",
+        tokio::process::Command::new("tar")
+            .arg("--append")
+            .arg("-f")
+            .arg(&tar)
+            .arg("-C")
+            .arg(work.path())
+            .arg("padding.bin"),
+    )
+    .await?;
+    assert!(std::fs::metadata(&tar)?.len() > 600 << 10);
     let info = fx
         .admin
         .raw(

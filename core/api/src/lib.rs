@@ -49,7 +49,8 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::router())
         .merge(ws::router())
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
-        .merge(files::router().layer(DefaultBodyLimit::max(file_limit)));
+        .merge(files::router().layer(DefaultBodyLimit::max(file_limit)))
+        .merge(plugins::package_router().layer(DefaultBodyLimit::max(17 << 20)));
     Router::new()
         .nest("/api/v1", api)
         .merge(plugins::webhook_router().layer(DefaultBodyLimit::max(4 << 20)))

@@ -18,7 +18,7 @@ use crate::extract::{Auth, Json, Query};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/plugins", get(list).post(install))
+        .route("/plugins", get(list))
         .route("/plugins/{id}", get(get_one).delete(uninstall))
         .route("/plugins/{id}/enable", post(enable))
         .route("/plugins/{id}/disable", post(disable))
@@ -32,6 +32,11 @@ pub fn router() -> Router<AppState> {
             get(channel_config).put(configure_channel),
         )
         .route("/photos/{id}", get(photo))
+}
+
+/// Installing a package: a component of up to 16 MiB, so outside the JSON body limit.
+pub fn package_router() -> Router<AppState> {
+    Router::new().route("/plugins", post(install))
 }
 
 /// The webhook route: no session (providers authenticate by signature or secret), its own

@@ -781,6 +781,17 @@ impl Plugin {
         }
     }
 
+    /// Counts a failure found after a call that itself succeeded (output breaking its schema).
+    fn note_error(&self, e: &CallError) {
+        let id = self.inner.manifest.id.clone();
+        metrics::counter!("ferrydesk_plugin_errors_total", "plugin" => id.clone(), "call" => "run", "error" => e.code())
+            .increment(1);
+        tracing::info!(plugin = %id, error = %e, "plugin call failed");
+        if let Ok(mut r) = self.inner.stats.lock() {
+            r.errors += 1;
+        }
+    }
+
     /// Runs `f` on a fresh instance under the plugin's limits.
     async fn invoke<T, F>(
         &self,
@@ -885,16 +896,11 @@ impl Plugin {
                 .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
                 .collect();
             if !problems.is_empty() {
-                self.record(
-                    "run_output",
-                    Instant::now(),
-                    Err(&CallError::InvalidOutput {
-                        detail: String::new(),
-                    }),
-                );
-                return Err(CallError::InvalidOutput {
+                let e = CallError::InvalidOutput {
                     detail: problems.join("; "),
-                });
+                };
+                self.note_error(&e);
+                return Err(e);
             }
         }
         let mut effects = Vec::new();
@@ -1300,6 +1306,11 @@ impl bindings::http::Host for State {
             headers: req.headers,
             body: req.body,
         };
+        if self.manifest.capabilities.http.is_none() {
+            return Err(HttpError::Denied(
+                "the manifest does not declare `capabilities.http`".into(),
+            ));
+        }
         let r = match self.call.settings.http_mock.0.clone() {
             Some(mock) => http::check_mocked(&self.grant, &mut self.http_used, &request)
                 .map(|()| mock(&request)),

@@ -191,6 +191,10 @@ pub(crate) fn call_error(plugin: &str, e: CallError) -> Error {
         CallError::Busy => Error::RateLimited {
             retry_after: std::time::Duration::from_secs(1),
         },
+        CallError::Plugin { code, message, .. } => Error::Conflict {
+            code: "plugin_failed",
+            message: format!("plugin `{plugin}`: {message} [{code}]"),
+        },
         other => Error::Conflict {
             code: "plugin_failed",
             message: format!("plugin `{plugin}`: {other}"),

@@ -577,7 +577,10 @@ fn stop_poller(plugins: &Plugins, channel: &ChannelId) {
     }
 }
 
+/// A node that dies hands its channels over after this long; a live poller renews its lease
+/// every [`RENEW`] while a (long) poll is in flight.
 const LEASE_MS: i64 = 15_000;
+const RENEW: Duration = Duration::from_secs(5);
 
 /// Claims (or renews) this node's lease on polling a channel. The value is
 /// `<expiry, zero-padded>|<node>`, so "expired" is a string comparison both backends share.
@@ -613,7 +616,7 @@ async fn poll_loop(runtime: Weak<Inner>, channel: ChannelId) {
                 failures = 0;
                 Duration::from_millis(100)
             }
-            Ok(false) => Duration::from_secs(5), // another node polls this channel
+            Ok(false) => Duration::from_secs(2), // another node polls this channel
             Err(e) => {
                 failures += 1;
                 let wait = Duration::from_millis((500u64 << failures.min(6)).min(30_000));
@@ -632,6 +635,25 @@ async fn poll_once(plugins: &Plugins, channel: &ChannelId) -> Result<bool> {
     if !claim_poll_lease(plugins, channel).await? {
         return Ok(false);
     }
+    let renew = {
+        let plugins = plugins.clone();
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW).await;
+                if !matches!(claim_poll_lease(&plugins, &channel).await, Ok(true)) {
+                    tracing::warn!(%channel, "lost the poll lease during a poll");
+                    return;
+                }
+            }
+        })
+    };
+    let r = poll_leased(plugins, channel).await;
+    renew.abort();
+    r.map(|()| true)
+}
+
+async fn poll_leased(plugins: &Plugins, channel: &ChannelId) -> Result<()> {
     let ch = {
         let mut conn = plugins.desk().store().read().await?;
         directory::get_channel(&mut conn, channel)
@@ -654,5 +676,5 @@ async fn poll_once(plugins: &Plugins, channel: &ChannelId) -> Result<bool> {
         .commit_kv(&call, writes)
         .await
         .map_err(|e| crate::actions::call_error(&pid, e))?;
-    Ok(true)
+    Ok(())
 }

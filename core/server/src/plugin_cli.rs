@@ -173,16 +173,20 @@ async fn check(dir: &Path) -> anyhow::Result<()> {
         "manifest ok: {} {} ({:?}, API {})",
         manifest.id, manifest.version, manifest.kind, manifest.api_version
     );
+    let wasm = dir.join(&manifest.component.path);
+    let size = match std::fs::metadata(&wasm) {
+        Ok(m) => m.len(),
+        Err(e) => anyhow::bail!(
+            "{}: {e}. Build it with `cargo build --release --target wasm32-wasip2`; with CARGO_TARGET_DIR set, the component is under that directory, so point `component.path` at it",
+            wasm.display()
+        ),
+    };
     let host = ferrydesk_plugin_host::testing::TestHost::new()?;
     let plugin = host
         .load_dir(dir)
         .await
         .context("the component does not load")?;
-    println!(
-        "component ok: {} bytes, sha256 {}",
-        std::fs::metadata(dir.join(&manifest.component.path))?.len(),
-        plugin.sha256()
-    );
+    println!("component ok: {size} bytes, sha256 {}", plugin.sha256());
     for a in &manifest.actions {
         println!("  action {}", a.id);
     }

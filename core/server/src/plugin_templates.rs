@@ -209,6 +209,7 @@ mod tests {
             .to_owned(),
         ),
     };
+    let article = if kind == "action" { "An" } else { "A" };
     let manifest = format!(
         r#"{{
   "$schema": "https://ferrydesk.dev/schema/plugin-manifest.schema.json",
@@ -218,7 +219,7 @@ mod tests {
   "api_version": "0.1",
   "kind": "{kind}",
   "component": {{ "path": "{component}" }},
-  "description": "A {kind} plugin.",
+  "description": "{article} {kind} plugin.",
   "license": "Apache-2.0",
 {manifest_extra}
 }}

@@ -60,6 +60,56 @@ pub fn civil(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Days since 1970-01-01 of a civil date (inverse of [`civil`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix milliseconds of an RFC 3339 date-time (`2026-11-25T12:48:12.51Z`, `…+03:00`) or date.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+    {
+        return None;
+    }
+    let mut ms = days_from_civil(y, mo as u32, d as u32) * 86_400_000;
+    if s.len() > 10 {
+        let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        ms += (h * 3600 + mi * 60 + sec) * 1000;
+        let rest = &s[19..];
+        let rest = match rest.strip_prefix('.') {
+            Some(frac) => {
+                let digits: String = frac.chars().take_while(char::is_ascii_digit).collect();
+                let scaled = format!("{digits:0<3}");
+                ms += scaled[..3].parse::<i64>().ok()?;
+                &frac[digits.len()..]
+            }
+            None => rest,
+        };
+        match rest {
+            "Z" | "z" | "" => {}
+            tz => {
+                let sign = if tz.starts_with('-') { -1 } else { 1 };
+                let oh: i64 = tz.get(1..3)?.parse().ok()?;
+                let om: i64 = tz.get(4..6)?.parse().ok()?;
+                ms -= sign * (oh * 60 + om) * 60_000;
+            }
+        }
+    }
+    Some(ms)
+}
+
 const MONTHS_EN: [&str; 12] = [
     "January",
     "February",
@@ -151,6 +201,20 @@ mod tests {
         assert_eq!(greeting_for("ru", 9), "Доброе утро");
         assert_eq!(greeting_for("en", 14), "Good afternoon");
         assert_eq!(greeting_for("en", 23), "Good evening");
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(
+            parse_rfc3339("2026-11-25T00:00:00Z"),
+            Some(1_795_564_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-25T03:00:00.5+03:00"),
+            Some(1_795_564_800_500)
+        );
+        assert_eq!(parse_rfc3339("2026-11-25"), Some(1_795_564_800_000));
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
     #[test]

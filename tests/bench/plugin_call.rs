@@ -117,6 +117,18 @@ async fn main() -> anyhow::Result<()> {
         helper.push(s.elapsed().as_secs_f64() * 1e6);
         assert_eq!(out, "2026-11-25");
     }
+    let mut inst = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Instant::now();
+        evil.bench_instantiate(&call).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        inst.push(s.elapsed().as_secs_f64() * 1e6);
+    }
+    let mut stores = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Instant::now();
+        evil.bench_store(&call);
+        stores.push(s.elapsed().as_secs_f64() * 1e6);
+    }
     let text = input.to_string();
     let mut native = Vec::with_capacity(n);
     for _ in 0..n {
@@ -135,6 +147,8 @@ async fn main() -> anyhow::Result<()> {
     let nat = stats(native);
     row("ferrydesk action, fresh instance (echo)", a);
     row("ferrydesk macro helper, fresh instance (format_date)", h);
+    row("  of which: store + instance, no call", stats(inst));
+    row("  of which: store (WASI context, limits) only", stats(stores));
     row("native Rust echo (parse + serialise)", nat);
     let get = |v: &Value, k: &str| {
         (

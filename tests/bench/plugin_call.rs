@@ -120,7 +120,9 @@ async fn main() -> anyhow::Result<()> {
     let mut inst = Vec::with_capacity(n);
     for _ in 0..n {
         let s = Instant::now();
-        evil.bench_instantiate(&call).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        evil.bench_instantiate(&call)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         inst.push(s.elapsed().as_secs_f64() * 1e6);
     }
     let mut stores = Vec::with_capacity(n);
@@ -148,7 +150,10 @@ async fn main() -> anyhow::Result<()> {
     row("ferrydesk action, fresh instance (echo)", a);
     row("ferrydesk macro helper, fresh instance (format_date)", h);
     row("  of which: store + instance, no call", stats(inst));
-    row("  of which: store (WASI context, limits) only", stats(stores));
+    row(
+        "  of which: store (WASI context, limits) only",
+        stats(stores),
+    );
     row("native Rust echo (parse + serialise)", nat);
     let get = |v: &Value, k: &str| {
         (

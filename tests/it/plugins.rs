@@ -381,6 +381,23 @@ async fn telegram_polling(b: Backend) -> Result<()> {
     Ok(())
 }
 
+/// Installs and enables the webhook plugin (granting the configured endpoint, on loopback) and
+/// creates a channel that sends replies to `endpoint`.
+async fn webhook_channel(fx: &Fixture, secret: &str, endpoint: &FakeEndpoint) -> Result<Value> {
+    install(&fx.admin, "webhook").await?;
+    fx.admin
+        .post(
+            "/api/v1/plugins/webhook/enable",
+            json!({"grant": {"hosts": ["{{outbound_url}}"], "private": true}}),
+        )
+        .await?
+        .ok()?;
+    fx.admin
+        .post("/api/v1/connector-channels", json!({"plugin": "webhook", "name": "Shop app", "queue_id": fx.queue, "config": {"secret": secret, "outbound_url": endpoint.url}}))
+        .await?
+        .ok()
+}
+
 async fn webhook_connector(b: Backend) -> Result<()> {
     let (db, server) = setup!(b);
     let fx = Fixture::new(
@@ -395,19 +412,7 @@ async fn webhook_connector(b: Backend) -> Result<()> {
     op.set_status("active").await?;
     let secret = "0123456789abcdef-shared";
     let endpoint = FakeEndpoint::start(secret, 1).await?;
-    install(&fx.admin, "webhook").await?;
-    fx.admin
-        .post(
-            "/api/v1/plugins/webhook/enable",
-            json!({"grant": {"hosts": ["{{outbound_url}}"], "private": true}}),
-        )
-        .await?
-        .ok()?;
-    let c = fx
-        .admin
-        .post("/api/v1/connector-channels", json!({"plugin": "webhook", "name": "Shop app", "queue_id": fx.queue, "config": {"secret": secret, "outbound_url": endpoint.url}}))
-        .await?
-        .ok()?;
+    let c = webhook_channel(&fx, secret, &endpoint).await?;
     let hook = format!(
         "{}{}",
         server.base,
@@ -979,19 +984,7 @@ async fn connector_on_two_nodes_postgres() -> Result<()> {
     .await?;
     let secret = "0123456789abcdef-two-nodes";
     let endpoint = FakeEndpoint::start(secret, 0).await?;
-    install(&fx.admin, "webhook").await?;
-    fx.admin
-        .post(
-            "/api/v1/plugins/webhook/enable",
-            json!({"grant": {"hosts": ["{{outbound_url}}"], "private": true}}),
-        )
-        .await?
-        .ok()?;
-    let c = fx
-        .admin
-        .post("/api/v1/connector-channels", json!({"plugin": "webhook", "name": "Shop app", "queue_id": fx.queue, "config": {"secret": secret, "outbound_url": endpoint.url}}))
-        .await?
-        .ok()?;
+    let c = webhook_channel(&fx, secret, &endpoint).await?;
     let path = c["webhook_path"].as_str().unwrap_or_default().to_owned();
     // Node B learns about the plugin from the database.
     let body = serde_json::to_vec(

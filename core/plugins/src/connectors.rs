@@ -51,6 +51,19 @@ pub struct ConnectorChannel {
     pub config: serde_json::Value,
 }
 
+/// A channel and the connector plugin that serves it.
+async fn connector_channel(plugins: &Plugins, id: &ChannelId) -> Result<(Channel, Arc<Entry>)> {
+    let channel = {
+        let mut conn = plugins.desk().store().read().await?;
+        directory::get_channel(&mut conn, id)
+            .await?
+            .ok_or(Error::not_found("channel"))?
+    };
+    let pid = plugin_of(&channel).ok_or(Error::not_found("channel"))?;
+    let e = plugins.entry(&pid).ok_or(Error::not_found("plugin"))?;
+    Ok((channel, e))
+}
+
 fn plugin_of(c: &Channel) -> Option<String> {
     if c.kind != ChannelKind::Plugin {
         return None;
@@ -481,14 +494,7 @@ impl Plugins {
     /// A connector channel's settings (secrets masked).
     pub async fn channel_config(&self, p: &Principal, id: &ChannelId) -> Result<ConnectorChannel> {
         p.require(Role::Admin)?;
-        let channel = {
-            let mut conn = self.desk().store().read().await?;
-            directory::get_channel(&mut conn, id)
-                .await?
-                .ok_or(Error::not_found("channel"))?
-        };
-        let pid = plugin_of(&channel).ok_or(Error::not_found("channel"))?;
-        let e = self.entry(&pid).ok_or(Error::not_found("plugin"))?;
+        let (channel, e) = connector_channel(self, id).await?;
         let settings = channel_settings(self, id).await?;
         Ok(ConnectorChannel {
             webhook_path: format!("/api/v1/channels/{}/webhook", channel.id),
@@ -654,14 +660,8 @@ async fn poll_once(plugins: &Plugins, channel: &ChannelId) -> Result<bool> {
 }
 
 async fn poll_leased(plugins: &Plugins, channel: &ChannelId) -> Result<()> {
-    let ch = {
-        let mut conn = plugins.desk().store().read().await?;
-        directory::get_channel(&mut conn, channel)
-            .await?
-            .ok_or(Error::not_found("channel"))?
-    };
-    let pid = plugin_of(&ch).ok_or(Error::not_found("channel"))?;
-    let e = plugins.entry(&pid).ok_or(Error::not_found("plugin"))?;
+    let (_, e) = connector_channel(plugins, channel).await?;
+    let pid = e.manifest.id.clone();
     let plugin = e
         .runnable()
         .cloned()

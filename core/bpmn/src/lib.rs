@@ -1,0 +1,757 @@
+//! BPMN 2.0 as Camunda Modeler saves it for Camunda 8: parsing and deploy-time validation.
+//!
+//! The diagram (`bpmndi`) is ignored. Service tasks are bound with `zeebe:taskDefinition`,
+//! with `zeebe:taskHeaders` and `zeebe:ioMapping`; user tasks with
+//! `zeebe:assignmentDefinition`; messages with `zeebe:subscription correlationKey`. Elements the
+//! engine does not run are rejected at deploy, each problem naming the element id and the reason,
+//! as Zeebe does. Expressions (`=…`, FEEL) are kept as text here; compiling them is the
+//! engine's job.
+
+mod xml;
+
+use std::collections::{BTreeMap, HashMap};
+
+pub const BPMN_NS: &str = "http://www.omg.org/spec/BPMN/20100524/MODEL";
+pub const ZEEBE_NS: &str = "http://camunda.org/schema/zeebe/1.0";
+
+/// One problem in a BPMN file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The element's id ("" for the document).
+    pub element: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.element.is_empty() {
+            write!(f, "line {}: {}", self.line, self.message)
+        } else {
+            write!(
+                f,
+                "`{}` (line {}): {}",
+                self.element, self.line, self.message
+            )
+        }
+    }
+}
+
+/// A file that cannot be deployed, with every problem found.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the BPMN file cannot be deployed: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct Error {
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartTrigger {
+    None,
+    /// A message start event, by message name.
+    Message(String),
+    Timer(Timer),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Timer {
+    /// `timeDuration`, e.g. `PT15M` or `=duration`.
+    Duration(String),
+    /// `timeDate`, an ISO 8601 date-time or an expression.
+    Date(String),
+    /// `timeCycle`, e.g. `R3/PT10M`.
+    Cycle(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndKind {
+    None,
+    Terminate,
+    /// An error end event, with the error code.
+    Error(String),
+}
+
+/// `zeebe:ioMapping` entries: `source` (an expression) → `target` (a variable name).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IoMapping {
+    pub inputs: Vec<(String, String)>,
+    pub outputs: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    StartEvent(StartTrigger),
+    EndEvent(EndKind),
+    ServiceTask {
+        task_type: String,
+        retries: u32,
+        headers: BTreeMap<String, String>,
+    },
+    UserTask {
+        assignee: Option<String>,
+        candidate_groups: Option<String>,
+        form_key: Option<String>,
+    },
+    ReceiveTask {
+        message: String,
+    },
+    ExclusiveGateway {
+        default: Option<String>,
+    },
+    ParallelGateway,
+    IntermediateTimer(Timer),
+    IntermediateMessage {
+        message: String,
+    },
+    BoundaryEvent {
+        attached_to: String,
+        interrupting: bool,
+        trigger: BoundaryTrigger,
+    },
+    SubProcess {
+        elements: Vec<String>,
+    },
+    CallActivity {
+        process_id: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BoundaryTrigger {
+    Timer(Timer),
+    /// An error boundary, catching a code (or any error when `None`).
+    Error(Option<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Element {
+    pub id: String,
+    pub name: Option<String>,
+    pub kind: Kind,
+    pub io: IoMapping,
+    /// The embedded subprocess this element belongs to, if any.
+    pub parent: Option<String>,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    pub id: String,
+    pub source: String,
+    pub target: String,
+    /// `=…` FEEL condition.
+    pub condition: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: String,
+    pub name: String,
+    pub correlation_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Process {
+    pub id: String,
+    pub name: Option<String>,
+    pub elements: BTreeMap<String, Element>,
+    pub flows: BTreeMap<String, Flow>,
+}
+
+impl Process {
+    pub fn outgoing<'a>(&'a self, element: &'a str) -> impl Iterator<Item = &'a Flow> {
+        self.flows.values().filter(move |f| f.source == element)
+    }
+    pub fn incoming<'a>(&'a self, element: &'a str) -> impl Iterator<Item = &'a Flow> {
+        self.flows.values().filter(move |f| f.target == element)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definitions {
+    pub processes: Vec<Process>,
+    pub messages: BTreeMap<String, Message>,
+}
+
+/// Elements the engine runs, for the error message.
+const SUPPORTED: &str = "startEvent (none, message, timer), endEvent (none, terminate, error), serviceTask, userTask, receiveTask, exclusiveGateway, parallelGateway, intermediateCatchEvent (timer, message), boundaryEvent (timer, error), subProcess, callActivity, sequenceFlow";
+
+struct Ctx {
+    problems: Vec<Problem>,
+    messages: HashMap<String, String>,
+    errors: HashMap<String, String>,
+}
+
+impl Ctx {
+    fn problem(&mut self, element: &str, line: usize, message: impl Into<String>) {
+        self.problems.push(Problem {
+            element: element.to_owned(),
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+fn zeebe<'a>(n: &'a xml::Node, name: &str) -> Option<&'a xml::Node> {
+    n.child(BPMN_NS, "extensionElements")?.child(ZEEBE_NS, name)
+}
+
+fn io_mapping(n: &xml::Node) -> IoMapping {
+    let mut io = IoMapping::default();
+    if let Some(m) = zeebe(n, "ioMapping") {
+        for c in &m.children {
+            let pair = (
+                c.attr("source").unwrap_or_default().to_owned(),
+                c.attr("target").unwrap_or_default().to_owned(),
+            );
+            match c.name.as_str() {
+                "input" => io.inputs.push(pair),
+                "output" => io.outputs.push(pair),
+                _ => {}
+            }
+        }
+    }
+    io
+}
+
+fn timer(ctx: &mut Ctx, id: &str, n: &xml::Node) -> Option<Timer> {
+    let def = n.child(BPMN_NS, "timerEventDefinition")?;
+    let text = |name: &str| def.child(BPMN_NS, name).map(|c| c.text.trim().to_owned());
+    match (text("timeDuration"), text("timeDate"), text("timeCycle")) {
+        (Some(d), None, None) if !d.is_empty() => Some(Timer::Duration(d)),
+        (None, Some(d), None) if !d.is_empty() => Some(Timer::Date(d)),
+        (None, None, Some(c)) if !c.is_empty() => Some(Timer::Cycle(c)),
+        _ => {
+            ctx.problem(
+                id,
+                n.line,
+                "a timer needs exactly one of timeDuration, timeDate, timeCycle",
+            );
+            None
+        }
+    }
+}
+
+fn message_ref(ctx: &mut Ctx, id: &str, n: &xml::Node, def: Option<&xml::Node>) -> String {
+    let r = def
+        .and_then(|d| d.attr("messageRef"))
+        .or(n.attr("messageRef"));
+    match r.and_then(|r| ctx.messages.get(r).cloned()) {
+        Some(name) => name,
+        None => {
+            ctx.problem(
+                id,
+                n.line,
+                "refers to no declared bpmn:message (messageRef)",
+            );
+            String::new()
+        }
+    }
+}
+
+fn element(ctx: &mut Ctx, n: &xml::Node, parent: Option<&str>, out: &mut Process) {
+    let id = n.attr("id").unwrap_or_default().to_owned();
+    if id.is_empty() {
+        ctx.problem("", n.line, format!("a bpmn:{} has no id", n.name));
+        return;
+    }
+    let has = |name: &str| n.child(BPMN_NS, name).is_some();
+    let definitions = n
+        .children
+        .iter()
+        .filter(|c| c.ns == BPMN_NS && c.name.ends_with("EventDefinition"))
+        .map(|c| c.name.clone())
+        .collect::<Vec<_>>();
+    let unsupported_definition = |ctx: &mut Ctx, allowed: &[&str]| {
+        for d in &definitions {
+            if !allowed.contains(&d.as_str()) {
+                ctx.problem(
+                    &id,
+                    n.line,
+                    format!("bpmn:{} with a {d} is not supported", n.name),
+                );
+                return true;
+            }
+        }
+        false
+    };
+    let kind = match n.name.as_str() {
+        "sequenceFlow" => {
+            let condition = n
+                .child(BPMN_NS, "conditionExpression")
+                .map(|c| c.text.trim().to_owned());
+            if let Some(c) = &condition
+                && !c.starts_with('=')
+            {
+                ctx.problem(
+                    &id,
+                    n.line,
+                    "a condition is a FEEL expression starting with `=`",
+                );
+            }
+            out.flows.insert(
+                id.clone(),
+                Flow {
+                    id,
+                    source: n.attr("sourceRef").unwrap_or_default().to_owned(),
+                    target: n.attr("targetRef").unwrap_or_default().to_owned(),
+                    condition,
+                },
+            );
+            return;
+        }
+        "startEvent" => {
+            if unsupported_definition(ctx, &["messageEventDefinition", "timerEventDefinition"]) {
+                return;
+            }
+            if has("messageEventDefinition") {
+                let def = n.child(BPMN_NS, "messageEventDefinition");
+                Kind::StartEvent(StartTrigger::Message(message_ref(ctx, &id, n, def)))
+            } else if has("timerEventDefinition") {
+                match timer(ctx, &id, n) {
+                    Some(t) => Kind::StartEvent(StartTrigger::Timer(t)),
+                    None => return,
+                }
+            } else {
+                Kind::StartEvent(StartTrigger::None)
+            }
+        }
+        "endEvent" => {
+            if unsupported_definition(ctx, &["terminateEventDefinition", "errorEventDefinition"]) {
+                return;
+            }
+            if has("terminateEventDefinition") {
+                Kind::EndEvent(EndKind::Terminate)
+            } else if let Some(d) = n.child(BPMN_NS, "errorEventDefinition") {
+                let code = d.attr("errorRef").and_then(|r| ctx.errors.get(r).cloned());
+                match code {
+                    Some(c) => Kind::EndEvent(EndKind::Error(c)),
+                    None => {
+                        ctx.problem(&id, n.line, "an error end event needs an errorRef to a bpmn:error with an errorCode");
+                        return;
+                    }
+                }
+            } else {
+                Kind::EndEvent(EndKind::None)
+            }
+        }
+        "serviceTask" => {
+            let def = zeebe(n, "taskDefinition");
+            let task_type = def
+                .and_then(|d| d.attr("type"))
+                .unwrap_or_default()
+                .to_owned();
+            if task_type.is_empty() {
+                ctx.problem(
+                    &id,
+                    n.line,
+                    "a service task needs <zeebe:taskDefinition type=\"…\"/>",
+                );
+            }
+            let retries = match def.and_then(|d| d.attr("retries")) {
+                None => 3,
+                Some(r) => match r.parse() {
+                    Ok(r) => r,
+                    Err(_) => {
+                        ctx.problem(&id, n.line, format!("retries `{r}` is not a number"));
+                        3
+                    }
+                },
+            };
+            let headers = zeebe(n, "taskHeaders")
+                .map(|h| {
+                    h.children
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.attr("key").unwrap_or_default().to_owned(),
+                                c.attr("value").unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Kind::ServiceTask {
+                task_type,
+                retries,
+                headers,
+            }
+        }
+        "userTask" => {
+            let a = zeebe(n, "assignmentDefinition");
+            Kind::UserTask {
+                assignee: a.and_then(|a| a.attr("assignee")).map(str::to_owned),
+                candidate_groups: a.and_then(|a| a.attr("candidateGroups")).map(str::to_owned),
+                form_key: zeebe(n, "formDefinition")
+                    .and_then(|f| f.attr("formKey").or(f.attr("formId")))
+                    .map(str::to_owned),
+            }
+        }
+        "receiveTask" => Kind::ReceiveTask {
+            message: message_ref(ctx, &id, n, None),
+        },
+        "exclusiveGateway" => Kind::ExclusiveGateway {
+            default: n.attr("default").map(str::to_owned),
+        },
+        "parallelGateway" => Kind::ParallelGateway,
+        "intermediateCatchEvent" => {
+            if unsupported_definition(ctx, &["messageEventDefinition", "timerEventDefinition"]) {
+                return;
+            }
+            if let Some(def) = n.child(BPMN_NS, "messageEventDefinition") {
+                Kind::IntermediateMessage {
+                    message: message_ref(ctx, &id, n, Some(def)),
+                }
+            } else {
+                match timer(ctx, &id, n) {
+                    Some(t) => Kind::IntermediateTimer(t),
+                    None => {
+                        if definitions.is_empty() {
+                            ctx.problem(
+                                &id,
+                                n.line,
+                                "an intermediate catch event needs a timer or message definition",
+                            );
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        "boundaryEvent" => {
+            if unsupported_definition(ctx, &["errorEventDefinition", "timerEventDefinition"]) {
+                return;
+            }
+            let attached_to = n.attr("attachedToRef").unwrap_or_default().to_owned();
+            let interrupting = n.attr("cancelActivity") != Some("false");
+            let trigger = if let Some(d) = n.child(BPMN_NS, "errorEventDefinition") {
+                if !interrupting {
+                    ctx.problem(
+                        &id,
+                        n.line,
+                        "an error boundary event is always interrupting",
+                    );
+                }
+                BoundaryTrigger::Error(d.attr("errorRef").and_then(|r| ctx.errors.get(r).cloned()))
+            } else {
+                match timer(ctx, &id, n) {
+                    Some(t) => BoundaryTrigger::Timer(t),
+                    None => {
+                        if definitions.is_empty() {
+                            ctx.problem(
+                                &id,
+                                n.line,
+                                "a boundary event needs a timer or error definition",
+                            );
+                        }
+                        return;
+                    }
+                }
+            };
+            Kind::BoundaryEvent {
+                attached_to,
+                interrupting,
+                trigger,
+            }
+        }
+        "subProcess" => {
+            if n.attr("triggeredByEvent") == Some("true") {
+                ctx.problem(&id, n.line, "event subprocesses are not supported");
+                return;
+            }
+            let mut inner = Vec::new();
+            for c in &n.children {
+                if c.ns == BPMN_NS && !is_ignorable(&c.name) {
+                    if let Some(cid) = c.attr("id")
+                        && c.name != "sequenceFlow"
+                    {
+                        inner.push(cid.to_owned());
+                    }
+                    element(ctx, c, Some(&id), out);
+                }
+            }
+            Kind::SubProcess { elements: inner }
+        }
+        "callActivity" => {
+            let process_id = zeebe(n, "calledElement")
+                .and_then(|c| c.attr("processId"))
+                .unwrap_or_default()
+                .to_owned();
+            if process_id.is_empty() {
+                ctx.problem(
+                    &id,
+                    n.line,
+                    "a call activity needs <zeebe:calledElement processId=\"…\"/>",
+                );
+            }
+            Kind::CallActivity { process_id }
+        }
+        other => {
+            ctx.problem(
+                &id,
+                n.line,
+                format!("bpmn:{other} is not supported (supported: {SUPPORTED})"),
+            );
+            return;
+        }
+    };
+    out.elements.insert(
+        id.clone(),
+        Element {
+            id,
+            name: n.attr("name").map(str::to_owned),
+            kind,
+            io: io_mapping(n),
+            parent: parent.map(str::to_owned),
+            line: n.line,
+        },
+    );
+}
+
+/// Children of a process that carry no behaviour.
+fn is_ignorable(name: &str) -> bool {
+    matches!(
+        name,
+        "extensionElements"
+            | "documentation"
+            | "laneSet"
+            | "textAnnotation"
+            | "association"
+            | "dataObject"
+            | "dataObjectReference"
+            | "dataStoreReference"
+            | "incoming"
+            | "outgoing"
+            | "group"
+            | "category"
+    )
+}
+
+/// Parses and validates a BPMN file.
+pub fn parse(text: &str) -> Result<Definitions, Error> {
+    let root = xml::parse(text).map_err(|e| Error {
+        problems: vec![Problem {
+            element: String::new(),
+            line: 0,
+            message: format!("not well-formed XML: {e}"),
+        }],
+    })?;
+    let mut ctx = Ctx {
+        problems: Vec::new(),
+        messages: HashMap::new(),
+        errors: HashMap::new(),
+    };
+    if root.ns != BPMN_NS || root.name != "definitions" {
+        ctx.problem(
+            "",
+            root.line,
+            "the root element is not bpmn:definitions (BPMN 2.0 model namespace)",
+        );
+        return Err(Error {
+            problems: ctx.problems,
+        });
+    }
+    let mut messages = BTreeMap::new();
+    for m in root.children_named(BPMN_NS, "message") {
+        let id = m.attr("id").unwrap_or_default().to_owned();
+        let name = m.attr("name").unwrap_or_default().to_owned();
+        if name.is_empty() {
+            ctx.problem(&id, m.line, "a message needs a name");
+        }
+        let correlation_key = zeebe(m, "subscription")
+            .and_then(|s| s.attr("correlationKey"))
+            .map(str::to_owned);
+        ctx.messages.insert(id.clone(), name.clone());
+        messages.insert(
+            id.clone(),
+            Message {
+                id,
+                name,
+                correlation_key,
+            },
+        );
+    }
+    for e in root.children_named(BPMN_NS, "error") {
+        if let (Some(id), Some(code)) = (e.attr("id"), e.attr("errorCode")) {
+            ctx.errors.insert(id.to_owned(), code.to_owned());
+        }
+    }
+    let mut processes = Vec::new();
+    for p in root.children_named(BPMN_NS, "process") {
+        let mut process = Process {
+            id: p.attr("id").unwrap_or_default().to_owned(),
+            name: p.attr("name").map(str::to_owned),
+            elements: BTreeMap::new(),
+            flows: BTreeMap::new(),
+        };
+        for c in &p.children {
+            if c.ns == BPMN_NS && !is_ignorable(&c.name) {
+                element(&mut ctx, c, None, &mut process);
+            }
+        }
+        check(&mut ctx, &process);
+        processes.push(process);
+    }
+    for c in &root.children {
+        if c.ns == BPMN_NS && c.name == "collaboration" {
+            ctx.problem(
+                c.attr("id").unwrap_or_default(),
+                c.line,
+                "collaborations (pools and message flows) are not supported; model one process",
+            );
+        }
+    }
+    if processes.is_empty() {
+        ctx.problem("", root.line, "the file defines no bpmn:process");
+    }
+    if ctx.problems.is_empty() {
+        Ok(Definitions {
+            processes,
+            messages,
+        })
+    } else {
+        Err(Error {
+            problems: ctx.problems,
+        })
+    }
+}
+
+/// Structural rules: flows connect existing elements of the same scope, every scope has one
+/// none start event, gateways and boundaries are wired consistently.
+fn check(ctx: &mut Ctx, p: &Process) {
+    for f in p.flows.values() {
+        for (end, what) in [(&f.source, "sourceRef"), (&f.target, "targetRef")] {
+            if !p.elements.contains_key(end) {
+                ctx.problem(
+                    &f.id,
+                    0,
+                    format!("{what} `{end}` is not an element of the process"),
+                );
+            }
+        }
+        if let (Some(s), Some(t)) = (p.elements.get(&f.source), p.elements.get(&f.target))
+            && s.parent != t.parent
+        {
+            ctx.problem(
+                &f.id,
+                0,
+                "a sequence flow may not cross a subprocess boundary",
+            );
+        }
+    }
+    let scopes: Vec<Option<String>> = std::iter::once(None)
+        .chain(
+            p.elements
+                .values()
+                .filter(|e| matches!(e.kind, Kind::SubProcess { .. }))
+                .map(|e| Some(e.id.clone())),
+        )
+        .collect();
+    for scope in scopes {
+        let starts: Vec<&Element> = p
+            .elements
+            .values()
+            .filter(|e| e.parent == scope && matches!(e.kind, Kind::StartEvent(StartTrigger::None)))
+            .collect();
+        let any_start = p
+            .elements
+            .values()
+            .any(|e| e.parent == scope && matches!(e.kind, Kind::StartEvent(_)));
+        let at = scope.clone().unwrap_or_else(|| p.id.clone());
+        if !any_start {
+            ctx.problem(&at, 0, "has no start event");
+        }
+        if starts.len() > 1 {
+            ctx.problem(&at, 0, "has more than one none start event");
+        }
+        if scope.is_some()
+            && p.elements.values().any(|e| {
+                e.parent == scope
+                    && matches!(
+                        e.kind,
+                        Kind::StartEvent(StartTrigger::Message(_) | StartTrigger::Timer(_))
+                    )
+            })
+        {
+            ctx.problem(
+                &at,
+                0,
+                "an embedded subprocess starts with a none start event only",
+            );
+        }
+    }
+    for e in p.elements.values() {
+        let outgoing: Vec<&Flow> = p.outgoing(&e.id).collect();
+        match &e.kind {
+            Kind::ExclusiveGateway { default } => {
+                if let Some(d) = default {
+                    match p.flows.get(d) {
+                        Some(f) if f.source == e.id => {
+                            if f.condition.is_some() {
+                                ctx.problem(d, 0, "the default flow has no condition");
+                            }
+                        }
+                        _ => ctx.problem(
+                            &e.id,
+                            e.line,
+                            format!("default flow `{d}` is not an outgoing flow of this gateway"),
+                        ),
+                    }
+                }
+                if outgoing.len() > 1 {
+                    for f in &outgoing {
+                        if f.condition.is_none() && default.as_deref() != Some(f.id.as_str()) {
+                            ctx.problem(&f.id, 0, format!("leaves exclusive gateway `{}` without a condition and is not its default", e.id));
+                        }
+                    }
+                }
+            }
+            Kind::ParallelGateway => {
+                for f in &outgoing {
+                    if f.condition.is_some() {
+                        ctx.problem(
+                            &f.id,
+                            0,
+                            "flows leaving a parallel gateway have no conditions",
+                        );
+                    }
+                }
+            }
+            Kind::BoundaryEvent { attached_to, .. } => match p.elements.get(attached_to) {
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        Kind::ServiceTask { .. }
+                            | Kind::UserTask { .. }
+                            | Kind::ReceiveTask { .. }
+                            | Kind::SubProcess { .. }
+                            | Kind::CallActivity { .. }
+                    ) => {}
+                _ => ctx.problem(
+                    &e.id,
+                    e.line,
+                    format!(
+                        "attachedToRef `{attached_to}` is not a task, subprocess or call activity"
+                    ),
+                ),
+            },
+            Kind::EndEvent(_) if !outgoing.is_empty() => {
+                ctx.problem(&e.id, e.line, "an end event has no outgoing flows");
+            }
+            Kind::StartEvent(_) if p.incoming(&e.id).next().is_some() => {
+                ctx.problem(&e.id, e.line, "a start event has no incoming flows");
+            }
+            _ => {}
+        }
+        if !matches!(e.kind, Kind::EndEvent(_) | Kind::BoundaryEvent { .. })
+            && outgoing.is_empty()
+            && !matches!(e.kind, Kind::SubProcess { .. })
+        {
+            // An activity without an outgoing flow ends its path (BPMN's implicit end); allowed.
+        }
+        for (src, _) in &e.io.inputs {
+            if !src.starts_with('=') && src.is_empty() {
+                ctx.problem(&e.id, e.line, "an input mapping needs a source");
+            }
+        }
+    }
+}

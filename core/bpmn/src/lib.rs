@@ -7,6 +7,7 @@
 //! as Zeebe does. Expressions (`=…`, FEEL) are kept as text here; compiling them is the
 //! engine's job.
 
+pub mod feel;
 mod xml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -619,6 +620,12 @@ pub fn parse(text: &str) -> Result<Definitions, Error> {
 /// none start event, gateways and boundaries are wired consistently.
 fn check(ctx: &mut Ctx, p: &Process) {
     for f in p.flows.values() {
+        if let Some(c) = &f.condition
+            && c.starts_with('=')
+            && let Err(why) = feel::compile(c)
+        {
+            ctx.problem(&f.id, 0, format!("condition `{c}`: {why}"));
+        }
         for (end, what) in [(&f.source, "sourceRef"), (&f.target, "targetRef")] {
             if !p.elements.contains_key(end) {
                 ctx.problem(
@@ -742,15 +749,47 @@ fn check(ctx: &mut Ctx, p: &Process) {
             }
             _ => {}
         }
-        if !matches!(e.kind, Kind::EndEvent(_) | Kind::BoundaryEvent { .. })
-            && outgoing.is_empty()
-            && !matches!(e.kind, Kind::SubProcess { .. })
-        {
-            // An activity without an outgoing flow ends its path (BPMN's implicit end); allowed.
+        // An activity without an outgoing flow ends its path (BPMN's implicit end): allowed.
+        // Expressions are compiled now, so a typo fails the deploy, not a running instance.
+        for (src, target) in e.io.inputs.iter().chain(&e.io.outputs) {
+            if src.is_empty() || target.is_empty() {
+                ctx.problem(&e.id, e.line, "an io mapping needs a source and a target");
+            }
+            if src.starts_with('=')
+                && let Err(why) = feel::compile(src)
+            {
+                ctx.problem(&e.id, e.line, format!("mapping `{src}`: {why}"));
+            }
         }
-        for (src, _) in &e.io.inputs {
-            if !src.starts_with('=') && src.is_empty() {
-                ctx.problem(&e.id, e.line, "an input mapping needs a source");
+        let timer = match &e.kind {
+            Kind::IntermediateTimer(t)
+            | Kind::StartEvent(StartTrigger::Timer(t))
+            | Kind::BoundaryEvent {
+                trigger: BoundaryTrigger::Timer(t),
+                ..
+            } => Some(t),
+            _ => None,
+        };
+        if let Some(t) = timer {
+            let (text, ok) = match t {
+                Timer::Duration(d) | Timer::Date(d) | Timer::Cycle(d) if d.starts_with('=') => {
+                    (d, feel::compile(d).is_ok())
+                }
+                Timer::Duration(d) => (d, feel::parse_duration(d).is_some()),
+                Timer::Date(d) => (d, feel::parse_datetime(d).is_some()),
+                Timer::Cycle(c) => (
+                    c,
+                    c.split_once('/').is_some_and(|(r, d)| {
+                        r.starts_with('R') && feel::parse_duration(d).is_some()
+                    }),
+                ),
+            };
+            if !ok {
+                ctx.problem(
+                    &e.id,
+                    e.line,
+                    format!("timer `{text}` is not a valid ISO 8601 value or expression"),
+                );
             }
         }
     }

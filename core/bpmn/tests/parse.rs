@@ -154,6 +154,22 @@ fn structural_mistakes_are_named() {
         "{p:?}"
     );
 
+    let xml = BENCH.replace("=amount &gt; 1000", "=amount &gt;&gt; 1000");
+    let p = problems(&xml);
+    assert!(
+        p.iter()
+            .any(|(id, m)| id == "f_vip" && m.contains("condition")),
+        "{p:?}"
+    );
+
+    let xml = CREATE_CASE.replace("PT1H", "one hour");
+    let p = problems(&xml);
+    assert!(
+        p.iter()
+            .any(|(id, m)| id == "Timer_escalate" && m.contains("one hour")),
+        "{p:?}"
+    );
+
     let p = problems("<bpmn:definitions");
     assert!(p[0].1.contains("not well-formed"), "{p:?}");
 }

@@ -8,6 +8,7 @@
 //! engine's job.
 
 pub mod feel;
+pub mod run;
 mod xml;
 
 use std::collections::{BTreeMap, HashMap};

@@ -254,16 +254,53 @@ impl Desk {
         let now = Ts::now();
         let mut tx = self.store().begin().await?;
         let chat = self.readable_chat(&mut tx, p, id).await?;
+        let mut events = Vec::new();
+        let (message, to_outbox) = self
+            .post_reply_in(
+                &mut tx,
+                p,
+                &chat,
+                &reply.text,
+                &reply.files,
+                now,
+                &mut events,
+            )
+            .await?;
+        directory::save_draft(&mut tx, id, p.id(), "", now).await?;
+        self.commit(tx, events).await?;
+        if to_outbox {
+            self.connectors().kick.notify_one();
+        }
+        metrics::counter!("ferrydesk_messages_total", "direction" => "outbound").increment(1);
+        Ok(message)
+    }
+
+    /// Stores an operator's message to the client inside `tx`: the responsible operator of a
+    /// chat in progress only; files attached, the auto-finish timer restarted, events for the
+    /// operator and the widget visitor, and — on connector channels — the outbox entry in the
+    /// same transaction. Returns the message and whether the outbox must be kicked after commit.
+    /// Replies and plugin actions' `post-message` effects both go through here.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn post_reply_in(
+        &self,
+        tx: &mut Conn,
+        p: &Principal,
+        chat: &Chat,
+        text: &str,
+        files: &[FileId],
+        now: Ts,
+        events: &mut Vec<Event>,
+    ) -> Result<(Message, bool)> {
         if chat.status != ChatStatus::InProgress || chat.responsible_id.as_ref() != Some(p.id()) {
             return Err(Error::conflict(
                 "not_responsible",
                 "only the responsible operator can reply to a chat in progress",
             ));
         }
-        let channel = directory::get_channel(&mut tx, &chat.channel_id)
+        let channel = directory::get_channel(tx, &chat.channel_id)
             .await?
             .ok_or(Error::not_found("channel"))?;
-        let queue = directory::get_queue(&mut tx, &chat.queue_id)
+        let queue = directory::get_queue(tx, &chat.queue_id)
             .await?
             .ok_or(Error::not_found("queue"))?;
         let mid = MessageId::generate();
@@ -272,43 +309,42 @@ impl Desk {
             _ => DeliveryStatus::Queued,
         };
         messages::insert_message(
-            &mut tx,
+            tx,
             messages::NewMessage {
                 id: &mid,
-                chat: id,
+                chat: &chat.id,
                 channel: &chat.channel_id,
                 direction: Direction::Outbound,
                 author: Some(p.id()),
-                body: &reply.text,
+                body: text,
                 external_id: None,
                 delivery_status: Some(delivery),
                 now,
             },
         )
         .await?;
-        for f in &reply.files {
-            self.attach_own_file(&mut tx, f, p.id(), &mid, id).await?;
+        for f in files {
+            self.attach_own_file(tx, f, p.id(), &mid, &chat.id).await?;
         }
         let autofinish = queue.completion_timeout_mins.map(|m| now.plus_secs(m * 60));
         chat_store::on_outbound(
-            &mut tx,
-            id,
-            &preview_of(&reply.text, reply.files.len()),
+            tx,
+            &chat.id,
+            &preview_of(text, files.len()),
             now,
             autofinish,
         )
         .await?;
-        directory::save_draft(&mut tx, id, p.id(), "", now).await?;
-        let message = messages::get_message(&mut tx, &mid)
+        let message = messages::get_message(tx, &mid)
             .await?
             .ok_or(Error::not_found("message"))?;
-        let mut events = vec![Event::to_user(
+        events.push(Event::to_user(
             p.id(),
             EventBody::MessageCreated {
                 message: message.clone(),
             },
-        )];
-        if let Some(identity) = visitor_identity(&mut tx, &chat).await? {
+        ));
+        if let Some(identity) = visitor_identity(tx, chat).await? {
             events.push(Event {
                 to: crate::Audience::Visitor(identity),
                 body: EventBody::MessageCreated {
@@ -320,20 +356,10 @@ impl Desk {
         // transaction; the delivery loop sends it after commit.
         let to_outbox = channel.kind == ChannelKind::Plugin;
         if to_outbox {
-            ferrydesk_store::plugins::outbox_insert(
-                &mut tx,
-                mid.as_str(),
-                channel.id.as_str(),
-                now.0,
-            )
-            .await?;
+            ferrydesk_store::plugins::outbox_insert(tx, mid.as_str(), channel.id.as_str(), now.0)
+                .await?;
         }
-        self.commit(tx, events).await?;
-        if to_outbox {
-            self.connectors().kick.notify_one();
-        }
-        metrics::counter!("ferrydesk_messages_total", "direction" => "outbound").increment(1);
-        Ok(message)
+        Ok((message, to_outbox))
     }
 
     async fn attach_own_file(

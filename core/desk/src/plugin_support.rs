@@ -2,13 +2,11 @@
 //! transaction, connector channels, records for plugins to read, contact photos.
 
 use ferrydesk_domain::*;
-use ferrydesk_store::{
-    chats as chat_store, contacts, directory, messages, plugins as plugin_store,
-};
+use ferrydesk_store::{contacts, directory, messages};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{Desk, Error, Event, EventBody, Principal, Result, preview_of};
+use crate::{Desk, Error, Event, EventBody, Principal, Result};
 
 /// Something an action asks the desk to do, already checked against the manifest.
 #[derive(Debug, Clone)]
@@ -48,9 +46,6 @@ impl Desk {
         let now = Ts::now();
         let mut tx = self.store().begin().await?;
         let chat = self.readable_chat(&mut tx, p, chat_id).await?;
-        let channel = directory::get_channel(&mut tx, &chat.channel_id)
-            .await?
-            .ok_or(Error::not_found("channel"))?;
         let mut applied = Vec::new();
         let mut events = Vec::new();
         let mut kick = false;
@@ -58,63 +53,18 @@ impl Desk {
             match e {
                 PluginEffect::PostMessage(text) => {
                     crate::chats::validate_text(text, 0)?;
-                    if chat.status != ChatStatus::InProgress
-                        || chat.responsible_id.as_ref() != Some(p.id())
-                    {
-                        return Err(Error::conflict(
-                            "not_responsible",
-                            format!(
-                                "plugin `{plugin}` wants to message the client, but only the responsible operator of a chat in progress can"
+                    let (m, outbox) = self
+                        .post_reply_in(&mut tx, p, &chat, text, &[], now, &mut events)
+                        .await
+                        .map_err(|e| match e {
+                            Error::Conflict { code, .. } => Error::conflict(
+                                code,
+                                format!("plugin `{plugin}` wants to message the client, but only the responsible operator of a chat in progress can"),
                             ),
-                        ));
-                    }
-                    let mid = MessageId::generate();
-                    let delivery = match channel.kind {
-                        ChannelKind::Widget => DeliveryStatus::Sent,
-                        _ => DeliveryStatus::Queued,
-                    };
-                    messages::insert_message(
-                        &mut tx,
-                        messages::NewMessage {
-                            id: &mid,
-                            chat: chat_id,
-                            channel: &chat.channel_id,
-                            direction: Direction::Outbound,
-                            author: Some(p.id()),
-                            body: text,
-                            external_id: None,
-                            delivery_status: Some(delivery),
-                            now,
-                        },
-                    )
-                    .await?;
-                    chat_store::on_outbound(&mut tx, chat_id, &preview_of(text, 0), now, None)
-                        .await?;
-                    if channel.kind == ChannelKind::Plugin {
-                        plugin_store::outbox_insert(
-                            &mut tx,
-                            mid.as_str(),
-                            channel.id.as_str(),
-                            now.0,
-                        )
-                        .await?;
-                        kick = true;
-                    }
-                    if let Some(m) = messages::get_message(&mut tx, &mid).await? {
-                        events.push(Event::to_user(
-                            p.id(),
-                            EventBody::MessageCreated { message: m.clone() },
-                        ));
-                        if let Some(identity) =
-                            crate::chats::visitor_identity(&mut tx, &chat).await?
-                        {
-                            events.push(Event {
-                                to: crate::Audience::Visitor(identity),
-                                body: EventBody::MessageCreated { message: m },
-                            });
-                        }
-                    }
-                    applied.push(AppliedEffect::MessagePosted { message_id: mid });
+                            other => other,
+                        })?;
+                    kick |= outbox;
+                    applied.push(AppliedEffect::MessagePosted { message_id: m.id });
                 }
                 PluginEffect::PostNote(text) => {
                     crate::chats::validate_text(text, 0)?;

@@ -8,6 +8,7 @@
 //! engine's job.
 
 pub mod feel;
+mod forms;
 pub mod run;
 mod xml;
 
@@ -92,9 +93,14 @@ pub enum Kind {
         assignee: Option<String>,
         candidate_groups: Option<String>,
         form_key: Option<String>,
+        /// The form as JSON Schema: an embedded `zeebe:userTaskForm` (JSON Schema, or Camunda
+        /// Forms JSON converted to JSON Schema), found through `formKey`.
+        form: Option<serde_json::Value>,
     },
     ReceiveTask {
         message: String,
+        /// `=…` expression evaluated when the token arrives (from the message's subscription).
+        correlation_key: Option<String>,
     },
     ExclusiveGateway {
         default: Option<String>,
@@ -103,6 +109,7 @@ pub enum Kind {
     IntermediateTimer(Timer),
     IntermediateMessage {
         message: String,
+        correlation_key: Option<String>,
     },
     BoundaryEvent {
         attached_to: String,
@@ -179,8 +186,10 @@ const SUPPORTED: &str = "startEvent (none, message, timer), endEvent (none, term
 
 struct Ctx {
     problems: Vec<Problem>,
-    messages: HashMap<String, String>,
+    messages: HashMap<String, (String, Option<String>)>,
     errors: HashMap<String, String>,
+    /// Embedded forms of the process being parsed: `zeebe:userTaskForm` id → JSON text.
+    forms: HashMap<String, String>,
 }
 
 impl Ctx {
@@ -233,19 +242,24 @@ fn timer(ctx: &mut Ctx, id: &str, n: &xml::Node) -> Option<Timer> {
     }
 }
 
-fn message_ref(ctx: &mut Ctx, id: &str, n: &xml::Node, def: Option<&xml::Node>) -> String {
+fn message_ref(
+    ctx: &mut Ctx,
+    id: &str,
+    n: &xml::Node,
+    def: Option<&xml::Node>,
+) -> (String, Option<String>) {
     let r = def
         .and_then(|d| d.attr("messageRef"))
         .or(n.attr("messageRef"));
     match r.and_then(|r| ctx.messages.get(r).cloned()) {
-        Some(name) => name,
+        Some(m) => m,
         None => {
             ctx.problem(
                 id,
                 n.line,
                 "refers to no declared bpmn:message (messageRef)",
             );
-            String::new()
+            (String::new(), None)
         }
     }
 }
@@ -307,7 +321,7 @@ fn element(ctx: &mut Ctx, n: &xml::Node, parent: Option<&str>, out: &mut Process
             }
             if has("messageEventDefinition") {
                 let def = n.child(BPMN_NS, "messageEventDefinition");
-                Kind::StartEvent(StartTrigger::Message(message_ref(ctx, &id, n, def)))
+                Kind::StartEvent(StartTrigger::Message(message_ref(ctx, &id, n, def).0))
             } else if has("timerEventDefinition") {
                 match timer(ctx, &id, n) {
                     Some(t) => Kind::StartEvent(StartTrigger::Timer(t)),
@@ -380,17 +394,43 @@ fn element(ctx: &mut Ctx, n: &xml::Node, parent: Option<&str>, out: &mut Process
         }
         "userTask" => {
             let a = zeebe(n, "assignmentDefinition");
+            let form_key = zeebe(n, "formDefinition")
+                .and_then(|f| f.attr("formKey").or(f.attr("formId")))
+                .map(str::to_owned);
+            let form = match form_key.as_deref() {
+                None => None,
+                Some(k) => {
+                    let local = k.strip_prefix("camunda-forms:bpmn:").unwrap_or(k);
+                    match ctx.forms.get(local).cloned() {
+                        None if k.starts_with("camunda-forms:bpmn:") => {
+                            ctx.problem(&id, n.line, format!("form `{k}` is not embedded in the process (zeebe:userTaskForm)"));
+                            None
+                        }
+                        None => None,
+                        Some(text) => match forms::to_json_schema(&text) {
+                            Ok(f) => Some(f),
+                            Err(why) => {
+                                ctx.problem(&id, n.line, format!("form `{k}`: {why}"));
+                                None
+                            }
+                        },
+                    }
+                }
+            };
             Kind::UserTask {
                 assignee: a.and_then(|a| a.attr("assignee")).map(str::to_owned),
                 candidate_groups: a.and_then(|a| a.attr("candidateGroups")).map(str::to_owned),
-                form_key: zeebe(n, "formDefinition")
-                    .and_then(|f| f.attr("formKey").or(f.attr("formId")))
-                    .map(str::to_owned),
+                form_key,
+                form,
             }
         }
-        "receiveTask" => Kind::ReceiveTask {
-            message: message_ref(ctx, &id, n, None),
-        },
+        "receiveTask" => {
+            let (message, correlation_key) = message_ref(ctx, &id, n, None);
+            Kind::ReceiveTask {
+                message,
+                correlation_key,
+            }
+        }
         "exclusiveGateway" => Kind::ExclusiveGateway {
             default: n.attr("default").map(str::to_owned),
         },
@@ -400,8 +440,10 @@ fn element(ctx: &mut Ctx, n: &xml::Node, parent: Option<&str>, out: &mut Process
                 return;
             }
             if let Some(def) = n.child(BPMN_NS, "messageEventDefinition") {
+                let (message, correlation_key) = message_ref(ctx, &id, n, Some(def));
                 Kind::IntermediateMessage {
-                    message: message_ref(ctx, &id, n, Some(def)),
+                    message,
+                    correlation_key,
                 }
             } else {
                 match timer(ctx, &id, n) {
@@ -541,6 +583,7 @@ pub fn parse(text: &str) -> Result<Definitions, Error> {
         problems: Vec::new(),
         messages: HashMap::new(),
         errors: HashMap::new(),
+        forms: HashMap::new(),
     };
     if root.ns != BPMN_NS || root.name != "definitions" {
         ctx.problem(
@@ -562,7 +605,14 @@ pub fn parse(text: &str) -> Result<Definitions, Error> {
         let correlation_key = zeebe(m, "subscription")
             .and_then(|s| s.attr("correlationKey"))
             .map(str::to_owned);
-        ctx.messages.insert(id.clone(), name.clone());
+        if let Some(k) = &correlation_key
+            && k.starts_with('=')
+            && let Err(why) = feel::compile(k)
+        {
+            ctx.problem(&id, m.line, format!("correlationKey `{k}`: {why}"));
+        }
+        ctx.messages
+            .insert(id.clone(), (name.clone(), correlation_key.clone()));
         messages.insert(
             id.clone(),
             Message {
@@ -585,6 +635,14 @@ pub fn parse(text: &str) -> Result<Definitions, Error> {
             elements: BTreeMap::new(),
             flows: BTreeMap::new(),
         };
+        ctx.forms = p
+            .child(BPMN_NS, "extensionElements")
+            .map(|x| {
+                x.children_named(ZEEBE_NS, "userTaskForm")
+                    .filter_map(|f| Some((f.attr("id")?.to_owned(), f.text.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
         for c in &p.children {
             if c.ns == BPMN_NS && !is_ignorable(&c.name) {
                 element(&mut ctx, c, None, &mut process);

@@ -3,7 +3,7 @@
 
 use ferrydesk_bpmn::{BoundaryTrigger, EndKind, Kind, StartTrigger, Timer, parse};
 
-const CREATE_CASE: &str = include_str!("../../../processes/create-case.bpmn");
+const CREATE_CASE: &str = include_str!("modeler_sample.bpmn");
 const BENCH: &str = include_str!("bench_process.bpmn");
 
 #[test]
@@ -58,7 +58,8 @@ fn the_first_party_process_parses_with_its_zeebe_extensions() {
     assert_eq!(
         p.elements["Catch_client_replied"].kind,
         Kind::IntermediateMessage {
-            message: "client-replied".into()
+            message: "client-replied".into(),
+            correlation_key: Some("=chat.id".into()),
         }
     );
     assert_eq!(
@@ -172,4 +173,22 @@ fn structural_mistakes_are_named() {
 
     let p = problems("<bpmn:definitions");
     assert!(p[0].1.contains("not well-formed"), "{p:?}");
+}
+
+/// Every first-party process deploys.
+#[test]
+fn the_first_party_processes_deploy() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../processes");
+    let mut n = 0;
+    for f in std::fs::read_dir(dir).expect("processes/") {
+        let path = f.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "bpmn") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            if let Err(e) = ferrydesk_bpmn::parse(&text) {
+                panic!("{}: {e}", path.display());
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "create-case.bpmn and callback.bpmn");
 }

@@ -1,7 +1,7 @@
 //! Token semantics on the benchmark process and a parallel split/join.
 
 use ferrydesk_bpmn::parse;
-use ferrydesk_bpmn::run::{Command, Instance, Wait, apply};
+use ferrydesk_bpmn::run::{Command, Instance, RunError, Wait, apply};
 use serde_json::json;
 
 const BENCH: &str = include_str!("bench_process.bpmn");
@@ -31,11 +31,12 @@ fn exclusive_gateway_routes_on_a_variable() {
             p,
             &mut i,
             Command::Start {
+                start: None,
                 variables: json!({}),
             },
             0,
         )
-        .expect("start");
+        .expect("start").waits;
         let (t, ty) = job(&w);
         assert_eq!(ty, "cases.create");
         let w = apply(
@@ -47,7 +48,7 @@ fn exclusive_gateway_routes_on_a_variable() {
             },
             0,
         )
-        .expect("complete");
+        .expect("complete").waits;
         let (t, ty) = job(&w);
         assert_eq!(ty, expect, "amount {amount}");
         let w = apply(
@@ -59,7 +60,7 @@ fn exclusive_gateway_routes_on_a_variable() {
             },
             0,
         )
-        .expect("complete");
+        .expect("complete").waits;
         assert!(w.is_empty());
         assert!(i.completed);
         assert_eq!(i.history.first().map(String::as_str), Some("start"));
@@ -76,11 +77,12 @@ fn a_missing_variable_takes_the_default_and_stale_tokens_are_refused() {
         p,
         &mut i,
         Command::Start {
+            start: None,
             variables: json!({}),
         },
         0,
     )
-    .expect("start"));
+    .expect("start").waits);
     let (t2, ty) = job(&apply(
         p,
         &mut i,
@@ -90,7 +92,7 @@ fn a_missing_variable_takes_the_default_and_stale_tokens_are_refused() {
         },
         0,
     )
-    .expect("complete"));
+    .expect("complete").waits);
     assert_eq!(ty, "notify.normal");
     // Completing the first job again (a stale worker) is refused.
     assert!(
@@ -114,7 +116,7 @@ fn a_missing_variable_takes_the_default_and_stale_tokens_are_refused() {
         },
         0,
     )
-    .expect("complete");
+    .expect("complete").waits;
     assert!(i.completed);
 }
 
@@ -145,11 +147,12 @@ fn parallel_join_waits_for_every_branch() {
         p,
         &mut i,
         Command::Start {
+            start: None,
             variables: json!({}),
         },
         1_000,
     )
-    .expect("start");
+    .expect("start").waits;
     assert_eq!(w.len(), 2);
     let (job, timer) = match &w[..] {
         [
@@ -170,9 +173,125 @@ fn parallel_join_waits_for_every_branch() {
         },
         2_000,
     )
-    .expect("job");
+    .expect("job").waits;
     assert!(!i.completed, "the join waits for the timer branch");
-    apply(p, &mut i, Command::FireTimer { token: timer }, 901_000).expect("timer");
+    apply(p, &mut i, Command::FireTimer { token: timer }, 901_000).expect("timer").waits;
     assert!(i.completed);
     assert_eq!(i.history.iter().filter(|h| *h == "join").count(), 1);
+}
+
+
+const SCOPES: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
+  <bpmn:message id="m" name="client-replied"><bpmn:extensionElements><zeebe:subscription correlationKey="=chatId" /></bpmn:extensionElements></bpmn:message>
+  <bpmn:error id="err" errorCode="not-found" />
+  <bpmn:process id="scopes" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:userTask id="review"><bpmn:extensionElements><zeebe:assignmentDefinition assignee="=operatorId" /></bpmn:extensionElements></bpmn:userTask>
+    <bpmn:boundaryEvent id="remind" attachedToRef="review" cancelActivity="false"><bpmn:timerEventDefinition><bpmn:timeDuration>PT1M</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:boundaryEvent>
+    <bpmn:boundaryEvent id="escalate" attachedToRef="review"><bpmn:timerEventDefinition><bpmn:timeDuration>PT1H</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:boundaryEvent>
+    <bpmn:serviceTask id="notify"><bpmn:extensionElements><zeebe:taskDefinition type="notify" /></bpmn:extensionElements></bpmn:serviceTask>
+    <bpmn:subProcess id="sub">
+      <bpmn:startEvent id="sub_s" />
+      <bpmn:serviceTask id="lookup"><bpmn:extensionElements><zeebe:taskDefinition type="lookup" /></bpmn:extensionElements></bpmn:serviceTask>
+      <bpmn:intermediateCatchEvent id="reply"><bpmn:messageEventDefinition messageRef="m" /></bpmn:intermediateCatchEvent>
+      <bpmn:endEvent id="sub_e" />
+      <bpmn:sequenceFlow id="g1" sourceRef="sub_s" targetRef="lookup" />
+      <bpmn:sequenceFlow id="g2" sourceRef="lookup" targetRef="reply" />
+      <bpmn:sequenceFlow id="g3" sourceRef="reply" targetRef="sub_e" />
+    </bpmn:subProcess>
+    <bpmn:boundaryEvent id="missing" attachedToRef="sub"><bpmn:errorEventDefinition errorRef="err" /></bpmn:boundaryEvent>
+    <bpmn:endEvent id="done" />
+    <bpmn:endEvent id="gave_up" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="review" />
+    <bpmn:sequenceFlow id="f2" sourceRef="review" targetRef="sub" />
+    <bpmn:sequenceFlow id="f3" sourceRef="escalate" targetRef="sub" />
+    <bpmn:sequenceFlow id="f4" sourceRef="remind" targetRef="notify" />
+    <bpmn:sequenceFlow id="f5" sourceRef="sub" targetRef="done" />
+    <bpmn:sequenceFlow id="f6" sourceRef="missing" targetRef="gave_up" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+
+fn start(p: &ferrydesk_bpmn::Process, i: &mut Instance, vars: serde_json::Value) -> Vec<Wait> {
+    apply(p, i, Command::Start { start: None, variables: vars }, 0)
+        .expect("start")
+        .waits
+}
+
+#[test]
+fn boundary_timers_remind_then_escalate_and_cancel_the_task() {
+    let d = parse(SCOPES).expect("deploys");
+    let p = &d.processes[0];
+    let mut i = Instance::default();
+    let w = start(p, &mut i, json!({"operatorId": "u1", "chatId": "c9"}));
+    let (task, remind, escalate) = match &w[..] {
+        [
+            Wait::Timer { token: e, due: 3_600_000, .. },
+            Wait::Timer { token: r, due: 60_000, .. },
+            Wait::UserTask { token: t, assignee: Some(a), .. },
+        ] if a == "u1" => (*t, *r, *e),
+        other => panic!("{other:?}"),
+    };
+    // Non-interrupting: the task stays, a notification job appears.
+    let s = apply(p, &mut i, Command::FireTimer { token: remind }, 60_000).expect("remind");
+    assert!(matches!(&s.waits[..], [Wait::Job { task_type, .. }] if task_type == "notify"));
+    assert!(s.cancelled.is_empty());
+    assert!(i.tokens.iter().any(|t| t.id == task));
+    // Interrupting: the task is cancelled and the subprocess starts.
+    let s = apply(p, &mut i, Command::FireTimer { token: escalate }, 3_600_000).expect("escalate");
+    assert_eq!(s.cancelled, vec![task]);
+    assert!(matches!(&s.waits[..], [Wait::Job { task_type, .. }] if task_type == "lookup"));
+    // Completing the cancelled user task now is refused.
+    assert_eq!(
+        apply(p, &mut i, Command::Complete { token: task, variables: json!({}) }, 0),
+        Err(RunError::UnknownToken(task))
+    );
+}
+
+#[test]
+fn an_error_inside_a_subprocess_is_caught_by_its_boundary() {
+    let d = parse(SCOPES).expect("deploys");
+    let p = &d.processes[0];
+    let mut i = Instance::default();
+    let w = start(p, &mut i, json!({"chatId": "c9"}));
+    let task = w.iter().find_map(|w| match w { Wait::UserTask { token, .. } => Some(*token), _ => None }).expect("task");
+    let s = apply(p, &mut i, Command::Complete { token: task, variables: json!({"ok": true}) }, 5).expect("done");
+    // Completing the task drops its two boundary timers.
+    assert_eq!(s.cancelled.len(), 2);
+    let lookup = match &s.waits[..] {
+        [Wait::Job { token, .. }] => *token,
+        other => panic!("{other:?}"),
+    };
+    let s = apply(p, &mut i, Command::Throw { token: lookup, code: "not-found".into(), message: "no such order".into() }, 6).expect("throw");
+    assert!(s.waits.is_empty());
+    assert!(i.completed);
+    assert_eq!(i.history.last().map(String::as_str), Some("gave_up"));
+    assert_eq!(i.variables["error"]["code"], "not-found");
+}
+
+#[test]
+fn a_message_catch_in_a_subprocess_completes_it_and_uncaught_errors_are_refused() {
+    let d = parse(SCOPES).expect("deploys");
+    let p = &d.processes[0];
+    let mut i = Instance::default();
+    let w = start(p, &mut i, json!({"chatId": "c9"}));
+    let task = w.iter().find_map(|w| match w { Wait::UserTask { token, .. } => Some(*token), _ => None }).expect("task");
+    let s = apply(p, &mut i, Command::Complete { token: task, variables: json!({}) }, 5).expect("done");
+    let lookup = s.waits[0].token();
+    let mut failed = i.clone();
+    assert!(matches!(
+        apply(p, &mut failed, Command::Throw { token: lookup, code: "other".into(), message: "x".into() }, 6),
+        Err(RunError::Unhandled { ref code, .. }) if code == "other"
+    ));
+    let s = apply(p, &mut i, Command::Complete { token: lookup, variables: json!({}) }, 6).expect("lookup");
+    let reply = match &s.waits[..] {
+        [Wait::Message { token, name, correlation_key: Some(k), .. }] if name == "client-replied" && k == "c9" => *token,
+        other => panic!("{other:?}"),
+    };
+    apply(p, &mut i, Command::Complete { token: reply, variables: json!({"text": "thanks"}) }, 7).expect("reply");
+    assert!(i.completed);
+    assert_eq!(&i.history[i.history.len() - 3..], ["sub_e", "sub", "done"]);
+    // The state round-trips through JSON (it is stored as JSON).
+    let back: Instance = serde_json::from_str(&serde_json::to_string(&i).expect("json")).expect("parse");
+    assert_eq!(back, i);
 }

@@ -114,6 +114,7 @@ pub struct ContactView {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TimelineEntry {
     Chat { at: Ts, chat: Chat },
+    Case { at: Ts, case: Case },
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -614,6 +615,25 @@ impl Desk {
                 chat: c,
             });
         }
+        let (cases, _) = ferrydesk_store::cases::list_cases(
+            &mut conn,
+            &ferrydesk_store::cases::CaseFilter {
+                contact: Some(id.clone()),
+                limit: 500,
+                ..Default::default()
+            },
+        )
+        .await?;
+        timeline.extend(cases.into_iter().map(|c| TimelineEntry::Case {
+            at: c.created_at,
+            case: c,
+        }));
+        // Newest first, chats and cases interleaved.
+        timeline.sort_by_key(|e| {
+            std::cmp::Reverse(match e {
+                TimelineEntry::Chat { at, .. } | TimelineEntry::Case { at, .. } => *at,
+            })
+        });
         Ok(ContactView { contact, timeline })
     }
 

@@ -229,6 +229,14 @@ impl Desk {
         let chat = chat_store::get_chat(&mut tx, id, now)
             .await?
             .ok_or(Error::not_found("chat"))?;
+        self.signal(
+            &mut tx,
+            "chat.accepted",
+            id,
+            serde_json::json!({"contactId": chat.contact_id, "channelId": chat.channel_id, "queueId": chat.queue_id, "operatorId": p.id()}),
+            now,
+        )
+        .await?;
         let others: Vec<UserId> = directory::get_queue(&mut tx, &chat.queue_id)
             .await?
             .map(|q| q.members.into_iter().filter(|m| m != p.id()).collect())
@@ -639,6 +647,14 @@ impl Desk {
         else {
             return Ok(false);
         };
+        self.signal(
+            &mut tx,
+            "chat.finished",
+            &chat.id,
+            serde_json::json!({"contactId": chat.contact_id, "channelId": chat.channel_id, "queueId": chat.queue_id, "operatorId": responsible, "reason": reason}),
+            now,
+        )
+        .await?;
         let text = match reason {
             CloseReason::AutoFinish => {
                 "Chat finished automatically: the client did not answer".to_owned()

@@ -437,6 +437,24 @@ async fn ingest_one(
     }
     let state =
         chat_store::on_inbound(conn, &chat_id, &preview_of(&m.text, m.files.len()), now).await?;
+    if new_chat {
+        desk.signal(
+            conn,
+            "chat.started",
+            &chat_id,
+            serde_json::json!({"contactId": contact, "channelId": channel.id, "queueId": state.queue}),
+            now,
+        )
+        .await?;
+    }
+    desk.signal(
+        conn,
+        "chat.message.received",
+        &chat_id,
+        serde_json::json!({"contactId": contact, "channelId": channel.id, "text": m.text, "messageId": mid}),
+        now,
+    )
+    .await?;
     let message = Message {
         id: mid.clone(),
         chat_id: chat_id.clone(),

@@ -9,6 +9,7 @@ pub mod analytics;
 pub mod auth;
 pub mod blobs;
 pub mod bus;
+pub mod cases;
 pub mod chats;
 pub mod connectors;
 mod error;
@@ -93,6 +94,8 @@ struct Inner {
     node_id: String,
     ingest: Vec<mpsc::Sender<ingest::Job>>,
     shutdown: watch::Sender<bool>,
+    /// Chat signals some deployed process listens to (set by the process engine).
+    signal_names: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 impl Desk {
@@ -123,6 +126,7 @@ impl Desk {
                 node_id: uuid::Uuid::new_v4().to_string(),
                 ingest: ingest_txs,
                 shutdown,
+                signal_names: Default::default(),
             }),
         };
         for rx in ingest_rxs {
@@ -183,6 +187,42 @@ impl Desk {
         for e in events {
             self.inner.bus.publish(e);
         }
+        Ok(())
+    }
+
+    /// Sets the chat signals the process engine wants (names of message start events and
+    /// message catches: `chat.started`, `chat.accepted`, `chat.finished`,
+    /// `chat.message.received`).
+    pub fn set_signal_names(&self, names: std::collections::HashSet<String>) {
+        if let Ok(mut n) = self.inner.signal_names.write() {
+            *n = names;
+        }
+    }
+
+    /// Records a chat signal for the process engine in the caller's transaction, if a process
+    /// listens to it. The correlation key is the chat id.
+    pub(crate) async fn signal(
+        &self,
+        conn: &mut ferrydesk_store::Conn,
+        name: &str,
+        chat: &ChatId,
+        mut variables: serde_json::Value,
+        now: Ts,
+    ) -> Result<()> {
+        let wanted = self
+            .inner
+            .signal_names
+            .read()
+            .map(|n| n.contains(name))
+            .unwrap_or(false);
+        if !wanted {
+            return Ok(());
+        }
+        if let Some(o) = variables.as_object_mut() {
+            o.insert("chatId".into(), serde_json::Value::String(chat.to_string()));
+        }
+        ferrydesk_store::processes::insert_signal(conn, name, chat.as_str(), &variables, now.0)
+            .await?;
         Ok(())
     }
 

@@ -40,5 +40,5 @@ macro_rules! id {
 
 id!(
     UserId, QueueId, ChannelId, ContactId, IdentityId, ChatId, MessageId, FileId, TemplateId,
-    DecisionId, TokenId
+    DecisionId, TokenId, CaseId
 );

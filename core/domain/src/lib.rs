@@ -55,6 +55,16 @@ pub struct UnknownVariant {
 }
 
 string_enum!(
+    /// Where a case stands.
+    CaseStatus { New = "new", InProgress = "in_progress", Resolved = "resolved", Closed = "closed" }
+);
+
+string_enum!(
+    /// How urgent a case is.
+    CasePriority { Low = "low", Normal = "normal", High = "high" }
+);
+
+string_enum!(
     /// What a user may do. Operators handle chats; supervisors also see every chat and the
     /// analytics; admins also configure the system.
     Role { Operator = "operator", Supervisor = "supervisor", Admin = "admin" }

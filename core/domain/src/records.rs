@@ -118,6 +118,8 @@ pub struct Chat {
     pub missed_count: i64,
     /// `true` when an operator started the chat (S22).
     pub operator_initiated: bool,
+    /// The case this chat belongs to (created from it, or started from the case page).
+    pub case_id: Option<CaseId>,
 }
 
 /// A file attached to a message.
@@ -183,4 +185,28 @@ pub struct Candidate {
     pub eligible: bool,
     /// Why the operator was not eligible, if not.
     pub excluded_because: Option<String>,
+}
+
+/// A case: a client's request tracked beyond a chat (often created from one).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Case {
+    pub id: CaseId,
+    /// Sequential, human-facing number.
+    pub number: i64,
+    pub subject: String,
+    pub description: String,
+    pub status: CaseStatus,
+    pub priority: CasePriority,
+    pub contact_id: Option<ContactId>,
+    pub contact_name: Option<String>,
+    /// The channel the case came from.
+    pub channel_id: Option<ChannelId>,
+    /// The chat the case was created from.
+    pub chat_id: Option<ChatId>,
+    pub responsible_id: Option<UserId>,
+    pub responsible_name: Option<String>,
+    pub created_by: Option<UserId>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+    pub closed_at: Option<Ts>,
 }

@@ -16,6 +16,13 @@ use crate::Plugins;
 /// An action offered in a chat's Actions menu.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActionInfo {
+    /// The menu entry: `plugin:<plugin>/<action>` or a chat settings entry id.
+    pub id: String,
+    /// `plugin` (run with `POST /chats/{id}/actions/{plugin}/{action}`) or `process`
+    /// (started with `POST /chats/{id}/processes/{process}`).
+    pub kind: String,
+    /// The process key, for `process` entries.
+    pub process: Option<String>,
     pub plugin: String,
     pub action: String,
     /// The caption in the operator's language.
@@ -56,6 +63,9 @@ impl Plugins {
                     continue;
                 }
                 out.push(ActionInfo {
+                    id: format!("plugin:{}/{}", e.manifest.id, a.id),
+                    kind: "plugin".into(),
+                    process: None,
                     plugin: e.manifest.id.clone(),
                     action: a.id.clone(),
                     title: text(&a.title, &lang),
@@ -199,5 +209,176 @@ pub(crate) fn call_error(plugin: &str, e: CallError) -> Error {
             code: "plugin_failed",
             message: format!("plugin `{plugin}`: {other}"),
         },
+    }
+}
+
+/// Who and what a process job runs for.
+#[derive(Debug, Clone, Default)]
+pub struct JobContext {
+    /// The operator who started the process, if one did: records are read as them and chat
+    /// effects are applied as them.
+    pub actor: Option<Principal>,
+    pub chat: Option<ChatId>,
+    pub contact: Option<ContactId>,
+    /// The job's idempotency key (instance and element instance); the plugin sees it as the
+    /// call's `trace_id`, the same on every retry.
+    pub key: String,
+}
+
+/// How a plugin action run by a process failed.
+#[derive(Debug, Clone)]
+pub enum JobFailure {
+    /// The plugin reported an error with a code (a BPMN error boundary may catch it).
+    Plugin { code: String, message: String },
+    /// Anything else (timeout, trap, missing plugin, effects refused): retried.
+    Failed(String),
+}
+
+impl Plugins {
+    /// Runs an action plugin for a process job (`plugin:<id>/<action>`): the task's inputs are
+    /// the action's input; effects apply as the operator who started the process. Every run
+    /// is audited in `plugin_runs` with the job key.
+    pub async fn run_for_process(
+        &self,
+        plugin: &str,
+        action: &str,
+        input: serde_json::Value,
+        job: JobContext,
+    ) -> std::result::Result<serde_json::Value, JobFailure> {
+        let entry = self
+            .entry(plugin)
+            .filter(|e| e.manifest.kind == Kind::Action)
+            .ok_or_else(|| JobFailure::Failed(format!("no action plugin `{plugin}` is installed")))?;
+        if entry.manifest.action(action).is_none() {
+            return Err(JobFailure::Failed(format!(
+                "plugin `{plugin}` has no action `{action}`"
+            )));
+        }
+        let Some(pl) = entry.runnable().cloned() else {
+            return Err(JobFailure::Failed(format!("plugin `{plugin}` is disabled")));
+        };
+        let call = Call {
+            ctx: CallContext {
+                installation: plugin.to_owned(),
+                actor: job.actor.as_ref().map(|p| p.id().to_string()),
+                chat: job.chat.as_ref().map(|c| c.to_string()),
+                contact: job.contact.as_ref().map(|c| c.to_string()),
+                locale: job
+                    .actor
+                    .as_ref()
+                    .map(|p| p.user.locale.clone())
+                    .unwrap_or_else(|| "en".into()),
+                trace_id: job.key.clone(),
+            },
+            settings: entry.settings_for(entry.settings.clone()),
+            kv_scope: format!("plugin:{plugin}"),
+        };
+        if let (Some(p), Ok(mut m)) = (&job.actor, self.inner.principals.lock()) {
+            m.insert(job.key.clone(), p.clone());
+        }
+        let r = pl.run_action(&call, action, &input).await;
+        if let Ok(mut m) = self.inner.principals.lock() {
+            m.remove(&job.key);
+        }
+        let result = match r {
+            Err(CallError::Plugin { code, message, .. }) => {
+                Err(JobFailure::Plugin { code, message })
+            }
+            Err(e) => Err(JobFailure::Failed(format!("plugin `{plugin}`: {e}"))),
+            Ok(out) => {
+                let mut effects = Vec::new();
+                let writable = &entry.manifest.capabilities.records.write;
+                let mut problem = None;
+                for (i, e) in out.effects.iter().enumerate() {
+                    match e {
+                        Effect::PostMessage { text } => {
+                            effects.push(PluginEffect::PostMessage(text.clone()))
+                        }
+                        Effect::PostNote { text } => {
+                            effects.push(PluginEffect::PostNote(text.clone()))
+                        }
+                        Effect::UpdateRecord { kind, id, fields }
+                            if kind == "contact" && writable.contains(&RecordKind::Contact) =>
+                        {
+                            effects.push(PluginEffect::UpdateContact {
+                                id: ContactId(id.clone()),
+                                fields: fields.clone(),
+                            })
+                        }
+                        Effect::UpdateRecord { kind, .. } | Effect::CreateRecord { kind, .. } => {
+                            problem = Some(format!(
+                                "effects[{i}]: plugin `{plugin}` may not write `{kind}` records"
+                            ));
+                            break;
+                        }
+                    }
+                }
+                if let Some(why) = problem {
+                    Err(JobFailure::Failed(why))
+                } else if effects.is_empty() {
+                    Ok(out.output)
+                } else {
+                    match (&job.actor, &job.chat) {
+                        (Some(p), Some(chat)) => self
+                            .desk()
+                            .apply_plugin_effects(p, chat, plugin, &effects)
+                            .await
+                            .map(|_| out.output)
+                            .map_err(|e| JobFailure::Failed(e.to_string())),
+                        _ => Err(JobFailure::Failed(format!(
+                            "plugin `{plugin}` returned chat effects, but the process has no chat and operator"
+                        ))),
+                    }
+                }
+            }
+        };
+        let mut tx = self
+            .desk()
+            .store()
+            .begin()
+            .await
+            .map_err(|e| JobFailure::Failed(e.to_string()))?;
+        let error = match &result {
+            Ok(_) => None,
+            Err(JobFailure::Plugin { code, message }) => Some(format!("{message} [{code}]")),
+            Err(JobFailure::Failed(m)) => Some(m.clone()),
+        };
+        store::insert_run(
+            &mut tx,
+            store::NewRun {
+                id: &uuid::Uuid::now_v7().to_string(),
+                plugin,
+                action,
+                chat: job.chat.as_ref().map(|c| c.as_str()),
+                actor: job.actor.as_ref().map(|p| p.id().as_str()),
+                ok: result.is_ok(),
+                error: error.as_deref(),
+                effects: "[]",
+                now: Ts::now().0,
+            },
+        )
+        .await
+        .map_err(|e| JobFailure::Failed(e.to_string()))?;
+        tx.commit()
+            .await
+            .map_err(|e| JobFailure::Failed(e.to_string()))?;
+        result
+    }
+
+    /// Chat actions of enabled plugins (for the chat settings screen): `(plugin, action, title)`.
+    pub fn chat_action_catalog(&self, lang: &str) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for e in self.all() {
+            if e.manifest.kind != Kind::Action {
+                continue;
+            }
+            for a in &e.manifest.actions {
+                if !a.placement.is_empty() && !a.placement.iter().any(|p| p == "chat") {
+                    continue;
+                }
+                out.push((e.manifest.id.clone(), a.id.clone(), text(&a.title, lang)));
+            }
+        }
+        out
     }
 }

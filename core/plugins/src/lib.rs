@@ -13,7 +13,7 @@
 //! * **Connectors** serve channels: webhooks in, the durable outbox out, pollers for
 //!   long-polling providers.
 
-mod actions;
+pub mod actions;
 mod connectors;
 mod helpers;
 pub mod package;

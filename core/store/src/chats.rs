@@ -92,6 +92,7 @@ pub struct ChatFilter {
     pub queue: Option<QueueId>,
     pub operator: Option<UserId>,
     pub contact: Option<ContactId>,
+    pub case: Option<CaseId>,
     /// Only chats this operator may read (the visibility rule S10, as SQL): completed chats,
     /// chats in progress they are responsible for, new chats offered to them.
     pub visible_to: Option<UserId>,
@@ -124,6 +125,9 @@ pub async fn list_chats(conn: &mut Conn, f: &ChatFilter, now: Ts) -> Result<(Vec
     }
     if let Some(c) = &f.contact {
         push("c.contact_id = ?", c.0.clone(), &mut binds);
+    }
+    if let Some(c) = &f.case {
+        push("c.case_id = ?", c.0.clone(), &mut binds);
     }
     if let Some(u) = &f.visible_to {
         push(

@@ -7,11 +7,13 @@
 //!
 //! Functions take `&mut Conn` so that the desk services compose them inside one transaction.
 
+pub mod cases;
 pub mod chats;
 pub mod contacts;
 pub mod directory;
 pub mod messages;
 pub mod plugins;
+pub mod processes;
 pub mod rows;
 pub mod security;
 

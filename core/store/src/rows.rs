@@ -23,7 +23,7 @@ where
     s.map(|s| parse(&s)).transpose()
 }
 
-fn ts(v: Option<i64>) -> Option<Ts> {
+pub(crate) fn ts(v: Option<i64>) -> Option<Ts> {
     v.map(Ts)
 }
 
@@ -51,7 +51,7 @@ pub const CHAT_COLS: &str = "c.id, c.status, c.contact_id, ct.name AS contact_na
      c.queue_id, c.responsible_id, c.directed_to, c.parent_id, c.started_at, c.accepted_at, \
      c.first_reply_at, c.ended_at, c.last_message_at, c.last_message_direction, c.preview, \
      c.unread_count, c.close_reason, c.accept_deadline, c.autofinish_at, c.missed_count, \
-     c.operator_initiated";
+     c.operator_initiated, c.case_id";
 
 /// `FROM` clause matching [`CHAT_COLS`].
 pub const CHAT_FROM: &str = "chats c JOIN contacts ct ON ct.id = c.contact_id";
@@ -86,6 +86,7 @@ pub fn chat(r: &AnyRow, now: Ts) -> Result<Chat> {
         autofinish_at: ts(r.try_get("autofinish_at")?),
         missed_count: r.try_get("missed_count")?,
         operator_initiated: r.try_get::<i64, _>("operator_initiated")? != 0,
+        case_id: r.try_get::<Option<String>, _>("case_id")?.map(CaseId),
     })
 }
 

@@ -1,6 +1,7 @@
-//! "Create case": turns a chat into a case. Until the case entity exists (the process-engine
-//! issue), it prepares the case — subject from the client's first message, description from the
-//! transcript — and records it as a note in the chat.
+//! "Create case": reads a chat and prepares a case from it — subject from the client's first
+//! message, description from the transcript. It runs as the first task of
+//! `processes/create-case.bpmn`; the process's built-in `case.create` task then creates the
+//! case from these outputs (through a mapping the admin can change).
 
 use ferrydesk_sdk::prelude::*;
 
@@ -79,19 +80,13 @@ impl Action for CreateCase {
             .collect();
         let priority = input.priority.unwrap_or_else(|| "normal".into());
         let contact = chat.get("contact_id").cloned().unwrap_or(Json::Null);
-        let note = if ctx.locale.starts_with("ru") {
-            format!("Обращение подготовлено: «{subject}» (приоритет: {priority})")
-        } else {
-            format!("Case prepared: \"{subject}\" (priority: {priority})")
-        };
         Ok(Outcome::new(json!({
             "subject": subject,
             "description": transcript.join("\n"),
             "priority": priority,
             "contact": contact,
             "chat": chat_id,
-        }))
-        .post_note(note))
+        })))
     }
 }
 

@@ -1,0 +1,942 @@
+//! The durable process engine.
+//!
+//! A BPMN definition (Camunda 8 dialect, parsed and validated by `ferrydesk-bpmn`) is deployed
+//! as a new version; instances keep the version they started with. An instance's token state is
+//! one JSON document in `process_instances`; every engine command — start, complete a job,
+//! fire a timer, correlate a message, complete a user task — is one transaction that locks the
+//! instance row, applies the pure state machine (`ferrydesk_bpmn::run`) and writes what the
+//! instance now waits for: jobs (service tasks and timers, in `process_jobs`), message
+//! subscriptions, user tasks, child instances of call activities.
+//!
+//! Jobs are claimed by any node with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL); a claim
+//! bumps the job's `attempt`, and completion is fenced on owner and attempt, so a stale
+//! worker's late answer is refused. Workers (plugin actions, built-in tasks) run outside any
+//! transaction and are at-least-once; they get an idempotency key made of the instance id and
+//! the element instance (token) id, the same on every retry. Failures retry with exponential
+//! backoff and then raise an incident, which an admin can retry.
+
+pub mod builtins;
+pub mod menu;
+mod runner;
+pub mod views;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ferrydesk_bpmn::run::{self, Command, Wait};
+use ferrydesk_bpmn::{Kind, Process, StartTrigger};
+use ferrydesk_desk::{Desk, Error, Principal, Result};
+use ferrydesk_domain::*;
+use ferrydesk_plugins::Plugins;
+use ferrydesk_store::processes as store;
+use ferrydesk_store::{Store, Tx};
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+pub use views::*;
+
+/// Tunables. Defaults suit production; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How long a claimed job stays leased to its worker.
+    pub lease: Duration,
+    /// How often a node looks for due jobs when nothing woke it.
+    pub poll: Duration,
+    /// Jobs a node runs at once.
+    pub concurrency: usize,
+    /// First retry delay; doubles per failed attempt up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// How long starting a process from a chat waits for it to settle before answering.
+    pub settle: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lease: Duration::from_secs(60),
+            poll: Duration::from_millis(500),
+            concurrency: 8,
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(300),
+            settle: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a worker gets.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    /// `instance-id:token`: the same on every retry of this element instance.
+    pub key: String,
+    pub instance_id: String,
+    pub process_key: String,
+    pub element: String,
+    pub task_type: String,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    /// Every variable with the task's inputs applied.
+    pub variables: serde_json::Value,
+    /// Only the task's mapped inputs.
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+    pub retries: i64,
+    pub attempt: i64,
+    pub chat_id: Option<ChatId>,
+    pub contact_id: Option<ContactId>,
+    pub started_by: Option<UserId>,
+}
+
+/// How a worker failed.
+#[derive(Debug, Clone)]
+pub enum JobError {
+    /// A business error with a code: an error boundary event that catches the code takes it;
+    /// uncaught, it counts as a failure.
+    Bpmn { code: String, message: String },
+    /// A failure: retried with backoff (or after `retry_after`), then an incident.
+    Failed {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl JobError {
+    pub fn failed(message: impl Into<String>) -> JobError {
+        JobError::Failed {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// A job worker: returns the variables to merge.
+pub type Worker =
+    Arc<dyn Fn(Job) -> BoxFuture<'static, std::result::Result<serde_json::Value, JobError>> + Send + Sync>;
+
+/// Handle to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    desk: Desk,
+    plugins: Option<Plugins>,
+    opts: EngineOptions,
+    /// This node's lock owner id.
+    node: String,
+    workers: RwLock<HashMap<String, Worker>>,
+    definitions: Mutex<HashMap<String, Arc<Process>>>,
+    wake: tokio::sync::Notify,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+pub(crate) fn now() -> i64 {
+    Ts::now().0
+}
+
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("stored process state is corrupt: {e}"))
+}
+
+/// The error of a failed engine command, as the caller sees it.
+fn run_error(e: run::RunError) -> Error {
+    match e {
+        run::RunError::UnknownToken(t) => Error::conflict(
+            "stale",
+            format!("element instance {t} is no longer waiting (completed, cancelled or interrupted)"),
+        ),
+        run::RunError::Completed => Error::conflict("instance_ended", "the instance has ended"),
+        other => Error::conflict("process_error", other.to_string()),
+    }
+}
+
+/// Where an instance was started from.
+#[derive(Debug, Clone, Default)]
+pub struct StartContext {
+    pub chat: Option<ChatId>,
+    pub contact: Option<ContactId>,
+    pub case: Option<CaseId>,
+    pub started_by: Option<UserId>,
+    /// Makes the start idempotent: a second start with the same key returns the first instance.
+    pub start_key: Option<String>,
+    pub parent: Option<(String, u64)>,
+}
+
+impl Engine {
+    /// Starts the engine's loops (jobs and timers, chat signals) on this node.
+    pub async fn start(desk: Desk, plugins: Option<Plugins>, opts: EngineOptions) -> Result<Engine> {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                desk,
+                plugins,
+                opts,
+                node: format!("node-{}", uuid::Uuid::new_v4()),
+                workers: RwLock::new(HashMap::new()),
+                definitions: Mutex::new(HashMap::new()),
+                wake: tokio::sync::Notify::new(),
+                shutdown,
+            }),
+        };
+        builtins::register(&engine);
+        engine.refresh_signal_names().await?;
+        runner::spawn(engine.clone(), engine.inner.shutdown.subscribe());
+        Ok(engine)
+    }
+
+    /// An engine without background loops (benchmarks drive it with [`Engine::run_due_jobs`]).
+    pub fn embedded(desk: Desk, opts: EngineOptions) -> Engine {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Engine {
+            inner: Arc::new(Inner {
+                desk,
+                plugins: None,
+                opts,
+                node: format!("node-{}", uuid::Uuid::new_v4()),
+                workers: RwLock::new(HashMap::new()),
+                definitions: Mutex::new(HashMap::new()),
+                wake: tokio::sync::Notify::new(),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    pub fn desk(&self) -> &Desk {
+        &self.inner.desk
+    }
+    fn store(&self) -> &Store {
+        self.inner.desk.store()
+    }
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.opts
+    }
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// Registers a worker for a task type (`case.create`, or anything a test or an embedding
+    /// program provides). Plugin actions (`plugin:<id>/<action>`) need no registration.
+    pub fn register(&self, task_type: &str, worker: Worker) {
+        if let Ok(mut w) = self.inner.workers.write() {
+            w.insert(task_type.to_owned(), worker);
+        }
+    }
+
+    /// Wakes this node's job loop (new jobs are due now).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// The parsed process of a definition (cached; definitions never change).
+    async fn process(&self, conn: &mut ferrydesk_store::Conn, def: &str) -> Result<Arc<Process>> {
+        if let Some(p) = self.inner.definitions.lock().ok().and_then(|m| m.get(def).cloned()) {
+            return Ok(p);
+        }
+        let row = store::get_definition(conn, def)
+            .await?
+            .ok_or(Error::not_found("process definition"))?;
+        let defs = ferrydesk_bpmn::parse(&row.xml).map_err(corrupt)?;
+        let p = defs
+            .processes
+            .into_iter()
+            .find(|p| p.id == row.process_key)
+            .ok_or_else(|| corrupt(format!("definition {def} lost its process")))?;
+        let p = Arc::new(p);
+        if let Ok(mut m) = self.inner.definitions.lock() {
+            m.insert(def.to_owned(), p.clone());
+        }
+        Ok(p)
+    }
+
+    // ---- deploy -------------------------------------------------------------------------
+
+    /// Deploys a BPMN file: each process in it becomes a new version, unless the newest
+    /// version has the same content. Problems name the element id and line.
+    pub async fn deploy(&self, actor: Option<&UserId>, xml: &str) -> Result<Vec<Definition>> {
+        if xml.len() > 4 * 1024 * 1024 {
+            return Err(Error::TooLarge {
+                what: "BPMN file",
+                limit: 4 * 1024 * 1024,
+            });
+        }
+        let defs = ferrydesk_bpmn::parse(xml).map_err(|e| {
+            let field = e
+                .problems
+                .first()
+                .map(|p| {
+                    if p.element.is_empty() {
+                        "bpmn".to_owned()
+                    } else {
+                        format!("bpmn:{}", p.element)
+                    }
+                })
+                .unwrap_or_else(|| "bpmn".into());
+            Error::invalid(
+                field,
+                e.problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let sha = hex::encode(Sha256::digest(xml.as_bytes()));
+        let now = now();
+        let mut tx = self.store().begin().await?;
+        let mut out = Vec::new();
+        for p in &defs.processes {
+            let latest = store::latest_definition(&mut tx, &p.id).await?;
+            if let Some(l) = &latest
+                && l.sha256 == sha
+            {
+                out.push(Definition::from_row(l, false));
+                continue;
+            }
+            let version = latest.map(|l| l.version + 1).unwrap_or(1);
+            let start_messages: Vec<String> = p
+                .elements
+                .values()
+                .filter_map(|e| match &e.kind {
+                    Kind::StartEvent(StartTrigger::Message(m)) if e.parent.is_none() => {
+                        Some(m.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let row = store::DefinitionRow {
+                id: format!("{}:{version}", p.id),
+                process_key: p.id.clone(),
+                version,
+                name: p.name.clone(),
+                xml: xml.to_owned(),
+                sha256: sha.clone(),
+                start_messages: serde_json::to_string(&start_messages).unwrap_or_default(),
+                deployed_by: actor.map(|a| a.to_string()),
+                deployed_at: now,
+            };
+            store::insert_definition(&mut tx, &row).await?;
+            out.push(Definition::from_row(&row, true));
+        }
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        self.refresh_signal_names().await?;
+        Ok(out)
+    }
+
+    /// Deploys every `.bpmn` file of a directory (the first-party processes at start).
+    pub async fn deploy_dir(&self, dir: &std::path::Path) -> Result<Vec<Definition>> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(out);
+        };
+        let mut files: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "bpmn"))
+            .collect();
+        files.sort();
+        for f in files {
+            let xml = std::fs::read_to_string(&f)?;
+            let d = self.deploy(None, &xml).await.map_err(|e| {
+                Error::invalid(f.display().to_string(), e.to_string())
+            })?;
+            out.extend(d);
+        }
+        Ok(out)
+    }
+
+    /// Tells the desk which chat signals some process listens to (message start events and
+    /// message catches), so chat changes record only those.
+    pub async fn refresh_signal_names(&self) -> Result<()> {
+        let mut conn = self.store().read().await?;
+        let mut names = HashSet::new();
+        for d in store::latest_definitions(&mut conn).await? {
+            if let Ok(defs) = ferrydesk_bpmn::parse(&d.xml) {
+                for m in defs.messages.values() {
+                    if m.name.starts_with("chat.") {
+                        names.insert(m.name.clone());
+                    }
+                }
+            }
+        }
+        self.desk().set_signal_names(names);
+        Ok(())
+    }
+
+    // ---- commands -----------------------------------------------------------------------
+
+    /// Starts an instance of the newest version of `key` at its none start event, or at the
+    /// start event `start`.
+    pub async fn start_instance(
+        &self,
+        key: &str,
+        start: Option<String>,
+        variables: serde_json::Value,
+        ctx: StartContext,
+    ) -> Result<String> {
+        if !variables.is_object() && !variables.is_null() {
+            return Err(Error::invalid("variables", "must be a JSON object"));
+        }
+        let mut tx = self.store().begin().await?;
+        let id = self
+            .start_in(&mut tx, key, start, variables, ctx)
+            .await?;
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        self.wake();
+        Ok(id)
+    }
+
+    fn start_in<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        key: &'a str,
+        start: Option<String>,
+        variables: serde_json::Value,
+        ctx: StartContext,
+    ) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            if let Some(k) = &ctx.start_key
+                && let Some(existing) = store::instance_by_start_key(tx, k).await?
+            {
+                return Ok(existing.id);
+            }
+            let def = store::latest_definition(tx, key)
+                .await?
+                .ok_or(Error::not_found("process"))?;
+            let process = self.process(tx, &def.id).await?;
+            let now = now();
+            let id = uuid::Uuid::now_v7().to_string();
+            let mut inst = run::Instance::default();
+            let step = run::apply(
+                &process,
+                &mut inst,
+                Command::Start {
+                    start,
+                    variables: if variables.is_null() {
+                        serde_json::json!({})
+                    } else {
+                        variables
+                    },
+                },
+                now,
+            )
+            .map_err(run_error)?;
+            let row = store::InstanceRow {
+                id: id.clone(),
+                definition_id: def.id.clone(),
+                process_key: def.process_key.clone(),
+                state: "active".into(),
+                data: serde_json::to_string(&inst).map_err(corrupt)?,
+                revision: 0,
+                parent_id: ctx.parent.as_ref().map(|p| p.0.clone()),
+                parent_token: ctx.parent.as_ref().map(|p| p.1 as i64),
+                chat_id: ctx.chat.as_ref().map(|c| c.to_string()),
+                contact_id: ctx.contact.as_ref().map(|c| c.to_string()),
+                case_id: ctx.case.as_ref().map(|c| c.to_string()),
+                started_by: ctx.started_by.as_ref().map(|c| c.to_string()),
+                start_key: ctx.start_key.clone(),
+                incidents: 0,
+                started_at: now,
+                updated_at: now,
+                ended_at: None,
+            };
+            store::insert_instance(tx, &row).await?;
+            let mut events = vec![(now, String::new(), "started".to_owned(), Some(def.id.clone()))];
+            events.extend(
+                inst.history
+                    .iter()
+                    .map(|e| (now, e.clone(), "completed".to_owned(), None)),
+            );
+            store::append_events(tx, &id, &events).await?;
+            // The row exists now: persist the waits, or finish at once.
+            self.persist(tx, &row, &process, &inst, step, now).await?;
+            Ok(id)
+        })
+    }
+
+    /// Applies a command to an instance inside `tx`: lock, run, persist the waits, finish.
+    pub(crate) fn command<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        instance: &'a str,
+        cmd: Command,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let backend = self.store().backend();
+            let row = store::lock_instance(tx, backend, instance)
+                .await?
+                .ok_or(Error::not_found("process instance"))?;
+            if row.state != "active" {
+                return Err(Error::conflict(
+                    "instance_ended",
+                    format!("the instance is {}", row.state),
+                ));
+            }
+            let process = self.process(tx, &row.definition_id).await?;
+            let mut inst: run::Instance = serde_json::from_str(&row.data).map_err(corrupt)?;
+            let before = inst.history.len();
+            let now = now();
+            let step = run::apply(&process, &mut inst, cmd, now).map_err(run_error)?;
+            let events: Vec<_> = inst.history[before..]
+                .iter()
+                .map(|e| (now, e.clone(), "completed".to_owned(), None))
+                .collect();
+            store::append_events(tx, instance, &events).await?;
+            self.persist(tx, &row, &process, &inst, step, now).await
+        })
+    }
+
+    /// Writes what a step changed: cancelled waits go, new waits are stored, the state is saved;
+    /// a completed child completes its call activity in the parent.
+    async fn persist(
+        &self,
+        tx: &mut Tx,
+        row: &store::InstanceRow,
+        process: &Process,
+        inst: &run::Instance,
+        step: run::Step,
+        now: i64,
+    ) -> Result<()> {
+        let id = &row.id;
+        if !step.cancelled.is_empty() {
+            store::cancel_tokens(tx, id, &step.cancelled, now).await?;
+            // Called instances of cancelled call activities are terminated.
+            let children = store::list_instances(
+                tx,
+                &store::InstanceFilter {
+                    state: Some("active".into()),
+                    limit: 1000,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            for c in children.iter().filter(|c| {
+                c.parent_id.as_deref() == Some(id.as_str())
+                    && c.parent_token
+                        .is_some_and(|t| step.cancelled.contains(&(t as u64)))
+            }) {
+                self.terminate_in(tx, &c.id, "its call activity was cancelled").await?;
+            }
+        }
+        for w in step.waits {
+            self.add_wait(tx, row, process, inst, w, now).await?;
+        }
+        let state = if inst.completed { "completed" } else { "active" };
+        if inst.completed {
+            store::clear_instance(tx, id, now).await?;
+            store::append_events(tx, id, &[(now, String::new(), "completed".into(), None)])
+                .await?;
+        }
+        let case = inst
+            .variables
+            .get("caseId")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let data = serde_json::to_string(inst).map_err(corrupt)?;
+        // Re-read the revision: a child's completion may have bumped the parent row already.
+        let current = store::get_instance(tx, id)
+            .await?
+            .map(|r| r.revision)
+            .unwrap_or(row.revision);
+        if !store::update_instance(tx, id, current, state, &data, case.as_deref(), now).await? {
+            return Err(Error::conflict(
+                "concurrent_update",
+                "the instance changed concurrently; retry",
+            ));
+        }
+        metrics::counter!("ferrydesk_process_commands_total").increment(1);
+        if inst.completed {
+            metrics::counter!("ferrydesk_process_instances_completed_total").increment(1);
+            if let (Some(parent), Some(token)) = (&row.parent_id, row.parent_token) {
+                self.command(
+                    tx,
+                    parent,
+                    Command::Complete {
+                        token: token as u64,
+                        variables: serde_json::Value::Object(inst.variables.clone()),
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn add_wait(
+        &self,
+        tx: &mut Tx,
+        row: &store::InstanceRow,
+        process: &Process,
+        inst: &run::Instance,
+        w: Wait,
+        now: i64,
+    ) -> Result<()> {
+        let id = &row.id;
+        let job = |token: u64,
+                   element: &str,
+                   kind: &str,
+                   task_type: &str,
+                   retries: i64,
+                   due: i64,
+                   payload: serde_json::Value| store::JobRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            instance_id: id.clone(),
+            token: token as i64,
+            element: element.to_owned(),
+            kind: kind.to_owned(),
+            task_type: task_type.to_owned(),
+            state: "ready".into(),
+            retries,
+            due_at: due,
+            attempt: 0,
+            lock_owner: None,
+            lock_expires: None,
+            payload: payload.to_string(),
+            last_error: None,
+            created_at: now,
+        };
+        match w {
+            Wait::Job {
+                token,
+                element,
+                task_type,
+                retries,
+                headers,
+                variables,
+                inputs,
+            } => {
+                let payload = serde_json::json!({
+                    "variables": variables,
+                    "inputs": inputs,
+                    "headers": headers,
+                });
+                let j = job(token, &element, "service", &task_type, retries.max(1) as i64, now, payload);
+                store::insert_job(tx, &j).await?;
+            }
+            Wait::Timer { token, element, due } => {
+                let j = job(token, &element, "timer", "", 3, due, serde_json::json!({}));
+                store::insert_job(tx, &j).await?;
+            }
+            Wait::Message {
+                token,
+                element,
+                name,
+                correlation_key,
+            } => {
+                store::insert_subscription(
+                    tx,
+                    id,
+                    token,
+                    &element,
+                    &name,
+                    correlation_key.as_deref().unwrap_or(""),
+                    now,
+                )
+                .await?;
+            }
+            Wait::UserTask {
+                token,
+                element,
+                name,
+                assignee,
+                candidate_groups,
+                form,
+            } => {
+                let t = store::UserTaskRow {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    instance_id: id.clone(),
+                    token: token as i64,
+                    element,
+                    name,
+                    process_key: row.process_key.clone(),
+                    assignee,
+                    candidate_groups,
+                    form: form.map(|f| f.to_string()),
+                    state: "open".into(),
+                    chat_id: row.chat_id.clone(),
+                    case_id: inst
+                        .variables
+                        .get("caseId")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                        .or(row.case_id.clone()),
+                    created_at: now,
+                    completed_at: None,
+                    completed_by: None,
+                    result: None,
+                };
+                store::insert_user_task(tx, &t).await?;
+            }
+            Wait::Call {
+                token,
+                element,
+                process_id,
+                variables,
+            } => {
+                // The child starts in this transaction; a missing process is an incident on
+                // the call activity (a job that retries the start).
+                match store::latest_definition(tx, &process_id).await? {
+                    Some(_) => {
+                        self.start_in(
+                            tx,
+                            &process_id,
+                            None,
+                            variables,
+                            StartContext {
+                                chat: row.chat_id.clone().map(ChatId),
+                                contact: row.contact_id.clone().map(ContactId),
+                                case: row.case_id.clone().map(CaseId),
+                                started_by: row.started_by.clone().map(UserId),
+                                start_key: None,
+                                parent: Some((id.clone(), token)),
+                            },
+                        )
+                        .await?;
+                    }
+                    None => {
+                        let _ = process;
+                        let mut j = job(
+                            token,
+                            &element,
+                            "call",
+                            &process_id,
+                            0,
+                            now,
+                            serde_json::json!({"variables": variables}),
+                        );
+                        j.state = "incident".into();
+                        j.last_error = Some(format!("no process `{process_id}` is deployed"));
+                        store::insert_job(tx, &j).await?;
+                        store::insert_incident(
+                            tx,
+                            &store::IncidentRow {
+                                id: uuid::Uuid::now_v7().to_string(),
+                                instance_id: id.clone(),
+                                job_id: Some(j.id.clone()),
+                                element,
+                                message: format!("no process `{process_id}` is deployed"),
+                                created_at: now,
+                                resolved_at: None,
+                                resolved_by: None,
+                            },
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends an instance (and its called children) without completing it.
+    fn terminate_in<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        id: &'a str,
+        why: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let backend = self.store().backend();
+            let Some(row) = store::lock_instance(tx, backend, id).await? else {
+                return Ok(());
+            };
+            if row.state != "active" {
+                return Ok(());
+            }
+            let now = now();
+            store::clear_instance(tx, id, now).await?;
+            store::append_events(
+                tx,
+                id,
+                &[(now, String::new(), "terminated".into(), Some(why.to_owned()))],
+            )
+            .await?;
+            store::update_instance(tx, id, row.revision, "terminated", &row.data, None, now)
+                .await?;
+            let children = store::list_instances(
+                tx,
+                &store::InstanceFilter {
+                    state: Some("active".into()),
+                    limit: 1000,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            for c in children
+                .iter()
+                .filter(|c| c.parent_id.as_deref() == Some(id))
+            {
+                self.terminate_in(tx, &c.id, "its parent was terminated").await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Cancels an instance (admin).
+    pub async fn cancel_instance(&self, p: &Principal, id: &str) -> Result<()> {
+        p.require(Role::Admin)?;
+        let mut tx = self.store().begin().await?;
+        self.terminate_in(&mut tx, id, &format!("cancelled by {}", p.user.username))
+            .await?;
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        Ok(())
+    }
+
+    /// Publishes a message: every instance with a matching subscription continues (one
+    /// subscription per instance), and every process whose message start event has this name
+    /// starts. Returns the instances that moved or started.
+    pub async fn correlate(
+        &self,
+        name: &str,
+        correlation_key: &str,
+        variables: serde_json::Value,
+        ctx: StartContext,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.store().begin().await?;
+        let out = self
+            .correlate_in(&mut tx, name, correlation_key, variables, ctx)
+            .await?;
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        self.wake();
+        Ok(out)
+    }
+
+    pub(crate) async fn correlate_in(
+        &self,
+        tx: &mut Tx,
+        name: &str,
+        correlation_key: &str,
+        variables: serde_json::Value,
+        ctx: StartContext,
+    ) -> Result<Vec<String>> {
+        let mut moved = Vec::new();
+        let subs = store::subscriptions_for(tx, name, correlation_key).await?;
+        let mut seen = HashSet::new();
+        for (instance, token) in subs {
+            if !seen.insert(instance.clone()) {
+                continue;
+            }
+            self.command(
+                tx,
+                &instance,
+                Command::Complete {
+                    token: token as u64,
+                    variables: variables.clone(),
+                },
+            )
+            .await?;
+            moved.push(instance);
+        }
+        for d in store::latest_definitions(tx).await? {
+            let names: Vec<String> = serde_json::from_str(&d.start_messages).unwrap_or_default();
+            if !names.iter().any(|n| n == name) {
+                continue;
+            }
+            let process = self.process(tx, &d.id).await?;
+            let start = process
+                .elements
+                .values()
+                .find(|e| {
+                    e.parent.is_none()
+                        && matches!(&e.kind, Kind::StartEvent(StartTrigger::Message(m)) if m == name)
+                })
+                .map(|e| e.id.clone());
+            let mut c = ctx.clone();
+            c.start_key = ctx
+                .start_key
+                .as_ref()
+                .map(|k| format!("{k}:{}", d.process_key));
+            let id = self
+                .start_in(tx, &d.process_key, start, variables.clone(), c)
+                .await?;
+            moved.push(id);
+        }
+        Ok(moved)
+    }
+
+    // ---- incidents ----------------------------------------------------------------------
+
+    /// Retries an incident's job with `retries` attempts (admin).
+    pub async fn retry_incident(&self, p: &Principal, id: &str, retries: i64) -> Result<()> {
+        p.require(Role::Admin)?;
+        if !(1..=100).contains(&retries) {
+            return Err(Error::invalid("retries", "must be between 1 and 100"));
+        }
+        let now = now();
+        let mut tx = self.store().begin().await?;
+        let inc = store::get_incident(&mut tx, id)
+            .await?
+            .ok_or(Error::not_found("incident"))?;
+        if inc.resolved_at.is_some() {
+            return Err(Error::conflict("resolved", "the incident is already resolved"));
+        }
+        if let Some(job) = &inc.job_id {
+            let j = store::get_job(&mut tx, job).await?;
+            match j {
+                Some(j) if j.kind == "call" => {
+                    // Retry the start of the called process.
+                    let payload: serde_json::Value =
+                        serde_json::from_str(&j.payload).map_err(corrupt)?;
+                    let row = store::get_instance(&mut tx, &j.instance_id)
+                        .await?
+                        .ok_or(Error::not_found("process instance"))?;
+                    if store::latest_definition(&mut tx, &j.task_type).await?.is_none() {
+                        return Err(Error::conflict(
+                            "not_deployed",
+                            format!("process `{}` is still not deployed", j.task_type),
+                        ));
+                    }
+                    sqlx_delete_job(&mut tx, &j.id).await?;
+                    self.start_in(
+                        &mut tx,
+                        &j.task_type,
+                        None,
+                        payload["variables"].clone(),
+                        StartContext {
+                            chat: row.chat_id.map(ChatId),
+                            contact: row.contact_id.map(ContactId),
+                            case: row.case_id.map(CaseId),
+                            started_by: row.started_by.map(UserId),
+                            start_key: None,
+                            parent: Some((row.id.clone(), j.token as u64)),
+                        },
+                    )
+                    .await?;
+                }
+                Some(_) => {
+                    if !store::retry_job(&mut tx, job, retries, now).await? {
+                        return Err(Error::conflict(
+                            "not_in_incident",
+                            "the job is not waiting in an incident",
+                        ));
+                    }
+                }
+                None => {
+                    return Err(Error::conflict(
+                        "gone",
+                        "the job no longer exists (its element was cancelled)",
+                    ));
+                }
+            }
+        }
+        store::resolve_incident(&mut tx, id, p.id().as_str(), now).await?;
+        store::add_incidents(&mut tx, &inc.instance_id, -1).await?;
+        store::append_events(
+            &mut tx,
+            &inc.instance_id,
+            &[(now, inc.element.clone(), "incident_resolved".into(), Some(format!("retried by {}", p.user.username)))],
+        )
+        .await?;
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        self.wake();
+        Ok(())
+    }
+}
+
+async fn sqlx_delete_job(tx: &mut Tx, id: &str) -> Result<()> {
+    store::delete_job(tx, id).await?;
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! Test harness: real `ferrydesk` server processes on loopback, on a fresh SQLite file or a
 //! fresh PostgreSQL database, and a small typed HTTP/WebSocket client.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -212,6 +212,11 @@ impl Server {
             .env("FERRYDESK_TIMER_TICK_MS", self.tick_ms.to_string())
             .env("FERRYDESK_LOG_JSON", "true")
             .env("FERRYDESK_LOG", "info,tower_http=warn,sqlx=warn")
+            .env(
+                "FERRYDESK_PROCESSES_DIR",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../processes"),
+            )
+            .env("FERRYDESK_JOB_BACKOFF_MS", "200")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);

@@ -51,6 +51,7 @@ pub struct ListQuery {
     queue_id: Option<String>,
     operator_id: Option<String>,
     contact_id: Option<String>,
+    case_id: Option<String>,
     /// RFC 3339; chats started at or after.
     from: Option<String>,
     /// RFC 3339; chats started before.
@@ -76,6 +77,7 @@ impl ListQuery {
             queue: self.queue_id.clone().map(QueueId),
             operator: self.operator_id.clone().map(UserId),
             contact: self.contact_id.clone().map(ContactId),
+            case: self.case_id.clone().map(CaseId),
             visible_to: None,
             from: parse_ts("from", &self.from)?,
             to: parse_ts("to", &self.to)?,

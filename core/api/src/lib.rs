@@ -12,6 +12,7 @@ mod files;
 mod openapi;
 mod ops;
 mod plugins;
+mod processes;
 mod webapp;
 mod widget;
 mod ws;
@@ -33,6 +34,7 @@ pub const JSON_LIMIT: usize = 256 * 1024;
 pub struct AppState {
     pub desk: Desk,
     pub plugins: ferrydesk_plugins::Plugins,
+    pub engine: ferrydesk_engine::Engine,
     pub metrics: Option<PrometheusHandle>,
     /// Mark the session cookie `Secure` (behind HTTPS).
     pub secure_cookies: bool,
@@ -47,10 +49,12 @@ pub fn router(state: AppState) -> Router {
         .merge(directory::router())
         .merge(channel::router())
         .merge(plugins::router())
+        .merge(processes::router())
         .merge(ws::router())
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .merge(files::router().layer(DefaultBodyLimit::max(file_limit)))
-        .merge(plugins::package_router().layer(DefaultBodyLimit::max(17 << 20)));
+        .merge(plugins::package_router().layer(DefaultBodyLimit::max(17 << 20)))
+        .merge(processes::deploy_router().layer(DefaultBodyLimit::max(4 << 20)));
     Router::new()
         .nest("/api/v1", api)
         .merge(plugins::webhook_router().layer(DefaultBodyLimit::max(4 << 20)))

@@ -32,12 +32,18 @@ use crate::AppState;
         crate::widget::download, crate::widget::ws,
         crate::plugins::list, crate::plugins::get_one, crate::plugins::install, crate::plugins::enable,
         crate::plugins::disable, crate::plugins::configure, crate::plugins::uninstall, crate::plugins::connector_types,
-        crate::plugins::chat_actions, crate::plugins::run_action, crate::plugins::create_channel,
+        crate::processes::chat_actions, crate::plugins::run_action, crate::plugins::create_channel,
         crate::plugins::channel_config, crate::plugins::configure_channel, crate::plugins::webhook, crate::plugins::photo,
+        crate::processes::definitions, crate::processes::deploy, crate::processes::definition, crate::processes::start,
+        crate::processes::instances, crate::processes::instance, crate::processes::cancel, crate::processes::incidents,
+        crate::processes::retry, crate::processes::publish, crate::processes::tasks, crate::processes::task,
+        crate::processes::claim, crate::processes::complete, crate::processes::get_menu, crate::processes::put_menu,
+        crate::processes::start_from_chat, crate::processes::list_cases, crate::processes::create_case,
+        crate::processes::get_case, crate::processes::update_case, crate::processes::start_chat_from_case,
     ),
     components(schemas(ferrydesk_desk::EventBody)),
     modifiers(&Security),
-    tags((name = "chats", description = "Operator chats (S1–S21)"), (name = "admin", description = "Administration"), (name = "plugins", description = "Plugins: administration, chat actions, connector channels"))
+    tags((name = "chats", description = "Operator chats (S1–S21)"), (name = "admin", description = "Administration"), (name = "plugins", description = "Plugins: administration, chat actions, connector channels"), (name = "processes", description = "Processes (BPMN): deploy, instances, incidents, messages, tasks, chat actions"), (name = "cases", description = "Cases"))
 )]
 pub struct ApiDoc;
 

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json as Out, Router};
 use ferrydesk_domain::*;
-use ferrydesk_plugins::{ActionInfo, ActionResult, Grant, PluginInfo};
+use ferrydesk_plugins::{ActionResult, Grant, PluginInfo};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -24,7 +24,6 @@ pub fn router() -> Router<AppState> {
         .route("/plugins/{id}/disable", post(disable))
         .route("/plugins/{id}/config", axum::routing::put(configure))
         .route("/connector-types", get(connector_types))
-        .route("/chats/{id}/actions", get(chat_actions))
         .route("/chats/{id}/actions/{plugin}/{action}", post(run_action))
         .route("/connector-channels", post(create_channel))
         .route(
@@ -199,15 +198,6 @@ async fn connector_types(
 }
 
 /// The Actions menu of a chat: actions of enabled plugins the operator can run here.
-#[utoipa::path(get, path = "/api/v1/chats/{id}/actions", tag = "plugins", responses((status = 200, body = Vec<ActionInfo>), (status = 404, body = ErrorBody)))]
-async fn chat_actions(
-    State(s): State<AppState>,
-    Auth(p): Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Out<Vec<ActionInfo>>> {
-    Ok(Out(s.plugins.chat_actions(&p, &ChatId(id)).await?))
-}
-
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunActionRequest {
@@ -232,9 +222,14 @@ async fn run_action(
     } else {
         req.input
     };
+    let chat = ChatId(id);
+    // The chat settings decide which actions the menu offers, for the API too.
+    s.engine
+        .plugin_action_allowed(&p, &chat, &plugin, &action)
+        .await?;
     Ok(Out(s
         .plugins
-        .run_chat_action(&p, &ChatId(id), &plugin, &action, input)
+        .run_chat_action(&p, &chat, &plugin, &action, input)
         .await?))
 }
 

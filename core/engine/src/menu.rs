@@ -71,6 +71,20 @@ impl Engine {
                 },
             )
             .await?;
+            // The plugin behind "Create case" is a step of the process, not a menu entry.
+            store::insert_chat_action(
+                &mut tx,
+                &ChatActionRow {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    position: 2,
+                    caption: "Prepare case (plugin step)".into(),
+                    kind: "plugin".into(),
+                    target: "create-case/create-case".into(),
+                    queues: "[]".into(),
+                    enabled: 0,
+                },
+            )
+            .await?;
             ferrydesk_store::settings::set(&mut tx, SEEDED, &serde_json::json!(true)).await?;
         }
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;

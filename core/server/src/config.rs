@@ -33,6 +33,15 @@ pub struct ConfigArgs {
     /// Directory of plugins the demo installs [default: ./plugins].
     #[arg(long, global = true, env = "FERRYDESK_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
+    /// Directory of BPMN files deployed at start [default: ./processes].
+    #[arg(long, global = true, env = "FERRYDESK_PROCESSES_DIR")]
+    pub processes_dir: Option<PathBuf>,
+    /// How long a process job is leased to the node running it, seconds [default: 60].
+    #[arg(long, global = true, env = "FERRYDESK_JOB_LEASE_SECS")]
+    pub job_lease_secs: Option<u64>,
+    /// First retry delay of a failed process job, milliseconds; doubles per attempt [default: 2000].
+    #[arg(long, global = true, env = "FERRYDESK_JOB_BACKOFF_MS")]
+    pub job_backoff_ms: Option<u64>,
     /// Log as JSON lines.
     #[arg(long, global = true, env = "FERRYDESK_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
     pub log_json: Option<bool>,
@@ -54,6 +63,9 @@ struct FileConfig {
     max_connections: Option<u32>,
     max_file_bytes: Option<u64>,
     plugins_dir: Option<PathBuf>,
+    processes_dir: Option<PathBuf>,
+    job_lease_secs: Option<u64>,
+    job_backoff_ms: Option<u64>,
 }
 
 /// Effective configuration.
@@ -68,6 +80,9 @@ pub struct Config {
     pub max_connections: u32,
     pub max_file_bytes: u64,
     pub plugins_dir: PathBuf,
+    pub processes_dir: PathBuf,
+    pub job_lease_secs: u64,
+    pub job_backoff_ms: u64,
 }
 
 impl Config {
@@ -116,6 +131,21 @@ impl Config {
                 .clone()
                 .or(file.plugins_dir)
                 .unwrap_or_else(|| PathBuf::from("./plugins")),
+            processes_dir: args
+                .processes_dir
+                .clone()
+                .or(file.processes_dir)
+                .unwrap_or_else(|| PathBuf::from("./processes")),
+            job_lease_secs: args
+                .job_lease_secs
+                .or(file.job_lease_secs)
+                .unwrap_or(60)
+                .max(2),
+            job_backoff_ms: args
+                .job_backoff_ms
+                .or(file.job_backoff_ms)
+                .unwrap_or(2000)
+                .max(10),
         })
     }
 

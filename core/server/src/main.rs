@@ -4,6 +4,7 @@ mod config;
 mod demo;
 mod plugin_cli;
 mod plugin_templates;
+mod process_cli;
 
 use std::sync::Arc;
 
@@ -44,6 +45,11 @@ enum Cmd {
     Plugin {
         #[command(subcommand)]
         cmd: plugin_cli::PluginCmd,
+    },
+    /// Deploys and inspects business processes (BPMN).
+    Process {
+        #[command(subcommand)]
+        cmd: process_cli::ProcessCmd,
     },
 }
 
@@ -117,6 +123,14 @@ pub(crate) async fn start_plugins(
     ferrydesk_plugins::Plugins::start(desk.clone(), cfg.data_dir.join("plugin-cache")).await
 }
 
+pub(crate) fn engine_options(cfg: &Config) -> ferrydesk_engine::EngineOptions {
+    ferrydesk_engine::EngineOptions {
+        lease: std::time::Duration::from_secs(cfg.job_lease_secs),
+        backoff: std::time::Duration::from_millis(cfg.job_backoff_ms),
+        ..Default::default()
+    }
+}
+
 pub(crate) async fn start_desk_pub(cfg: &Config) -> anyhow::Result<Desk> {
     start_desk(cfg).await
 }
@@ -167,6 +181,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Plugin { cmd } => plugin_cli::run(cmd, &cfg).await,
+        Cmd::Process { cmd } => process_cli::run(cmd, &cfg).await,
         Cmd::Serve => serve(cfg, false).await,
         Cmd::Demo => serve(cfg, true).await,
     }
@@ -178,6 +193,21 @@ async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         .ok();
     let desk = start_desk(&cfg).await?;
     let plugins = start_plugins(&cfg, &desk).await?;
+    let engine =
+        ferrydesk_engine::Engine::start(desk.clone(), Some(plugins.clone()), engine_options(&cfg))
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the process engine: {e}"))?;
+    let deployed = engine
+        .deploy_dir(&cfg.processes_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("deploying {}: {e}", cfg.processes_dir.display()))?;
+    for d in deployed.iter().filter(|d| d.created) {
+        tracing::info!(process = %d.key, version = d.version, "process deployed");
+    }
+    engine
+        .seed_default_menu()
+        .await
+        .map_err(|e| anyhow::anyhow!("chat actions: {e}"))?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -214,12 +244,14 @@ async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let app = ferrydesk_api::router(ferrydesk_api::AppState {
         desk: desk.clone(),
         plugins,
+        engine: engine.clone(),
         metrics,
         secure_cookies: cfg.secure_cookies,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    engine.shutdown();
     desk.shutdown();
     desk.store().close().await;
     Ok(())

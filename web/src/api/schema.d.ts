@@ -74,6 +74,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/cases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_cases"];
+        put?: never;
+        /** Creates a case by hand. */
+        post: operations["create_case"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/cases/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A case with its chats. */
+        get: operations["get_case"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch: operations["update_case"];
+        trace?: never;
+    };
+    "/api/v1/cases/{id}/chats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Starts a chat with the case's contact, linked to the case (S22). */
+        post: operations["start_chat_from_case"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/channel/files": {
         parameters: {
             query?: never;
@@ -311,7 +362,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The Actions menu of a chat: actions of enabled plugins the operator can run here. */
+        /** The chat's Actions menu: processes and plugin actions, as the chat settings say. */
         get: operations["chat_actions"];
         put?: never;
         post?: never;
@@ -387,6 +438,26 @@ export interface paths {
         put?: never;
         /** Sends a reply with text and files. */
         post: operations["reply"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/chats/{id}/processes/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Starts a process from the chat's Actions menu and answers once it settles (e.g. with the
+         *     case it created).
+         */
+        post: operations["start_process_from_chat"];
         delete?: never;
         options?: never;
         head?: never;
@@ -601,6 +672,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/incidents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Open incidents: jobs that ran out of retries, called processes that are not deployed. */
+        get: operations["list_incidents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/incidents/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Retries an incident's job (admins). */
+        post: operations["retry_incident"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me/inbox": {
         parameters: {
             query?: never;
@@ -629,6 +734,26 @@ export interface paths {
         /** Sets the caller's status Active / Inactive (S2). */
         put: operations["set_my_status"];
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Publishes a message: waiting instances with the correlation key continue; processes with a
+         *     message start event of that name start (admins, API tokens).
+         */
+        post: operations["publish_message"];
         delete?: never;
         options?: never;
         head?: never;
@@ -743,6 +868,112 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/process-instances": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Instances, newest first. Operators list the instances of a chat they can read. */
+        get: operations["list_process_instances"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/process-instances/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An instance: where its tokens wait, its variables, history, incidents and user tasks. */
+        get: operations["get_process_instance"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/process-instances/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Terminates an instance and the instances it called (admins). */
+        post: operations["cancel_process_instance"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/processes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every version of every deployed process, newest first within a process. */
+        get: operations["list_processes"];
+        put?: never;
+        /**
+         * Deploys a BPMN 2.0 file as Camunda Modeler saves it (body: the XML). Each process in it
+         *     becomes a new version unless unchanged. Problems answer 422 naming the element id.
+         */
+        post: operations["deploy_process"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/processes/definitions/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A definition with its XML (for the diagram). */
+        get: operations["get_process_definition"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/processes/{key}/instances": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Starts an instance of the newest version (admins). */
+        post: operations["start_process"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/queues": {
         parameters: {
             query?: never;
@@ -785,6 +1016,90 @@ export interface paths {
         get: operations["get_settings"];
         put: operations["put_settings"];
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/settings/chat-actions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The chat Actions menu settings (admins). */
+        get: operations["get_chat_action_settings"];
+        /** Replaces the chat Actions menu (admins); problems name `entries[i].field`. */
+        put: operations["put_chat_action_settings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's task list. */
+        get: operations["list_tasks"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_task"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks/{id}/claim": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["claim_task"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks/{id}/complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Completes a user task with its form; the process continues. */
+        post: operations["complete_task"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1054,9 +1369,18 @@ export interface components {
             action: string;
             /** @description A question to confirm before running, in the operator's language. */
             confirm?: string | null;
+            /** @description The menu entry: `plugin:<plugin>/<action>` or a chat settings entry id. */
+            id: string;
             /** @description JSON Schema of the action's input (a form is drawn from it), if it takes any. */
             input_schema: Record<string, never>;
+            /**
+             * @description `plugin` (run with `POST /chats/{id}/actions/{plugin}/{action}`) or `process`
+             *     (started with `POST /chats/{id}/processes/{process}`).
+             */
+            kind: string;
             plugin: string;
+            /** @description The process key, for `process` entries. */
+            process?: string | null;
             /** @description The caption in the operator's language. */
             title: string;
         };
@@ -1065,6 +1389,19 @@ export interface components {
             effects: components["schemas"]["AppliedEffect"][];
             output: Record<string, never>;
             run_id: string;
+        };
+        /** @description An element a token waits at. */
+        ActiveElement: {
+            detail?: string | null;
+            due_at?: null | components["schemas"]["Ts"];
+            element: string;
+            /** Format: int64 */
+            token: number;
+            /**
+             * @description What it waits for: `job`, `incident`, `timer`, `message`, `user_task`, `call`,
+             *     `subprocess`.
+             */
+            waiting_for: string;
         };
         /** @description An effect as applied, for the caller and the audit. */
         AppliedEffect: {
@@ -1107,6 +1444,69 @@ export interface components {
             status: components["schemas"]["OperatorStatus"];
             user_id: components["schemas"]["UserId"];
         };
+        /** @description A case: a client's request tracked beyond a chat (often created from one). */
+        Case: {
+            channel_id?: null | components["schemas"]["ChannelId"];
+            chat_id?: null | components["schemas"]["ChatId"];
+            closed_at?: null | components["schemas"]["Ts"];
+            contact_id?: null | components["schemas"]["ContactId"];
+            contact_name?: string | null;
+            created_at: components["schemas"]["Ts"];
+            created_by?: null | components["schemas"]["UserId"];
+            description: string;
+            id: components["schemas"]["CaseId"];
+            /**
+             * Format: int64
+             * @description Sequential, human-facing number.
+             */
+            number: number;
+            priority: components["schemas"]["CasePriority"];
+            responsible_id?: null | components["schemas"]["UserId"];
+            responsible_name?: string | null;
+            status: components["schemas"]["CaseStatus"];
+            subject: string;
+            updated_at: components["schemas"]["Ts"];
+        };
+        CaseId: string;
+        /** @description What a new case is made of. Everything but the subject is optional. */
+        CaseInput: {
+            channel_id?: null | components["schemas"]["ChannelId"];
+            chat_id?: null | components["schemas"]["ChatId"];
+            contact_id?: null | components["schemas"]["ContactId"];
+            description?: string;
+            priority?: null | components["schemas"]["CasePriority"];
+            responsible_id?: null | components["schemas"]["UserId"];
+            subject: string;
+        };
+        CasePage: {
+            cases: components["schemas"]["Case"][];
+            /** Format: int64 */
+            total: number;
+        };
+        /** @description Changes to a case; absent fields stay. */
+        CasePatch: {
+            description?: string | null;
+            priority?: null | components["schemas"]["CasePriority"];
+            /** @description `null` clears the responsible. */
+            responsible_id?: string | null;
+            status?: null | components["schemas"]["CaseStatus"];
+            subject?: string | null;
+        };
+        /**
+         * @description How urgent a case is.
+         * @enum {string}
+         */
+        CasePriority: "low" | "normal" | "high";
+        /**
+         * @description Where a case stands.
+         * @enum {string}
+         */
+        CaseStatus: "new" | "in_progress" | "resolved" | "closed";
+        /** @description A case with the chats linked to it. */
+        CaseView: {
+            case: components["schemas"]["Case"];
+            chats: components["schemas"]["Chat"][];
+        };
         /** @description A channel through which clients write. */
         Channel: {
             active: boolean;
@@ -1145,6 +1545,7 @@ export interface components {
             accept_deadline?: null | components["schemas"]["Ts"];
             accepted_at?: null | components["schemas"]["Ts"];
             autofinish_at?: null | components["schemas"]["Ts"];
+            case_id?: null | components["schemas"]["CaseId"];
             channel_id: components["schemas"]["ChannelId"];
             close_reason?: null | components["schemas"]["CloseReason"];
             contact_id: components["schemas"]["ContactId"];
@@ -1173,6 +1574,19 @@ export interface components {
             /** Format: int64 */
             unread_count: number;
         };
+        /** @description One entry of the chat Actions menu. */
+        ChatActionSetting: {
+            caption: string;
+            enabled?: boolean;
+            /** @description Stable id; generated when empty. */
+            id?: string;
+            /** @description `process` or `plugin`. */
+            kind: string;
+            /** @description Queues whose chats show the entry; empty means all. */
+            queues?: components["schemas"]["QueueId"][];
+            /** @description The process key, or `plugin-id/action-id`. */
+            target: string;
+        };
         ChatId: string;
         ChatPage: {
             items: components["schemas"]["Chat"][];
@@ -1196,6 +1610,10 @@ export interface components {
          * @enum {string}
          */
         CloseReason: "operator" | "auto_finish" | "supervisor";
+        CompleteTaskRequest: {
+            /** @description The form's values, validated against its JSON Schema. */
+            variables?: Record<string, never>;
+        };
         ConfigRequest: {
             /** @description Values for `config_schema`. Secrets left out keep their stored value; `null` clears one. */
             config: Record<string, never>;
@@ -1254,6 +1672,28 @@ export interface components {
             channel: components["schemas"]["Channel"];
         };
         DecisionId: string;
+        /** @description A deployed version of a process. */
+        Definition: {
+            /** @description False when deploying found the same content already deployed as the newest version. */
+            created: boolean;
+            deployed_at: components["schemas"]["Ts"];
+            deployed_by?: string | null;
+            /** @description `<key>:<version>`. */
+            id: string;
+            /** @description The BPMN process id. */
+            key: string;
+            name?: string | null;
+            sha256: string;
+            /** @description Names of the message start events (chat signals start these). */
+            start_messages: string[];
+            /** Format: int64 */
+            version: number;
+        };
+        /** @description A definition with its BPMN XML (for the diagram). */
+        DefinitionXml: {
+            definition: components["schemas"]["Definition"];
+            xml: string;
+        };
         /**
          * @description Delivery state of an outbound message.
          * @enum {string}
@@ -1328,6 +1768,16 @@ export interface components {
             /** @description Private and loopback addresses (only if the manifest asks for them). */
             private?: boolean;
         };
+        HistoryEntry: {
+            at: components["schemas"]["Ts"];
+            detail?: string | null;
+            /** @description Empty for instance-level entries (started, completed, terminated). */
+            element: string;
+            /** @description `started`, `completed`, `failed`, `incident`, `incident_resolved`, `terminated`. */
+            event: string;
+            /** Format: int64 */
+            seq: number;
+        };
         /** @description How a contact is known to one channel. */
         Identity: {
             channel_id: components["schemas"]["ChannelId"];
@@ -1356,6 +1806,16 @@ export interface components {
             new_chats: components["schemas"]["Chat"][];
             status: components["schemas"]["OperatorStatus"];
         };
+        Incident: {
+            created_at: components["schemas"]["Ts"];
+            element: string;
+            id: string;
+            instance_id: string;
+            job_id?: string | null;
+            message: string;
+            resolved_at?: null | components["schemas"]["Ts"];
+            resolved_by?: string | null;
+        };
         /** @description What happened to an inbound message. */
         IngestOutcome: {
             chat_id: components["schemas"]["ChatId"];
@@ -1369,6 +1829,37 @@ export interface components {
         InstallFromDir: {
             /** @description A plugin directory on the server (plugin.json and its component). */
             path: string;
+        };
+        InstanceSummary: {
+            case_id?: string | null;
+            chat_id?: string | null;
+            contact_id?: string | null;
+            definition_id: string;
+            ended_at?: null | components["schemas"]["Ts"];
+            id: string;
+            /**
+             * Format: int64
+             * @description Open incidents.
+             */
+            incidents: number;
+            parent_id?: string | null;
+            process_key: string;
+            started_at: components["schemas"]["Ts"];
+            started_by?: string | null;
+            /** @description `active`, `completed` or `terminated`. */
+            state: string;
+        };
+        /** @description An instance as the admin screen shows it. */
+        InstanceView: {
+            active: components["schemas"]["ActiveElement"][];
+            children: components["schemas"]["InstanceSummary"][];
+            history: components["schemas"]["HistoryEntry"][];
+            incidents: components["schemas"]["Incident"][];
+            instance: components["schemas"]["InstanceSummary"];
+            user_tasks: components["schemas"]["UserTask"][];
+            variables: Record<string, never>;
+            /** Format: int64 */
+            version: number;
         };
         LoginRequest: {
             password: string;
@@ -1393,6 +1884,12 @@ export interface components {
             id: components["schemas"]["MessageId"];
         };
         MessageId: string;
+        /** @description Publishing a message to the engine. */
+        MessageInput: {
+            correlation_key?: string;
+            name: string;
+            variables?: Record<string, never>;
+        };
         NewUserInput: {
             /** Format: int64 */
             chat_limit?: number | null;
@@ -1450,6 +1947,20 @@ export interface components {
             /** Format: int64 */
             p99_us: number;
         };
+        /** @description What starting a process from a chat did, once it settled (or the wait ran out). */
+        ProcessRun: {
+            case?: null | components["schemas"]["Case"];
+            /** @description Open incidents (a task that failed and waits for an admin). */
+            incidents: components["schemas"]["Incident"][];
+            instance_id: string;
+            /** @description `active`, `completed` or `terminated`. */
+            state: string;
+            variables: Record<string, never>;
+        };
+        Published: {
+            /** @description Instances that continued or started. */
+            instances: string[];
+        };
         /** @description A queue of chats with its members and timeouts. */
         Queue: {
             /**
@@ -1495,6 +2006,13 @@ export interface components {
             files?: components["schemas"]["FileId"][];
             text?: string;
         };
+        RetryRequest: {
+            /**
+             * Format: int64
+             * @description Attempts to give the job (default 1).
+             */
+            retries?: number | null;
+        };
         /**
          * @description What a user may do. Operators handle chats; supervisors also see every chat and the
          *     analytics; admins also configure the system.
@@ -1523,6 +2041,7 @@ export interface components {
          * @enum {string}
          */
         RoutingRule: "all_operators" | "available_operator";
+        /** @description The Actions menu of a chat: actions of enabled plugins the operator can run here. */
         RunActionRequest: {
             /** @description Validated against the action's `input_schema`. */
             input?: Record<string, never>;
@@ -1549,6 +2068,20 @@ export interface components {
         StartChatRequest: {
             identity_id?: null | components["schemas"]["IdentityId"];
             text?: string;
+        };
+        StartFromChatRequest: {
+            /** @description Extra variables (the chat, contact and operator are always passed). */
+            variables?: Record<string, never>;
+        };
+        /** @description Starting an instance through the API. */
+        StartInput: {
+            chat_id?: null | components["schemas"]["ChatId"];
+            /** @description Idempotency: a second start with the same key returns the first instance. */
+            start_key?: string | null;
+            variables?: Record<string, never>;
+        };
+        Started: {
+            id: string;
         };
         /** @description One change of an operator's status. */
         StatusChange: {
@@ -1588,6 +2121,11 @@ export interface components {
             chat: components["schemas"]["Chat"];
             /** @enum {string} */
             type: "chat";
+        } | {
+            at: components["schemas"]["Ts"];
+            case: components["schemas"]["Case"];
+            /** @enum {string} */
+            type: "case";
         };
         TokenId: string;
         TokenInfo: {
@@ -1689,6 +2227,25 @@ export interface components {
             locale?: string | null;
             password?: string | null;
             role?: null | components["schemas"]["Role"];
+        };
+        UserTask: {
+            assignee?: string | null;
+            candidate_groups?: string | null;
+            case_id?: string | null;
+            chat_id?: string | null;
+            completed_at?: null | components["schemas"]["Ts"];
+            completed_by?: string | null;
+            created_at: components["schemas"]["Ts"];
+            element: string;
+            /** @description JSON Schema of the form that completes the task. */
+            form: Record<string, never>;
+            id: string;
+            instance_id: string;
+            name?: string | null;
+            process_key: string;
+            result: Record<string, never>;
+            /** @description `open`, `completed` or `canceled`. */
+            state: string;
         };
         VisitorMessage: {
             /** @description A client-generated id: retries with the same id are stored once. */
@@ -1811,6 +2368,167 @@ export interface operations {
                 };
             };
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_cases: {
+        parameters: {
+            query?: {
+                status?: null | components["schemas"]["CaseStatus"];
+                contact_id?: null | components["schemas"]["ContactId"];
+                responsible_id?: null | components["schemas"]["UserId"];
+                /** @description Subject words, or a case number. */
+                q?: string | null;
+                limit?: number | null;
+                offset?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CasePage"];
+                };
+            };
+        };
+    };
+    create_case: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CaseInput"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Case"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_case: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaseView"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_case: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CasePatch"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Case"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    start_chat_from_case: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StartChatRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Chat"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2121,6 +2839,7 @@ export interface operations {
                 queue_id?: string | null;
                 operator_id?: string | null;
                 contact_id?: string | null;
+                case_id?: string | null;
                 /** @description RFC 3339; chats started at or after. */
                 from?: string | null;
                 /** @description RFC 3339; chats started before. */
@@ -2152,6 +2871,7 @@ export interface operations {
                 queue_id?: string | null;
                 operator_id?: string | null;
                 contact_id?: string | null;
+                case_id?: string | null;
                 /** @description RFC 3339; chats started at or after. */
                 from?: string | null;
                 /** @description RFC 3339; chats started before. */
@@ -2399,6 +3119,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Message"];
+                };
+            };
+        };
+    };
+    start_process_from_chat: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StartFromChatRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProcessRun"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -2756,6 +3510,64 @@ export interface operations {
             };
         };
     };
+    list_incidents: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Incident"][];
+                };
+            };
+        };
+    };
+    retry_incident: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RetryRequest"];
+            };
+        };
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     inbox: {
         parameters: {
             query?: never;
@@ -2794,6 +3606,29 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["User"];
+                };
+            };
+        };
+    };
+    publish_message: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MessageInput"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Published"];
                 };
             };
         };
@@ -3048,6 +3883,227 @@ export interface operations {
             };
         };
     };
+    list_process_instances: {
+        parameters: {
+            query?: {
+                state?: string | null;
+                process?: string | null;
+                chat_id?: string | null;
+                contact_id?: string | null;
+                case_id?: string | null;
+                /** @description Only instances with open incidents. */
+                incidents?: boolean;
+                limit?: number | null;
+                offset?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InstanceSummary"][];
+                };
+            };
+        };
+    };
+    get_process_instance: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InstanceView"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cancel_process_instance: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_processes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Definition"][];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deploy_process: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/xml": string;
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Definition"][];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_process_definition: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DefinitionXml"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    start_process: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StartInput"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Started"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_queues: {
         parameters: {
             query?: never;
@@ -3172,6 +4228,177 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Settings"];
+                };
+            };
+        };
+    };
+    get_chat_action_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatActionSetting"][];
+                };
+            };
+        };
+    };
+    put_chat_action_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChatActionSetting"][];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatActionSetting"][];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_tasks: {
+        parameters: {
+            query?: {
+                /** @description `open` (default), `completed` or `canceled`. */
+                state?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserTask"][];
+                };
+            };
+        };
+    };
+    get_task: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserTask"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    claim_task: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserTask"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    complete_task: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CompleteTaskRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserTask"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

@@ -7,6 +7,7 @@ mod chats;
 mod ingest;
 mod input;
 mod plugins;
+mod processes;
 mod race;
 mod timers;
 mod visibility;

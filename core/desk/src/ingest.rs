@@ -131,7 +131,7 @@ async fn commit_batch(desk: &Desk, jobs: &[Job]) -> Result<Vec<Result<IngestOutc
     let mut cache = BatchCache::default();
     let mut events = Vec::new();
     let mut outcomes: Vec<Option<Result<IngestOutcome>>> = (0..jobs.len()).map(|_| None).collect();
-    ingest_known(&mut tx, &mut cache, jobs, &mut outcomes, &mut events).await?;
+    ingest_known(desk, &mut tx, &mut cache, jobs, &mut outcomes, &mut events).await?;
     for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {
         if out.is_some() {
             continue;
@@ -152,6 +152,7 @@ async fn commit_batch(desk: &Desk, jobs: &[Job]) -> Result<Vec<Result<IngestOutc
 /// A whole batch of them costs one lookup per channel, one multi-row insert and one multi-row
 /// chat update. The rest of the batch is left to [`ingest_one`].
 async fn ingest_known(
+    desk: &Desk,
     conn: &mut Conn,
     cache: &mut BatchCache,
     jobs: &[Job],
@@ -294,6 +295,14 @@ async fn ingest_known(
             },
             _ => {}
         }
+        desk.signal(
+            conn,
+            "chat.message.received",
+            &k.chat,
+            serde_json::json!({"contactId": k.contact, "channelId": k.channel.id, "text": m.text, "messageId": k.id}),
+            now,
+        )
+        .await?;
         metrics::counter!("ferrydesk_messages_total", "direction" => "inbound").increment(1);
         outcomes[k.idx] = Some(Ok(IngestOutcome {
             message_id: k.id,

@@ -144,8 +144,11 @@ impl Engine {
                     }
                 }
                 "plugin" => {
+                    // A disabled entry may name a plugin that is not installed (it only hides).
                     let ok = e.target.split_once('/').is_some_and(|(pl, ac)| {
-                        catalog.iter().any(|(p, a, _)| p == pl && a == ac)
+                        !pl.is_empty()
+                            && !ac.is_empty()
+                            && (!e.enabled || catalog.iter().any(|(p, a, _)| p == pl && a == ac))
                     });
                     if !ok {
                         return Err(Error::invalid(

@@ -38,7 +38,12 @@ impl Action for Evil {
                     .get("url")
                     .and_then(Json::as_str)
                     .unwrap_or("http://127.0.0.1:1/");
-                match Request::get(url).send() {
+                // The call's trace id is a process job's idempotency key: pass it on, as a
+                // well-behaved integration would.
+                match Request::get(url)
+                    .header("idempotency-key", ctx.trace_id.clone())
+                    .send()
+                {
                     Ok(r) => Ok(Outcome::new(
                         json!({ "status": r.status, "body": String::from_utf8_lossy(&r.body) }),
                     )),

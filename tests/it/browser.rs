@@ -222,7 +222,7 @@ async fn admin_screens_in_chromium() -> Result<()> {
 }
 
 /// Admin → Plugins (enabled plugins listed, settings form generated from the manifest's schema
-/// saved) and a chat's Actions menu running the "Create case" plugin, in Chromium.
+/// saved) and a chat's Actions menu running the "Create case" process, in Chromium.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plugins_in_chromium() -> Result<()> {
     if !browser_available()? {
@@ -255,6 +255,145 @@ async fn plugins_in_chromium() -> Result<()> {
             ("OP_USER", "op0"),
             ("OP_PASS", ferrydesk_tests::PASSWORD),
             ("CHAT_ID", chat.as_str()),
+        ],
+    )
+    .await?;
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+    Ok(())
+}
+
+/// One service task running the create-case plugin step, tried once: with the plugin disabled
+/// it ends in an incident. With a diagram, so the admin's instance page can draw it.
+const PREPARE_BPMN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:bpmndi="http://www.omg.org/spec/BPMN/20100524/DI" xmlns:dc="http://www.omg.org/spec/DD/20100524/DC" xmlns:di="http://www.omg.org/spec/DD/20100524/DI" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="Definitions_prepare" targetNamespace="http://bpmn.io/schema/bpmn">
+  <bpmn:process id="browser-prepare" name="Prepare a case" isExecutable="true">
+    <bpmn:startEvent id="start" />
+    <bpmn:serviceTask id="work" name="Read the chat">
+      <bpmn:extensionElements><zeebe:taskDefinition type="plugin:create-case/create-case" retries="1" /></bpmn:extensionElements>
+    </bpmn:serviceTask>
+    <bpmn:endEvent id="end" />
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work" />
+    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end" />
+  </bpmn:process>
+  <bpmndi:BPMNDiagram id="Diagram_prepare">
+    <bpmndi:BPMNPlane id="Plane_prepare" bpmnElement="browser-prepare">
+      <bpmndi:BPMNShape id="start_di" bpmnElement="start"><dc:Bounds x="152" y="102" width="36" height="36" /></bpmndi:BPMNShape>
+      <bpmndi:BPMNShape id="work_di" bpmnElement="work"><dc:Bounds x="240" y="80" width="100" height="80" /></bpmndi:BPMNShape>
+      <bpmndi:BPMNShape id="end_di" bpmnElement="end"><dc:Bounds x="392" y="102" width="36" height="36" /></bpmndi:BPMNShape>
+      <bpmndi:BPMNEdge id="f1_di" bpmnElement="f1"><di:waypoint x="188" y="120" /><di:waypoint x="240" y="120" /></bpmndi:BPMNEdge>
+      <bpmndi:BPMNEdge id="f2_di" bpmnElement="f2"><di:waypoint x="340" y="120" /><di:waypoint x="392" y="120" /></bpmndi:BPMNEdge>
+    </bpmndi:BPMNPlane>
+  </bpmndi:BPMNDiagram>
+</bpmn:definitions>"#;
+
+/// Processes in Chromium: "Create case" from a chat's Actions menu, the case page and the
+/// contact's timeline; a callback task completed through its form in the task list; the
+/// admin's process screens (a refused deployment, the chat Actions menu, an instance's
+/// diagram) and retrying an incident until its instance completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_in_chromium() -> Result<()> {
+    if !browser_available()? {
+        return Ok(());
+    }
+    let (_db, server) = setup!(Backend::Sqlite);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    crate::plugins::install(&fx.admin, "create-case").await?;
+    fx.admin
+        .post("/api/v1/plugins/create-case/enable", json!({}))
+        .await?
+        .ok()?;
+    let op = &fx.operators[0];
+    op.set_status("active").await?;
+    let m = fx
+        .inbound("p1", "paula", "My parcel arrived broken")
+        .await?;
+    let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
+    op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+
+    // "Call back" joins the menu; op0 starts it from the chat, so the task is theirs.
+    let mut entries = fx
+        .admin
+        .get("/api/v1/settings/chat-actions")
+        .await?
+        .ok()?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    entries.push(json!({"caption": "Call back", "kind": "process", "target": "callback"}));
+    fx.admin
+        .put("/api/v1/settings/chat-actions", json!(entries))
+        .await?
+        .ok()?;
+    let run = op
+        .post(
+            &format!("/api/v1/chats/{chat}/processes/callback"),
+            json!({"variables": {}}),
+        )
+        .await?
+        .ok()?;
+    let instance = run["instance_id"].as_str().unwrap_or_default().to_owned();
+
+    // An incident: the plugin behind the only task is disabled, so its one attempt fails.
+    fx.admin
+        .post_empty("/api/v1/plugins/create-case/disable")
+        .await?
+        .ok()?;
+    fx.admin
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/processes",
+            "application/xml",
+            PREPARE_BPMN.as_bytes().to_vec(),
+        )
+        .await?
+        .ok()?;
+    let started = fx
+        .admin
+        .post(
+            "/api/v1/processes/browser-prepare/instances",
+            json!({"chat_id": chat, "variables": {}}),
+        )
+        .await?
+        .ok()?;
+    let failing = started["id"].as_str().unwrap_or_default().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = fx.admin.get("/api/v1/incidents").await?.ok()?;
+        if list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["instance_id"] == failing.as_str())
+        {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no incident for instance {failing}: {list}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Fixed: the admin's Retry in the browser lets the instance finish.
+    fx.admin
+        .post("/api/v1/plugins/create-case/enable", json!({}))
+        .await?
+        .ok()?;
+
+    let verdict = run_script(
+        "processes.mjs",
+        &[
+            ("BASE", server.base.as_str()),
+            ("ADMIN_USER", "admin"),
+            ("ADMIN_PASS", ferrydesk_tests::ADMIN_PASSWORD),
+            ("OP_USER", "op0"),
+            ("OP_PASS", ferrydesk_tests::PASSWORD),
+            ("OP_NAME", "Operator 0"),
+            ("CONTACT_NAME", "Client paula"),
+            ("TASK_NAME", "Call the client back"),
+            ("CHAT_ID", chat.as_str()),
+            ("INSTANCE_ID", instance.as_str()),
+            ("INCIDENT_INSTANCE_ID", failing.as_str()),
         ],
     )
     .await?;

@@ -2,6 +2,7 @@ import i18n from "i18next";
 import { initReactI18next } from "react-i18next";
 import { adminEn, adminRu } from "./i18n-admin";
 import { sectionEn, sectionRu } from "./i18n-section";
+import { casesEn, casesRu, tasksEn, tasksRu } from "./i18n-cases";
 
 // Russian terms follow the seed's help page (communication panel of BPMSoft/Creatio).
 const en = {
@@ -40,14 +41,18 @@ const en = {
     delivery: { queued: "queued", sent: "sent", delivered: "delivered", failed: "failed" },
     noTemplates: "No templates found",
     finished: "The chat is finished",
+    processStarted: "Started; it continues in the background.",
+    caseLink: "Case #{{number}}: {{subject}}",
+    case: "Case",
+    caseNumber: "Case #{{number}}",
   },
   transfer: { title: "Transfer chat", queues: "Queues", operators: "Operators", search: "Search", to: "Transfer", cancel: "Cancel" },
   menu: { logout: "Log out", language: "Language", mute: "Mute notifications", unmute: "Unmute notifications" },
   notify: { newChat: "New chat from {{name}}" },
-  errors: { chat_taken: "Another operator has already accepted this chat", chats_exceeded: "You have reached your limit of simultaneous chats", inactive: "Set your status to Active to accept new chats", not_offered: "This chat is offered to another operator", not_responsible: "Only the responsible operator can do this", chat_changed: "The chat changed meanwhile", chat_open: "The contact already has an open chat on this channel", network: "No connection to the server" },
+  errors: { chat_taken: "Another operator has already accepted this chat", chats_exceeded: "You have reached your limit of simultaneous chats", inactive: "Set your status to Active to accept new chats", not_offered: "This chat is offered to another operator", not_responsible: "Only the responsible operator can do this", chat_changed: "The chat changed meanwhile", chat_open: "The contact already has an open chat on this channel", task_closed: "The task is already closed", task_taken: "Another user has taken the task", network: "No connection to the server" },
   sys: { toQueue: "Transferred to queue {{queue}} by {{by}}", toOperator: "Transferred to {{to}} by {{by}}", finished: "Chat finished", autoFinished: "Chat finished automatically: the client did not answer" },
   card: { title: "Contact", identities: "Identities", earlier: "Earlier chats", none: "None" },
-  nav: { desk: "Communication panel", section: "Chats section", contacts: "Contacts", admin: "Administration" },
+  nav: { desk: "Communication panel", section: "Chats section", contacts: "Contacts", admin: "Administration", cases: "Cases", tasks: "Tasks", openTasks: "Open tasks: {{n}}" },
   schema: {
     save: "Save",
     saving: "Saving…",
@@ -69,6 +74,8 @@ const en = {
   },
   admin: adminEn,
   section: sectionEn,
+  cases: casesEn,
+  tasks: tasksEn,
 };
 
 const ru: typeof en = {
@@ -107,14 +114,18 @@ const ru: typeof en = {
     delivery: { queued: "в очереди", sent: "отправлено", delivered: "доставлено", failed: "ошибка" },
     noTemplates: "Шаблоны не найдены",
     finished: "Чат завершён",
+    processStarted: "Запущено; продолжится в фоне.",
+    caseLink: "Обращение №{{number}}: {{subject}}",
+    case: "Обращение",
+    caseNumber: "Обращение №{{number}}",
   },
   transfer: { title: "Перевод чата", queues: "Очереди", operators: "Операторы", search: "Поиск", to: "Перевести", cancel: "Отмена" },
   menu: { logout: "Выйти", language: "Язык", mute: "Выключить уведомления", unmute: "Включить уведомления" },
   notify: { newChat: "Новый чат: {{name}}" },
-  errors: { chat_taken: "Чат уже принят другим оператором", chats_exceeded: "Достигнуто максимальное количество одновременных чатов", inactive: "Установите статус «Активный», чтобы принимать новые чаты", not_offered: "Чат предложен другому оператору", not_responsible: "Это может сделать только ответственный оператор", chat_changed: "Чат изменился, обновите страницу", chat_open: "У контакта уже есть открытый чат в этом канале", network: "Нет связи с сервером" },
+  errors: { chat_taken: "Чат уже принят другим оператором", chats_exceeded: "Достигнуто максимальное количество одновременных чатов", inactive: "Установите статус «Активный», чтобы принимать новые чаты", not_offered: "Чат предложен другому оператору", not_responsible: "Это может сделать только ответственный оператор", chat_changed: "Чат изменился, обновите страницу", chat_open: "У контакта уже есть открытый чат в этом канале", task_closed: "Задача уже закрыта", task_taken: "Задачу уже взял другой пользователь", network: "Нет связи с сервером" },
   sys: { toQueue: "Переведён в очередь «{{queue}}» сотрудником {{by}}", toOperator: "Переведён на {{to}} сотрудником {{by}}", finished: "Чат завершён", autoFinished: "Чат завершён автоматически: клиент не ответил" },
   card: { title: "Контакт", identities: "Идентификаторы", earlier: "Предыдущие чаты", none: "Нет" },
-  nav: { desk: "Панель коммуникаций", section: "Раздел «Чаты»", contacts: "Контакты", admin: "Администрирование" },
+  nav: { desk: "Панель коммуникаций", section: "Раздел «Чаты»", contacts: "Контакты", admin: "Администрирование", cases: "Обращения", tasks: "Задачи", openTasks: "Открытых задач: {{n}}" },
   schema: {
     save: "Сохранить",
     saving: "Сохранение…",
@@ -136,6 +147,8 @@ const ru: typeof en = {
   },
   admin: adminRu,
   section: sectionRu,
+  cases: casesRu,
+  tasks: tasksRu,
 };
 
 void i18n.use(initReactI18next).init({

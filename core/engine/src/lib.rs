@@ -30,7 +30,7 @@ use ferrydesk_desk::{Desk, Error, Principal, Result};
 use ferrydesk_domain::*;
 use ferrydesk_plugins::Plugins;
 use ferrydesk_store::processes as store;
-use ferrydesk_store::{Store, Tx};
+use ferrydesk_store::{Conn, Store};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
@@ -389,9 +389,21 @@ impl Engine {
         Ok(id)
     }
 
+    /// Starts many instances of `key` in one transaction (bulk starts; the benchmark).
+    pub async fn start_many(&self, key: &str, variables: Vec<serde_json::Value>) -> Result<Vec<String>> {
+        let mut tx = self.store().begin().await?;
+        let mut ids = Vec::with_capacity(variables.len());
+        for v in variables {
+            ids.push(self.start_in(&mut tx, key, None, v, StartContext::default()).await?);
+        }
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        self.wake();
+        Ok(ids)
+    }
+
     fn start_in<'a>(
         &'a self,
-        tx: &'a mut Tx,
+        tx: &'a mut Conn,
         key: &'a str,
         start: Option<String>,
         variables: serde_json::Value,
@@ -460,7 +472,7 @@ impl Engine {
     /// Applies a command to an instance inside `tx`: lock, run, persist the waits, finish.
     pub(crate) fn command<'a>(
         &'a self,
-        tx: &'a mut Tx,
+        tx: &'a mut Conn,
         instance: &'a str,
         cmd: Command,
     ) -> BoxFuture<'a, Result<()>> {
@@ -493,7 +505,7 @@ impl Engine {
     /// a completed child completes its call activity in the parent.
     async fn persist(
         &self,
-        tx: &mut Tx,
+        tx: &mut Conn,
         row: &store::InstanceRow,
         process: &Process,
         inst: &run::Instance,
@@ -567,7 +579,7 @@ impl Engine {
 
     async fn add_wait(
         &self,
-        tx: &mut Tx,
+        tx: &mut Conn,
         row: &store::InstanceRow,
         process: &Process,
         inst: &run::Instance,
@@ -734,7 +746,7 @@ impl Engine {
     /// Ends an instance (and its called children) without completing it.
     fn terminate_in<'a>(
         &'a self,
-        tx: &'a mut Tx,
+        tx: &'a mut Conn,
         id: &'a str,
         why: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
@@ -806,7 +818,7 @@ impl Engine {
 
     pub(crate) async fn correlate_in(
         &self,
-        tx: &mut Tx,
+        tx: &mut Conn,
         name: &str,
         correlation_key: &str,
         variables: serde_json::Value,
@@ -936,7 +948,7 @@ impl Engine {
     }
 }
 
-async fn sqlx_delete_job(tx: &mut Tx, id: &str) -> Result<()> {
+async fn sqlx_delete_job(tx: &mut Conn, id: &str) -> Result<()> {
     store::delete_job(tx, id).await?;
     Ok(())
 }

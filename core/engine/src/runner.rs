@@ -12,9 +12,28 @@ use ferrydesk_domain::*;
 use ferrydesk_store::processes as store;
 use tokio::sync::{Semaphore, watch};
 
+use ferrydesk_store::Conn;
+
 use crate::{Engine, Job, JobError, StartContext, now};
 
 pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
+    // Finished jobs go to one committer, which applies whatever has piled up in one
+    // transaction (group commit; each job in its own savepoint).
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Finished>(1024);
+    let committer = engine.clone();
+    tokio::spawn(async move {
+        while let Some(first) = done_rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 128 {
+                match done_rx.try_recv() {
+                    Ok(f) => batch.push(f),
+                    Err(_) => break,
+                }
+            }
+            committer.commit_finished(batch).await;
+            committer.wake();
+        }
+    });
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(engine.options().concurrency.max(1)));
         loop {
@@ -36,10 +55,11 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
                                 return;
                             };
                             let e = engine.clone();
+                            let done = done_tx.clone();
                             tokio::spawn(async move {
-                                e.execute(j).await;
+                                let f = e.execute(j).await;
+                                let _ = done.send(f).await;
                                 drop(permit);
-                                e.wake();
                             });
                         }
                     }
@@ -61,6 +81,24 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
+}
+
+/// How a claimed job ended, before it is committed.
+pub(crate) enum Outcome {
+    /// Complete the token with these variables (a timer: fire it).
+    Done(serde_json::Value),
+    /// A BPMN error that an error boundary catches.
+    Throw { code: String, message: String },
+    /// A failure: retry later or raise an incident.
+    Failed {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+pub(crate) struct Finished {
+    job: store::JobRow,
+    outcome: Outcome,
 }
 
 /// Delay before retry number `attempt` (1-based): doubling from `base`, capped.
@@ -112,57 +150,121 @@ impl Engine {
         Ok(jobs)
     }
 
-    /// Runs every due job on this task until none is left (benchmarks and tests drive an
-    /// embedded engine this way). Returns how many ran.
+    /// Runs every due job on this task until none is left, committing each round of
+    /// completions in one transaction (benchmarks and embedding programs drive an embedded
+    /// engine this way). Returns how many ran.
     pub async fn run_due_jobs(&self) -> Result<usize> {
         let mut n = 0;
         loop {
-            let jobs = self.claim(64).await?;
+            let jobs = self.claim(256).await?;
             if jobs.is_empty() {
                 return Ok(n);
             }
             n += jobs.len();
+            let mut done = Vec::with_capacity(jobs.len());
             for j in jobs {
-                self.execute(j).await;
+                done.push(self.execute(j).await);
             }
+            self.commit_finished(done).await;
         }
     }
 
-    /// Runs one claimed job to its end: completion, retry or incident. Never panics; errors
-    /// are recorded on the job.
-    pub(crate) async fn execute(&self, j: store::JobRow) {
-        let r = match j.kind.as_str() {
-            "timer" => self.fire_timer(&j).await,
-            "service" => self.run_service(&j).await,
-            other => Err(Error::Internal(format!("job kind `{other}` cannot run"))),
+    /// Runs one claimed job's worker (outside any transaction) and says how it ended.
+    pub(crate) async fn execute(&self, j: store::JobRow) -> Finished {
+        let outcome = match j.kind.as_str() {
+            "timer" => Outcome::Done(serde_json::Value::Null),
+            "service" => match self.run_service(&j).await {
+                Ok(o) => o,
+                Err(e) => Outcome::Failed {
+                    message: e.to_string(),
+                    retry_after: None,
+                },
+            },
+            other => Outcome::Failed {
+                message: format!("job kind `{other}` cannot run"),
+                retry_after: None,
+            },
         };
+        Finished { job: j, outcome }
+    }
+
+    /// Applies finished jobs in one transaction, each in a savepoint and fenced on owner and
+    /// attempt (a job another node took over is skipped). A job whose completion the process
+    /// refuses (a mapping error, a gateway without a path) becomes an incident.
+    pub(crate) async fn commit_finished(&self, batch: Vec<Finished>) {
+        let mut refused = Vec::new();
+        let r: Result<()> = async {
+            let mut tx = self.store_ref().begin().await?;
+            for f in &batch {
+                let mut sp = ferrydesk_store::savepoint(&mut tx).await?;
+                match self.apply_finished(&mut sp, f).await {
+                    Ok(()) => sp.commit().await.map_err(ferrydesk_store::Error::from)?,
+                    Err(e) => {
+                        sp.rollback().await.map_err(ferrydesk_store::Error::from)?;
+                        refused.push((f.job.clone(), e.to_string()));
+                    }
+                }
+            }
+            tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+            Ok(())
+        }
+        .await;
         if let Err(e) = r {
-            // The fenced completion failed for a reason the job itself did not report (a
-            // mapping error, a gateway without a path): that is an incident, not a retry.
-            tracing::warn!(job = %j.id, instance = %j.instance_id, error = %e, "process job failed");
-            if let Err(e2) = self.fail(&j, &e.to_string(), None, true).await {
-                tracing::warn!(job = %j.id, error = %e2, "recording a job failure");
+            // The batch did not commit (the database is unwell): the leases run out and the
+            // jobs run again, with the same idempotency keys.
+            tracing::warn!(error = %e, jobs = batch.len(), "committing process jobs failed");
+            return;
+        }
+        for (job, why) in refused {
+            tracing::warn!(job = %job.id, instance = %job.instance_id, error = %why, "process job refused");
+            let run = || async {
+                let mut tx = self.store_ref().begin().await?;
+                self.fail_in(&mut tx, &job, &why, None, true).await?;
+                tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+                Ok::<_, Error>(())
+            };
+            if let Err(e) = run().await {
+                tracing::warn!(job = %job.id, error = %e, "recording a job failure");
             }
         }
     }
 
-    async fn fire_timer(&self, j: &store::JobRow) -> Result<()> {
-        let mut tx = self.store_ref().begin().await?;
-        if !store::finish_job(&mut tx, &j.id, self.node(), j.attempt).await? {
-            return Ok(()); // another node took it over after our lease ran out
+    async fn apply_finished(&self, tx: &mut Conn, f: &Finished) -> Result<()> {
+        let j = &f.job;
+        let token = j.token as u64;
+        let cmd = match &f.outcome {
+            Outcome::Failed {
+                message,
+                retry_after,
+            } => return self.fail_in(tx, j, message, *retry_after, false).await,
+            Outcome::Done(_) if j.kind == "timer" => Command::FireTimer { token },
+            Outcome::Done(v) => Command::Complete {
+                token,
+                variables: if v.is_object() {
+                    v.clone()
+                } else {
+                    serde_json::json!({})
+                },
+            },
+            Outcome::Throw { code, message } => Command::Throw {
+                token,
+                code: code.clone(),
+                message: message.clone(),
+            },
+        };
+        if !store::finish_job(tx, &j.id, self.node(), j.attempt).await? {
+            tracing::info!(job = %j.id, "late completion refused: the job was taken over");
+            metrics::counter!("ferrydesk_process_stale_completions_total").increment(1);
+            return Ok(());
         }
-        match self
-            .command(&mut tx, &j.instance_id, Command::FireTimer { token: j.token as u64 })
-            .await
-        {
-            Ok(()) => {
-                tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-                metrics::counter!("ferrydesk_process_timers_fired_total").increment(1);
-                Ok(())
-            }
-            // The instance ended or the timer's activity completed meanwhile: nothing to do.
-            Err(Error::Conflict { code: "stale" | "instance_ended", .. }) => {
-                tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        match self.command(tx, &j.instance_id, cmd).await {
+            // The instance ended or the element was interrupted meanwhile.
+            Ok(()) | Err(Error::Conflict { code: "stale" | "instance_ended", .. }) => {
+                if j.kind == "timer" {
+                    metrics::counter!("ferrydesk_process_timers_fired_total").increment(1);
+                } else {
+                    metrics::counter!("ferrydesk_process_jobs_completed_total").increment(1);
+                }
                 Ok(())
             }
             Err(e) => Err(e),
@@ -208,7 +310,7 @@ impl Engine {
         ))
     }
 
-    async fn run_service(&self, j: &store::JobRow) -> Result<()> {
+    async fn run_service(&self, j: &store::JobRow) -> Result<Outcome> {
         let (job, process) = self.job_of(j).await?;
         let worker = self
             .inner
@@ -217,10 +319,14 @@ impl Engine {
             .ok()
             .and_then(|w| w.get(&j.task_type).cloned());
         // The worker must answer within the lease, or another node may run the job again.
-        let budget = self.options().lease.saturating_sub(Duration::from_secs(1)).max(Duration::from_millis(500));
+        let budget = self
+            .options()
+            .lease
+            .saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_millis(500));
         let started = std::time::Instant::now();
         let outcome = if let Some(w) = worker {
-            match tokio::time::timeout(budget, w(job.clone())).await {
+            match tokio::time::timeout(budget, w(job)).await {
                 Ok(r) => r,
                 Err(_) => Err(JobError::failed(format!(
                     "the worker did not answer within {} s",
@@ -228,7 +334,7 @@ impl Engine {
                 ))),
             }
         } else if let Some(rest) = j.task_type.strip_prefix("plugin:") {
-            match tokio::time::timeout(budget, self.run_plugin(rest, job.clone())).await {
+            match tokio::time::timeout(budget, self.run_plugin(rest, job)).await {
                 Ok(r) => r,
                 Err(_) => Err(JobError::failed("the plugin did not answer in time")),
             }
@@ -239,55 +345,32 @@ impl Engine {
                 crate::builtins::NAMES.join(", ")
             )))
         };
-        metrics::histogram!("ferrydesk_process_job_seconds").record(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(vars) => {
-                let mut tx = self.store_ref().begin().await?;
-                if !store::finish_job(&mut tx, &j.id, self.node(), j.attempt).await? {
-                    tracing::info!(job = %j.id, "late completion refused: the job was taken over");
-                    metrics::counter!("ferrydesk_process_stale_completions_total").increment(1);
-                    return Ok(());
-                }
-                let vars = if vars.is_object() { vars } else { serde_json::json!({}) };
-                match self
-                    .command(&mut tx, &j.instance_id, Command::Complete { token: j.token as u64, variables: vars })
-                    .await
-                {
-                    Ok(()) | Err(Error::Conflict { code: "stale" | "instance_ended", .. }) => {
-                        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-                        metrics::counter!("ferrydesk_process_jobs_completed_total").increment(1);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+        metrics::histogram!("ferrydesk_process_job_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(match outcome {
+            Ok(vars) => Outcome::Done(vars),
             Err(JobError::Bpmn { code, message }) if catches(&process, &j.element, &code) => {
-                let mut tx = self.store_ref().begin().await?;
-                if !store::finish_job(&mut tx, &j.id, self.node(), j.attempt).await? {
-                    return Ok(());
-                }
-                self.command(
-                    &mut tx,
-                    &j.instance_id,
-                    Command::Throw { token: j.token as u64, code, message },
-                )
-                .await?;
-                tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-                Ok(())
+                Outcome::Throw { code, message }
             }
-            Err(JobError::Bpmn { code, message }) => {
-                self.fail(j, &format!("{message} [{code}]"), None, false).await
-            }
-            Err(JobError::Failed { message, retry_after }) => {
-                self.fail(j, &message, retry_after, false).await
-            }
-        }
+            Err(JobError::Bpmn { code, message }) => Outcome::Failed {
+                message: format!("{message} [{code}]"),
+                retry_after: None,
+            },
+            Err(JobError::Failed {
+                message,
+                retry_after,
+            }) => Outcome::Failed {
+                message,
+                retry_after,
+            },
+        })
     }
 
     /// A failed attempt: retry later, or raise an incident when no retries are left (or at
     /// once when `fatal`).
-    async fn fail(
+    async fn fail_in(
         &self,
+        tx: &mut Conn,
         j: &store::JobRow,
         message: &str,
         retry_after: Option<Duration>,
@@ -297,14 +380,13 @@ impl Engine {
         let left = if fatal { 0 } else { (j.retries - 1).max(0) };
         let delay = retry_after
             .unwrap_or_else(|| backoff(self.options().backoff, self.options().max_backoff, j.attempt));
-        let mut tx = self.store_ref().begin().await?;
-        if !store::fail_job(&mut tx, &j.id, self.node(), j.attempt, left, now + delay.as_millis() as i64, message).await? {
+        if !store::fail_job(tx, &j.id, self.node(), j.attempt, left, now + delay.as_millis() as i64, message).await? {
             return Ok(());
         }
         metrics::counter!("ferrydesk_process_job_failures_total").increment(1);
         if left == 0 {
             store::insert_incident(
-                &mut tx,
+                tx,
                 &store::IncidentRow {
                     id: uuid::Uuid::now_v7().to_string(),
                     instance_id: j.instance_id.clone(),
@@ -318,7 +400,7 @@ impl Engine {
             )
             .await?;
             store::append_events(
-                &mut tx,
+                tx,
                 &j.instance_id,
                 &[(now, j.element.clone(), "incident".into(), Some(message.to_owned()))],
             )
@@ -326,13 +408,12 @@ impl Engine {
             metrics::counter!("ferrydesk_process_incidents_total").increment(1);
         } else {
             store::append_events(
-                &mut tx,
+                tx,
                 &j.instance_id,
                 &[(now, j.element.clone(), "failed".into(), Some(format!("{message} (retries left: {left})")))],
             )
             .await?;
         }
-        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         Ok(())
     }
 
@@ -404,3 +485,4 @@ impl Engine {
         Ok(n)
     }
 }
+

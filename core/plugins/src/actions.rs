@@ -245,6 +245,12 @@ impl Plugins {
         input: serde_json::Value,
         job: JobContext,
     ) -> std::result::Result<serde_json::Value, JobFailure> {
+        // Another node may have installed or enabled the plugin since this node last synced.
+        if self.entry(plugin).and_then(|e| e.runnable().cloned()).is_none()
+            && let Err(e) = self.sync().await
+        {
+            tracing::warn!(error = %e, "plugin sync before a process job failed");
+        }
         let entry = self
             .entry(plugin)
             .filter(|e| e.manifest.kind == Kind::Action)

@@ -28,6 +28,14 @@ pub use sqlx::AnyConnection as Conn;
 /// A write transaction. Commit it explicitly; dropping it rolls back.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+/// A savepoint inside a transaction: commit releases it, rollback (or drop) undoes only it.
+pub type Savepoint<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// Opens a savepoint in `conn`'s transaction.
+pub async fn savepoint(conn: &mut Conn) -> Result<Savepoint<'_>> {
+    Ok(sqlx::Acquire::begin(conn).await?)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database error: {0}")]

@@ -1,6 +1,7 @@
-// A form drawn from a JSON Schema object (plugin settings, connector settings, action input):
-// strings, whole numbers, numbers, booleans and enums; write-only secrets are password inputs
-// that keep the stored value unless the admin types a new one or ticks "clear".
+// A form drawn from a JSON Schema object (plugin settings, connector settings, action input,
+// user task forms): strings (`format: textarea` and `date` too), whole numbers, numbers,
+// booleans and enums; write-only secrets are password inputs that keep the stored value unless
+// the admin types a new one or ticks "clear".
 import { useEffect, useId, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { useTranslation } from "react-i18next";
 import type { TFunction } from "i18next";
@@ -22,6 +23,8 @@ export interface JsonSchema {
   minLength?: number;
   maxLength?: number;
   pattern?: string;
+  /** `textarea` draws a multi-line box, `date` a date picker (both hold strings). */
+  format?: string;
   writeOnly?: boolean;
 }
 
@@ -195,6 +198,7 @@ export function SchemaForm({
   footer,
   children,
   testId = "schema-form",
+  submitTestId = "save",
   label,
 }: {
   schema: unknown;
@@ -212,6 +216,8 @@ export function SchemaForm({
   /** Extra fields drawn before the schema's own. */
   children?: ReactNode;
   testId?: string;
+  /** `data-testid` of the submit button. */
+  submitTestId?: string;
   label?: string;
 }) {
   const { t, i18n } = useTranslation();
@@ -304,10 +310,21 @@ export function SchemaForm({
                 {...aria}
               />
             );
+          } else if (k === "string" && p.format === "textarea") {
+            input = (
+              <textarea
+                value={d.text}
+                rows={4}
+                maxLength={p.maxLength}
+                required={req}
+                onChange={(e) => update(key, { text: e.target.value })}
+                {...aria}
+              />
+            );
           } else {
             input = (
               <input
-                type={k === "string" ? "text" : "number"}
+                type={k === "string" ? (p.format === "date" ? "date" : "text") : "number"}
                 inputMode={k === "integer" ? "numeric" : k === "number" ? "decimal" : undefined}
                 step={k === "integer" ? 1 : k === "number" ? "any" : undefined}
                 min={p.minimum}
@@ -360,7 +377,7 @@ export function SchemaForm({
         </p>
       )}
       <div className="form-actions">
-        <button type="submit" className="primary" disabled={busy} data-testid="save">
+        <button type="submit" className="primary" disabled={busy} data-testid={submitTestId}>
           {busy ? t("schema.saving") : (submitLabel ?? t("schema.save"))}
         </button>
         {footer}

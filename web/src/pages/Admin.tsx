@@ -7,10 +7,17 @@ import { Channels } from "./admin/Channels";
 import { Templates } from "./admin/Templates";
 import { Settings } from "./admin/Settings";
 import { Plugins } from "./admin/Plugins";
+import { Processes } from "./admin/Processes";
+import { ChatActions } from "./admin/ChatActions";
 
-const TABS = ["users", "queues", "channels", "templates", "plugins", "settings"] as const;
+const TABS = ["users", "queues", "channels", "templates", "plugins", "processes", "chat-actions", "settings"] as const;
+/** Tabs whose test id is not `admin-nav-<tab>`. */
+const TAB_TESTID: Partial<Record<(typeof TABS)[number], string>> = { processes: "admin-processes", "chat-actions": "admin-chat-actions" };
 
-/** Administration screens (admins only): users, queues, channels, message templates, plugins, settings. */
+/**
+ * Administration screens (admins only): users, queues, channels, message templates, plugins,
+ * processes, the chat Actions menu, settings.
+ */
 export function Admin({ me }: { me: S["User"] }) {
   const { t } = useTranslation();
   if (me.role !== "admin") {
@@ -26,7 +33,7 @@ export function Admin({ me }: { me: S["User"] }) {
       <h2 id="admin-h">{t("admin.title")}</h2>
       <nav className="subnav" aria-label={t("admin.title")}>
         {TABS.map((tab) => (
-          <NavLink key={tab} to={`/admin/${tab}`} data-testid={`admin-nav-${tab}`}>
+          <NavLink key={tab} to={`/admin/${tab}`} data-testid={TAB_TESTID[tab] ?? `admin-nav-${tab}`}>
             {t(`admin.nav.${tab}`)}
           </NavLink>
         ))}
@@ -38,6 +45,8 @@ export function Admin({ me }: { me: S["User"] }) {
         <Route path="channels" element={<Channels />} />
         <Route path="templates" element={<Templates />} />
         <Route path="plugins" element={<Plugins />} />
+        <Route path="processes/*" element={<Processes />} />
+        <Route path="chat-actions" element={<ChatActions />} />
         <Route path="settings" element={<Settings />} />
         <Route path="*" element={<Navigate to="/admin/users" replace />} />
       </Routes>

@@ -64,6 +64,7 @@ function ChatHeader({ chat, mine, onResult }: { chat: S["Chat"]; mine: boolean; 
           <Link to={`/contacts/${chat.contact_id}`}>{chat.contact_name}</Link>
         </h2>
         <span className="badge">{statusLabel}</span>
+        {chat.case_id && <CaseLink id={chat.case_id} />}
       </div>
       <span className="spacer" />
       {mine && (
@@ -82,8 +83,25 @@ function ChatHeader({ chat, mine, onResult }: { chat: S["Chat"]; mine: boolean; 
   );
 }
 
-/** An action of a plugin offered in the chat's Actions menu. */
+/** The case a chat belongs to, linked from the chat header. */
+function CaseLink({ id }: { id: string }) {
+  const { t } = useTranslation();
+  const view = useQuery({ queryKey: ["case", id], queryFn: () => unwrap(api.GET("/api/v1/cases/{id}", { params: { path: { id } } })) });
+  const c = view.data?.case;
+  return (
+    <Link to={`/cases/${id}`} className="case-ref" data-testid="chat-case-link" title={c?.subject}>
+      {c ? t("chat.caseNumber", { number: c.number }) : t("chat.case")}
+    </Link>
+  );
+}
+
+/** An entry of the chat's Actions menu: a plugin action or a process. */
 interface ActionInfo {
+  id: string;
+  /** `plugin` (run with its input) or `process` (started with the chat's context). */
+  kind: string;
+  /** The process key, for `process` entries. */
+  process?: string | null;
   plugin: string;
   action: string;
   title: string;
@@ -98,6 +116,8 @@ interface ActionOutcome {
   /** Notes and messages the action posted, or a summary of its output. */
   lines: string[];
   error?: string;
+  /** The case a process created. */
+  case?: S["Case"];
 }
 
 function ActionsMenu({ chat, open, setOpen, onResult }: { chat: S["Chat"]; open: boolean; setOpen: (v: boolean) => void; onResult: (r: ActionOutcome | null) => void }) {
@@ -112,24 +132,44 @@ function ActionsMenu({ chat, open, setOpen, onResult }: { chat: S["Chat"]; open:
   const [inputErrors, setInputErrors] = useState<SchemaErrors>({});
   const [busy, setBusy] = useState(false);
 
+  const runPlugin = async (a: ActionInfo, input: JsonObject): Promise<ActionOutcome> => {
+    const r = await unwrap(
+      api.POST("/api/v1/chats/{id}/actions/{plugin}/{action}", {
+        params: { path: { id: chat.id, plugin: a.plugin, action: a.action } },
+        body: { input: input as S["RunActionRequest"]["input"] },
+      }),
+    );
+    setPending(null);
+    await qc.refetchQueries({ queryKey: ["chat", chat.id] });
+    const view = qc.getQueryData<S["ChatView"]>(["chat", chat.id]);
+    const posted = r.effects.flatMap((e) => (e.type === "note_posted" || e.type === "message_posted" ? [e.message_id] : []));
+    let lines = posted.map((id) => view?.messages.find((m) => m.id === id)?.body ?? "").filter(Boolean);
+    if (lines.length === 0) lines = outputLines(r.output);
+    if (r.effects.some((e) => e.type === "contact_updated")) void qc.invalidateQueries({ queryKey: ["contact", chat.contact_id] });
+    return { state: "ok", title: a.title, lines };
+  };
+
+  // The server answers once the process settles: with the case it created, or with the
+  // incident that stopped it.
+  const startProcess = async (a: ActionInfo): Promise<ActionOutcome> => {
+    const r = await unwrap(
+      api.POST("/api/v1/chats/{id}/processes/{key}", { params: { path: { id: chat.id, key: a.process ?? "" } }, body: { variables: {} } }),
+    );
+    setPending(null);
+    void qc.invalidateQueries({ queryKey: ["chat", chat.id] });
+    void qc.invalidateQueries({ queryKey: ["contact", chat.contact_id] });
+    void qc.invalidateQueries({ queryKey: ["cases"] });
+    void qc.invalidateQueries({ queryKey: ["tasks"] });
+    if (r.incidents.length > 0) return { state: "error", title: a.title, lines: [], error: r.incidents.map((i) => i.message).join("; ") };
+    const lines = r.case || r.state !== "active" ? [] : [t("chat.processStarted")];
+    return { state: "ok", title: a.title, lines, case: r.case ?? undefined };
+  };
+
   const run = async (a: ActionInfo, input: JsonObject) => {
     setBusy(true);
     onResult({ state: "running", title: a.title, lines: [] });
     try {
-      const r = await unwrap(
-        api.POST("/api/v1/chats/{id}/actions/{plugin}/{action}", {
-          params: { path: { id: chat.id, plugin: a.plugin, action: a.action } },
-          body: { input: input as S["RunActionRequest"]["input"] },
-        }),
-      );
-      setPending(null);
-      await qc.refetchQueries({ queryKey: ["chat", chat.id] });
-      const view = qc.getQueryData<S["ChatView"]>(["chat", chat.id]);
-      const posted = r.effects.flatMap((e) => (e.type === "note_posted" || e.type === "message_posted" ? [e.message_id] : []));
-      let lines = posted.map((id) => view?.messages.find((m) => m.id === id)?.body ?? "").filter(Boolean);
-      if (lines.length === 0) lines = outputLines(r.output);
-      onResult({ state: "ok", title: a.title, lines });
-      if (r.effects.some((e) => e.type === "contact_updated")) void qc.invalidateQueries({ queryKey: ["contact", chat.contact_id] });
+      onResult(a.kind === "process" ? await startProcess(a) : await runPlugin(a, input));
     } catch (e) {
       const keys = Object.keys(asSchema(a.input_schema)?.properties ?? {});
       const errs = schemaErrorsFrom(e, keys, (x) => errorText(t, x));
@@ -176,8 +216,14 @@ function ActionsMenu({ chat, open, setOpen, onResult }: { chat: S["Chat"]; open:
             </li>
           )}
           {(actions.data ?? []).map((a) => (
-            <li key={`${a.plugin}/${a.action}`} role="none">
-              <button type="button" role="menuitem" className="link" onClick={() => choose(a)} data-testid={`action-${a.plugin}-${a.action}`}>
+            <li key={a.id || `${a.plugin}/${a.action}`} role="none">
+              <button
+                type="button"
+                role="menuitem"
+                className="link"
+                onClick={() => choose(a)}
+                data-testid={a.kind === "process" ? `action-process-${a.process ?? ""}` : `action-${a.plugin}-${a.action}`}
+              >
                 {a.title}
               </button>
             </li>
@@ -263,6 +309,13 @@ function ActionResultBar({ result, onDismiss }: { result: ActionOutcome; onDismi
             {l}
           </div>
         ))}
+        {result.case && (
+          <div className="action-note">
+            <Link to={`/cases/${result.case.id}`} data-testid="case-link">
+              {t("chat.caseLink", { number: result.case.number, subject: result.case.subject })}
+            </Link>
+          </div>
+        )}
       </div>
       {result.state !== "running" && (
         <button type="button" className="link" onClick={onDismiss} aria-label={t("chat.dismiss")} data-testid="action-result-dismiss">
@@ -558,7 +611,7 @@ function ContactCard({ chat }: { chat: S["Chat"] }) {
   });
   const c = view.data?.contact;
   if (!c) return <aside className="contact-aside" />;
-  const earlier = (view.data?.timeline ?? []).filter((e) => e.chat.id !== chat.id);
+  const earlier = (view.data?.timeline ?? []).flatMap((e) => (e.type === "chat" && e.chat.id !== chat.id ? [{ at: e.at, chat: e.chat }] : []));
   return (
     <aside className="contact-aside" aria-label={t("card.title")} data-testid="contact-card">
       {c.photo_url && <img src={c.photo_url} alt="" className="avatar" />}

@@ -5,7 +5,7 @@ import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, ApiError, unwrap, type S } from "../api/client";
 import "./section.css";
 
-/** A contact: fields, photo, identities, timeline of chats (S23, S24), "Start chat" (S22). */
+/** A contact: fields, photo, identities, timeline of chats and cases (S23, S24), "Start chat" (S22). */
 export function ContactPage({ me }: { me: S["User"] }) {
   const { id = "" } = useParams();
   const { t, i18n } = useTranslation();
@@ -36,13 +36,21 @@ export function ContactPage({ me }: { me: S["User"] }) {
       <StartChat contact={c} channelName={channelName} />
       <h3>{t("section.contact.timeline")}</h3>
       <ul className="timeline" data-testid="timeline">
-        {view.data?.timeline.map((e) => (
-          <li key={e.chat.id}>
-            <Link to={staff ? `/section/chats/${e.chat.id}` : `/chats/${e.chat.id}`}>{new Date(e.at).toLocaleString(i18n.language)}</Link>{" "}
-            · {channelName(e.chat.channel_id)} · {{ new: t("chat.newChat"), in_progress: t("chat.inProgress"), completed: t("chat.completed") }[e.chat.status]}
-            {e.chat.preview && <div className="muted">{e.chat.preview}</div>}
-          </li>
-        ))}
+        {view.data?.timeline.map((e) =>
+          e.type === "case" ? (
+            <li key={`case-${e.case.id}`} className="timeline-case" data-testid="timeline-case">
+              <Link to={`/cases/${e.case.id}`}>{t("cases.number", { number: e.case.number })}</Link> · {e.case.subject} ·{" "}
+              <span className={`pill case-status ${e.case.status}`}>{t(`cases.statuses.${e.case.status}`)}</span>
+              <div className="muted">{new Date(e.at).toLocaleString(i18n.language)}</div>
+            </li>
+          ) : (
+            <li key={e.chat.id} data-testid="timeline-chat">
+              <Link to={staff ? `/section/chats/${e.chat.id}` : `/chats/${e.chat.id}`}>{new Date(e.at).toLocaleString(i18n.language)}</Link>{" "}
+              · {channelName(e.chat.channel_id)} · {{ new: t("chat.newChat"), in_progress: t("chat.inProgress"), completed: t("chat.completed") }[e.chat.status]}
+              {e.chat.preview && <div className="muted">{e.chat.preview}</div>}
+            </li>
+          ),
+        )}
       </ul>
     </section>
   );

@@ -9,9 +9,21 @@ import { ChatPage } from "./ChatPage";
 const Admin = lazy(() => import("./Admin").then((m) => ({ default: m.Admin })));
 const Section = lazy(() => import("./Section").then((m) => ({ default: m.Section })));
 const ContactPage = lazy(() => import("./ContactPage").then((m) => ({ default: m.ContactPage })));
+const CaseList = lazy(() => import("./Cases").then((m) => ({ default: m.CaseList })));
+const CasePage = lazy(() => import("./Cases").then((m) => ({ default: m.CasePage })));
+const Tasks = lazy(() => import("./Tasks").then((m) => ({ default: m.Tasks })));
 
 export function useInbox() {
   return useQuery({ queryKey: ["inbox"], queryFn: () => unwrap(api.GET("/api/v1/me/inbox")) });
+}
+
+/** The caller's open user tasks; polled, since no event announces a new task. */
+export function useOpenTasks() {
+  return useQuery({
+    queryKey: ["tasks", "open"],
+    queryFn: () => unwrap(api.GET("/api/v1/tasks", { params: { query: { state: "open" } } })),
+    refetchInterval: 5000,
+  });
 }
 
 export function Desk({ me }: { me: S["User"] }) {
@@ -20,6 +32,8 @@ export function Desk({ me }: { me: S["User"] }) {
   const [muted, setMuted] = useState(() => localStorage.getItem("ferrydesk:muted") === "1");
   useEvents(muted);
   const inbox = useInbox();
+  const tasks = useOpenTasks();
+  const openTasks = tasks.data?.length ?? 0;
   const status = inbox.data?.status ?? me.status;
 
   const setStatus = useMutation({
@@ -47,6 +61,15 @@ export function Desk({ me }: { me: S["User"] }) {
         <strong className="brand">{t("appName")}</strong>
         <nav className="topnav" aria-label="main">
           <NavLink to="/" end>{t("nav.desk")}</NavLink>
+          <NavLink to="/tasks" data-testid="nav-tasks">
+            {t("nav.tasks")}
+            {openTasks > 0 && (
+              <span className="counter nav-counter" data-testid="tasks-count" aria-label={t("nav.openTasks", { n: openTasks })}>
+                {openTasks}
+              </span>
+            )}
+          </NavLink>
+          <NavLink to="/cases" data-testid="nav-cases">{t("nav.cases")}</NavLink>
           {me.role !== "operator" && <NavLink to="/section/chats" data-testid="nav-section">{t("nav.section")}</NavLink>}
           {me.role === "admin" && <NavLink to="/admin" data-testid="nav-admin">{t("nav.admin")}</NavLink>}
         </nav>
@@ -90,6 +113,9 @@ export function Desk({ me }: { me: S["User"] }) {
         <Route path="/admin/*" element={<main className="page-main"><Admin me={me} /></main>} />
         <Route path="/section/*" element={<main className="page-main"><Section /></main>} />
         <Route path="/contacts/:id" element={<main className="page-main"><ContactPage me={me} /></main>} />
+        <Route path="/cases" element={<main className="page-main"><CaseList /></main>} />
+        <Route path="/cases/:id" element={<main className="page-main"><CasePage me={me} /></main>} />
+        <Route path="/tasks" element={<main className="page-main"><Tasks me={me} /></main>} />
         <Route
           path="*"
           element={

@@ -29,6 +29,7 @@ CREATE TABLE process_instances (
     started_by    TEXT,
     start_key     TEXT UNIQUE,
     incidents     BIGINT NOT NULL DEFAULT 0,
+    events        BIGINT NOT NULL DEFAULT 0,
     started_at    BIGINT NOT NULL,
     updated_at    BIGINT NOT NULL,
     ended_at      BIGINT

@@ -29,6 +29,7 @@ CREATE TABLE process_instances (
     started_by    TEXT,
     start_key     TEXT UNIQUE,
     incidents     INTEGER NOT NULL DEFAULT 0,
+    events        INTEGER NOT NULL DEFAULT 0,
     started_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL,
     ended_at      INTEGER

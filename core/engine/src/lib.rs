@@ -381,9 +381,7 @@ impl Engine {
             return Err(Error::invalid("variables", "must be a JSON object"));
         }
         let mut tx = self.store().begin().await?;
-        let id = self
-            .start_in(&mut tx, key, start, variables, ctx)
-            .await?;
+        let id = self.start_in(&mut tx, key, start, variables, ctx, None).await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         self.wake();
         Ok(id)
@@ -392,9 +390,15 @@ impl Engine {
     /// Starts many instances of `key` in one transaction (bulk starts; the benchmark).
     pub async fn start_many(&self, key: &str, variables: Vec<serde_json::Value>) -> Result<Vec<String>> {
         let mut tx = self.store().begin().await?;
+        let def = store::latest_definition(&mut tx, key)
+            .await?
+            .ok_or(Error::not_found("process"))?;
         let mut ids = Vec::with_capacity(variables.len());
         for v in variables {
-            ids.push(self.start_in(&mut tx, key, None, v, StartContext::default()).await?);
+            ids.push(
+                self.start_in(&mut tx, key, None, v, StartContext::default(), Some(def.clone()))
+                    .await?,
+            );
         }
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         self.wake();
@@ -408,6 +412,7 @@ impl Engine {
         start: Option<String>,
         variables: serde_json::Value,
         ctx: StartContext,
+        def: Option<store::DefinitionRow>,
     ) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
             if let Some(k) = &ctx.start_key
@@ -415,9 +420,12 @@ impl Engine {
             {
                 return Ok(existing.id);
             }
-            let def = store::latest_definition(tx, key)
-                .await?
-                .ok_or(Error::not_found("process"))?;
+            let def = match def {
+                Some(d) => d,
+                None => store::latest_definition(tx, key)
+                    .await?
+                    .ok_or(Error::not_found("process"))?,
+            };
             let process = self.process(tx, &def.id).await?;
             let now = now();
             let id = uuid::Uuid::now_v7().to_string();
@@ -513,20 +521,26 @@ impl Engine {
         now: i64,
     ) -> Result<()> {
         let id = &row.id;
+        let state = if inst.completed { "completed" } else { "active" };
+        let case = inst
+            .variables
+            .get("caseId")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let data = serde_json::to_string(inst).map_err(corrupt)?;
+        // The state is written first: a called instance that completes at once (below) then
+        // continues this instance from its stored state.
+        if !store::update_instance(tx, id, row.revision, state, &data, case.as_deref(), now).await? {
+            return Err(Error::conflict(
+                "concurrent_update",
+                "the instance changed concurrently; retry",
+            ));
+        }
         if !step.cancelled.is_empty() {
             store::cancel_tokens(tx, id, &step.cancelled, now).await?;
             // Called instances of cancelled call activities are terminated.
-            let children = store::list_instances(
-                tx,
-                &store::InstanceFilter {
-                    state: Some("active".into()),
-                    limit: 1000,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            for c in children.iter().filter(|c| {
-                c.parent_id.as_deref() == Some(id.as_str())
+            for c in store::children_of(tx, id).await?.iter().filter(|c| {
+                c.state == "active"
                     && c.parent_token
                         .is_some_and(|t| step.cancelled.contains(&(t as u64)))
             }) {
@@ -536,31 +550,11 @@ impl Engine {
         for w in step.waits {
             self.add_wait(tx, row, process, inst, w, now).await?;
         }
-        let state = if inst.completed { "completed" } else { "active" };
+        metrics::counter!("ferrydesk_process_commands_total").increment(1);
         if inst.completed {
             store::clear_instance(tx, id, now).await?;
             store::append_events(tx, id, &[(now, String::new(), "completed".into(), None)])
                 .await?;
-        }
-        let case = inst
-            .variables
-            .get("caseId")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        let data = serde_json::to_string(inst).map_err(corrupt)?;
-        // Re-read the revision: a child's completion may have bumped the parent row already.
-        let current = store::get_instance(tx, id)
-            .await?
-            .map(|r| r.revision)
-            .unwrap_or(row.revision);
-        if !store::update_instance(tx, id, current, state, &data, case.as_deref(), now).await? {
-            return Err(Error::conflict(
-                "concurrent_update",
-                "the instance changed concurrently; retry",
-            ));
-        }
-        metrics::counter!("ferrydesk_process_commands_total").increment(1);
-        if inst.completed {
             metrics::counter!("ferrydesk_process_instances_completed_total").increment(1);
             if let (Some(parent), Some(token)) = (&row.parent_id, row.parent_token) {
                 self.command(
@@ -620,10 +614,16 @@ impl Engine {
                 variables,
                 inputs,
             } => {
+                // What the worker needs travels with the job: running it reads nothing else.
                 let payload = serde_json::json!({
                     "variables": variables,
                     "inputs": inputs,
                     "headers": headers,
+                    "definition": row.definition_id,
+                    "process": row.process_key,
+                    "chat": row.chat_id,
+                    "contact": row.contact_id,
+                    "started_by": row.started_by,
                 });
                 let j = job(token, &element, "service", &task_type, retries.max(1) as i64, now, payload);
                 store::insert_job(tx, &j).await?;
@@ -691,7 +691,7 @@ impl Engine {
                 // The child starts in this transaction; a missing process is an incident on
                 // the call activity (a job that retries the start).
                 match store::latest_definition(tx, &process_id).await? {
-                    Some(_) => {
+                    Some(d) => {
                         self.start_in(
                             tx,
                             &process_id,
@@ -704,9 +704,7 @@ impl Engine {
                                 started_by: row.started_by.clone().map(UserId),
                                 start_key: None,
                                 parent: Some((id.clone(), token)),
-                            },
-                        )
-                        .await?;
+                            }, Some(d)).await?;
                     }
                     None => {
                         let _ = process;
@@ -768,18 +766,10 @@ impl Engine {
             .await?;
             store::update_instance(tx, id, row.revision, "terminated", &row.data, None, now)
                 .await?;
-            let children = store::list_instances(
-                tx,
-                &store::InstanceFilter {
-                    state: Some("active".into()),
-                    limit: 1000,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            for c in children
+            for c in store::children_of(tx, id)
+                .await?
                 .iter()
-                .filter(|c| c.parent_id.as_deref() == Some(id))
+                .filter(|c| c.state == "active")
             {
                 self.terminate_in(tx, &c.id, "its parent was terminated").await?;
             }
@@ -831,6 +821,7 @@ impl Engine {
             if !seen.insert(instance.clone()) {
                 continue;
             }
+            store::delete_subscription(tx, &instance, token).await?;
             self.command(
                 tx,
                 &instance,
@@ -861,9 +852,7 @@ impl Engine {
                 .start_key
                 .as_ref()
                 .map(|k| format!("{k}:{}", d.process_key));
-            let id = self
-                .start_in(tx, &d.process_key, start, variables.clone(), c)
-                .await?;
+            let id = self.start_in(tx, &d.process_key, start, variables.clone(), c, None).await?;
             moved.push(id);
         }
         Ok(moved)
@@ -914,9 +903,7 @@ impl Engine {
                             started_by: row.started_by.map(UserId),
                             start_key: None,
                             parent: Some((row.id.clone(), j.token as u64)),
-                        },
-                    )
-                    .await?;
+                        }, None).await?;
                 }
                 Some(_) => {
                     if !store::retry_job(&mut tx, job, retries, now).await? {

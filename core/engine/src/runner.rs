@@ -192,6 +192,20 @@ impl Engine {
     /// attempt (a job another node took over is skipped). A job whose completion the process
     /// refuses (a mapping error, a gateway without a path) becomes an incident.
     pub(crate) async fn commit_finished(&self, batch: Vec<Finished>) {
+        // Fast path: the whole batch in one transaction. Should any job's command fail, the
+        // batch is redone with a savepoint per job, and the refused jobs become incidents.
+        let fast: Result<()> = async {
+            let mut tx = self.store_ref().begin().await?;
+            for f in &batch {
+                self.apply_finished(&mut tx, f).await?;
+            }
+            tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+            Ok(())
+        }
+        .await;
+        if fast.is_ok() {
+            return;
+        }
         let mut refused = Vec::new();
         let r: Result<()> = async {
             let mut tx = self.store_ref().begin().await?;
@@ -271,12 +285,9 @@ impl Engine {
         }
     }
 
-    async fn job_of(&self, j: &store::JobRow) -> Result<(Job, Arc<Process>)> {
-        let mut conn = self.store_ref().read().await?;
-        let inst = store::get_instance(&mut conn, &j.instance_id)
-            .await?
-            .ok_or(Error::not_found("process instance"))?;
-        let process = self.process(&mut conn, &inst.definition_id).await?;
+    /// The worker's view of a job, from the job row alone (the instance's context travels in
+    /// its payload).
+    fn job_of(&self, j: &store::JobRow) -> Job {
         let payload: serde_json::Value =
             serde_json::from_str(&j.payload).unwrap_or(serde_json::Value::Null);
         let obj = |k: &str| {
@@ -286,32 +297,49 @@ impl Engine {
                 .cloned()
                 .unwrap_or_default()
         };
-        Ok((
-            Job {
-                id: j.id.clone(),
-                key: format!("{}:{}", j.instance_id, j.token),
-                instance_id: j.instance_id.clone(),
-                process_key: inst.process_key.clone(),
-                element: j.element.clone(),
-                task_type: j.task_type.clone(),
-                headers: obj("headers"),
-                variables: payload
-                    .get("variables")
-                    .cloned()
-                    .unwrap_or(serde_json::json!({})),
-                inputs: obj("inputs"),
-                retries: j.retries,
-                attempt: j.attempt,
-                chat_id: inst.chat_id.clone().map(ChatId),
-                contact_id: inst.contact_id.clone().map(ContactId),
-                started_by: inst.started_by.clone().map(UserId),
-            },
-            process,
-        ))
+        let text = |k: &str| payload.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        Job {
+            id: j.id.clone(),
+            key: format!("{}:{}", j.instance_id, j.token),
+            instance_id: j.instance_id.clone(),
+            process_key: text("process").unwrap_or_default(),
+            element: j.element.clone(),
+            task_type: j.task_type.clone(),
+            headers: obj("headers"),
+            variables: payload
+                .get("variables")
+                .cloned()
+                .unwrap_or(serde_json::json!({})),
+            inputs: obj("inputs"),
+            retries: j.retries,
+            attempt: j.attempt,
+            chat_id: text("chat").map(ChatId),
+            contact_id: text("contact").map(ContactId),
+            started_by: text("started_by").map(UserId),
+        }
+    }
+
+    /// Whether an error boundary catches `code` at the job's element.
+    async fn job_catches(&self, j: &store::JobRow, code: &str) -> Result<bool> {
+        let payload: serde_json::Value =
+            serde_json::from_str(&j.payload).unwrap_or(serde_json::Value::Null);
+        let def = match payload.get("definition").and_then(|v| v.as_str()) {
+            Some(d) => d.to_owned(),
+            None => {
+                let mut conn = self.store_ref().read().await?;
+                store::get_instance(&mut conn, &j.instance_id)
+                    .await?
+                    .ok_or(Error::not_found("process instance"))?
+                    .definition_id
+            }
+        };
+        let mut conn = self.store_ref().read().await?;
+        let process = self.process(&mut conn, &def).await?;
+        Ok(catches(&process, &j.element, code))
     }
 
     async fn run_service(&self, j: &store::JobRow) -> Result<Outcome> {
-        let (job, process) = self.job_of(j).await?;
+        let job = self.job_of(j);
         let worker = self
             .inner
             .workers
@@ -349,13 +377,16 @@ impl Engine {
             .record(started.elapsed().as_secs_f64());
         Ok(match outcome {
             Ok(vars) => Outcome::Done(vars),
-            Err(JobError::Bpmn { code, message }) if catches(&process, &j.element, &code) => {
-                Outcome::Throw { code, message }
+            Err(JobError::Bpmn { code, message }) => {
+                if self.job_catches(j, &code).await? {
+                    Outcome::Throw { code, message }
+                } else {
+                    Outcome::Failed {
+                        message: format!("{message} [{code}]"),
+                        retry_after: None,
+                    }
+                }
             }
-            Err(JobError::Bpmn { code, message }) => Outcome::Failed {
-                message: format!("{message} [{code}]"),
-                retry_after: None,
-            },
             Err(JobError::Failed {
                 message,
                 retry_after,

@@ -269,7 +269,8 @@ pub struct EventRow {
     pub detail: Option<String>,
 }
 
-/// Appends history rows after the instance's last one.
+/// Appends history rows after the instance's last one: the instance row's `events` counter
+/// hands out the sequence numbers (one update, then one multi-row insert per 40 rows).
 pub async fn append_events(
     conn: &mut Conn,
     instance: &str,
@@ -278,27 +279,65 @@ pub async fn append_events(
     if events.is_empty() {
         return Ok(());
     }
-    let last: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(seq) FROM process_events WHERE instance_id = $1")
-            .bind(instance)
-            .fetch_one(&mut *conn)
-            .await?;
-    let mut seq = last.unwrap_or(0);
-    for (at, element, event, detail) in events {
-        seq += 1;
-        sqlx::query(
-            "INSERT INTO process_events (instance_id, seq, at, element, event, detail) \
-             VALUES ($1,$2,$3,$4,$5,$6)",
-        )
-        .bind(instance)
-        .bind(seq)
-        .bind(at)
-        .bind(element)
-        .bind(event)
-        .bind(detail)
-        .execute(&mut *conn)
-        .await?;
+    let last: i64 = sqlx::query_scalar(
+        "UPDATE process_instances SET events = events + $1 WHERE id = $2 RETURNING events",
+    )
+    .bind(events.len() as i64)
+    .bind(instance)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut seq = last - events.len() as i64;
+    for chunk in events.chunks(40) {
+        let mut sql = String::from(
+            "INSERT INTO process_events (instance_id, seq, at, element, event, detail) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 6;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${},${},${},${},${},${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            ));
+        }
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (at, element, event, detail) in chunk {
+            seq += 1;
+            q = q
+                .bind(instance)
+                .bind(seq)
+                .bind(*at)
+                .bind(element)
+                .bind(event)
+                .bind(detail);
+        }
+        q.execute(&mut *conn).await?;
     }
+    Ok(())
+}
+
+/// Active instances called by `parent` (its call activities).
+pub async fn children_of(conn: &mut Conn, parent: &str) -> Result<Vec<InstanceRow>> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {INST_COLS} FROM process_instances WHERE parent_id = $1 ORDER BY started_at"
+    )))
+    .bind(parent)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn delete_subscription(conn: &mut Conn, instance: &str, token: i64) -> Result<()> {
+    sqlx::query("DELETE FROM process_subscriptions WHERE instance_id = $1 AND token = $2")
+        .bind(instance)
+        .bind(token)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -106,7 +106,10 @@ async fn main() -> Result<()> {
 async fn ferrydesk(n: usize, batch: usize) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let store = Store::connect(&StoreOptions {
-        url: format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()),
+        url: format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        ),
         max_connections: 4,
     })
     .await?;
@@ -129,7 +132,11 @@ async fn ferrydesk(n: usize, batch: usize) -> Result<Figures> {
             Arc::new(move |_job| {
                 let v = c[i].fetch_add(1, Ordering::Relaxed) + 1;
                 Box::pin(async move {
-                    Ok::<_, JobError>(if i == 0 { json!({"caseId": v}) } else { json!({}) })
+                    Ok::<_, JobError>(if i == 0 {
+                        json!({"caseId": v})
+                    } else {
+                        json!({})
+                    })
                 })
             }),
         );
@@ -171,11 +178,10 @@ async fn ferrydesk(n: usize, batch: usize) -> Result<Figures> {
     let cpu = cpu_seconds() - cpu0;
     // Everything happened, and is on disk.
     let mut conn = store.read().await?;
-    let completed: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM process_instances WHERE state = 'completed'",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let completed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM process_instances WHERE state = 'completed'")
+            .fetch_one(&mut *conn)
+            .await?;
     let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM process_jobs")
         .fetch_one(&mut *conn)
         .await?;
@@ -227,7 +233,11 @@ fn peers_dir() -> Result<PathBuf> {
             d
         }
     };
-    for f in ["bench_spiff.py", "bench_bpmn_engine.mjs", "create_case.bpmn"] {
+    for f in [
+        "bench_spiff.py",
+        "bench_bpmn_engine.mjs",
+        "create_case.bpmn",
+    ] {
         let src = adapters.join(f);
         let text = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
         std::fs::write(dir.join(f), text)?;

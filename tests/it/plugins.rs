@@ -659,7 +659,11 @@ async fn actions_macros_and_sandbox(b: Backend) -> Result<()> {
         .ok()?;
     assert_eq!(r["output"]["subject"], "Broken parcel");
     assert_eq!(r["output"]["description"], "Client: My parcel is late");
-    assert_eq!(r["effects"], json!([]), "the plugin only prepares; the process creates");
+    assert_eq!(
+        r["effects"],
+        json!([]),
+        "the plugin only prepares; the process creates"
+    );
 
     // The malicious plugin: each misdeed is stopped with a clear error and changes nothing.
     let before = db.scalar_i64("SELECT COUNT(*) FROM messages").await?;

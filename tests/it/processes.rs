@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use futures::StreamExt;
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use ferrydesk_tests::{Api, Backend, Fixture, FixtureOptions, Server};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::plugins::install;
@@ -45,7 +45,13 @@ where
 }
 
 /// A new client chat accepted by `op`; returns the chat id.
-async fn accepted_chat(fx: &Fixture, op: &Api, ext: &str, sender: &str, text: &str) -> Result<String> {
+async fn accepted_chat(
+    fx: &Fixture,
+    op: &Api,
+    ext: &str,
+    sender: &str,
+    text: &str,
+) -> Result<String> {
     let m = fx.inbound(ext, sender, text).await?;
     let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
     op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
@@ -55,7 +61,15 @@ async fn accepted_chat(fx: &Fixture, op: &Api, ext: &str, sender: &str, text: &s
 }
 
 async fn enable(admin: &Api, plugin: &str, grant: Value) -> Result<()> {
-    install(admin, if plugin == "evil" { "testing/evil" } else { plugin }).await?;
+    install(
+        admin,
+        if plugin == "evil" {
+            "testing/evil"
+        } else {
+            plugin
+        },
+    )
+    .await?;
     admin
         .post(&format!("/api/v1/plugins/{plugin}/enable"), grant)
         .await?
@@ -64,7 +78,9 @@ async fn enable(admin: &Api, plugin: &str, grant: Value) -> Result<()> {
 }
 
 async fn instance(api: &Api, id: &str) -> Result<Value> {
-    api.get(&format!("/api/v1/process-instances/{id}")).await?.ok()
+    api.get(&format!("/api/v1/process-instances/{id}"))
+        .await?
+        .ok()
 }
 
 async fn deploy(admin: &Api, xml: &str) -> Result<ferrydesk_tests::Resp> {
@@ -118,7 +134,9 @@ async fn create_case_from_a_chat(b: Backend) -> Result<()> {
         "{menu}"
     );
     assert!(
-        !entries.iter().any(|(k, p)| k == "plugin" && p == "create-case"),
+        !entries
+            .iter()
+            .any(|(k, p)| k == "plugin" && p == "create-case"),
         "{menu}"
     );
     // Boris cannot read anna's chat: no menu, no process.
@@ -131,7 +149,10 @@ async fn create_case_from_a_chat(b: Backend) -> Result<()> {
     assert_eq!(r.status, 404, "{}", r.text);
     // A process that is not in the menu cannot be started from the chat.
     let r = anna
-        .post(&format!("/api/v1/chats/{chat}/processes/callback"), json!({}))
+        .post(
+            &format!("/api/v1/chats/{chat}/processes/callback"),
+            json!({}),
+        )
         .await?;
     assert_eq!(r.status, 404, "{}", r.text);
 
@@ -194,7 +215,13 @@ async fn create_case_from_a_chat(b: Backend) -> Result<()> {
         .collect();
     assert_eq!(
         completed,
-        ["StartEvent_chat", "Task_prepare", "Task_create", "End_created", ""]
+        [
+            "StartEvent_chat",
+            "Task_prepare",
+            "Task_create",
+            "End_created",
+            ""
+        ]
     );
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM process_jobs").await?, 0);
 
@@ -202,7 +229,10 @@ async fn create_case_from_a_chat(b: Backend) -> Result<()> {
     let list = anna.get("/api/v1/cases?q=parcel").await?.ok()?;
     assert_eq!(list["total"], 1);
     let r = anna
-        .patch(&format!("/api/v1/cases/{case_id}"), json!({"subject": "  "}))
+        .patch(
+            &format!("/api/v1/cases/{case_id}"),
+            json!({"subject": "  "}),
+        )
         .await?;
     assert_eq!((r.status, r.body["field"].as_str()), (422, Some("subject")));
     let r = anna
@@ -215,9 +245,15 @@ async fn create_case_from_a_chat(b: Backend) -> Result<()> {
     assert_eq!(r["status"], "resolved");
     assert!(r["closed_at"].is_string());
     let r = anna
-        .post("/api/v1/cases", json!({"subject": "x", "contact_id": "nope"}))
+        .post(
+            "/api/v1/cases",
+            json!({"subject": "x", "contact_id": "nope"}),
+        )
         .await?;
-    assert_eq!((r.status, r.body["field"].as_str()), (422, Some("contact_id")));
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (422, Some("contact_id"))
+    );
 
     // S22: a chat started from the case (after the first one finished) is linked to it.
     anna.post_empty(&format!("/api/v1/chats/{chat}/finish"))
@@ -283,12 +319,19 @@ async fn user_task_timer_and_reply(b: Backend) -> Result<()> {
     let tid = task["id"].as_str().unwrap_or_default().to_owned();
     let theirs = boris.get("/api/v1/tasks").await?.ok()?;
     assert!(
-        !theirs.as_array().into_iter().flatten().any(|t| t["id"] == tid.as_str()),
+        !theirs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["id"] == tid.as_str()),
         "{theirs}"
     );
     assert_eq!(
         boris
-            .post(&format!("/api/v1/tasks/{tid}/complete"), json!({"variables": {"outcome": "reached"}}))
+            .post(
+                &format!("/api/v1/tasks/{tid}/complete"),
+                json!({"variables": {"outcome": "reached"}})
+            )
             .await?
             .status,
         404
@@ -301,21 +344,38 @@ async fn user_task_timer_and_reply(b: Backend) -> Result<()> {
             .as_array()
             .into_iter()
             .flatten()
-            .any(|m| m["body"].as_str().unwrap_or("").contains("callback is overdue"))
+            .any(|m| {
+                m["body"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("callback is overdue")
+            })
             .then_some(()))
     })
     .await?;
     let i = instance(&fx.admin, &id).await?;
     assert!(
-        i["active"].as_array().into_iter().flatten().any(|a| a["element"] == "Task_call" && a["waiting_for"] == "user_task"),
+        i["active"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["element"] == "Task_call" && a["waiting_for"] == "user_task"),
         "{i}"
     );
 
     // The form is checked against its schema, naming the pointer.
     let r = anna
-        .post(&format!("/api/v1/tasks/{tid}/complete"), json!({"variables": {"outcome": "maybe"}}))
+        .post(
+            &format!("/api/v1/tasks/{tid}/complete"),
+            json!({"variables": {"outcome": "maybe"}}),
+        )
         .await?;
-    assert_eq!((r.status, r.body["field"].as_str()), (422, Some("/outcome")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (422, Some("/outcome")),
+        "{}",
+        r.text
+    );
     anna.post(
         &format!("/api/v1/tasks/{tid}/complete"),
         json!({"variables": {"outcome": "no_answer", "notes": "voicemail"}}),
@@ -324,19 +384,29 @@ async fn user_task_timer_and_reply(b: Backend) -> Result<()> {
     .ok()?;
     // Completing again is refused.
     let r = anna
-        .post(&format!("/api/v1/tasks/{tid}/complete"), json!({"variables": {"outcome": "reached"}}))
+        .post(
+            &format!("/api/v1/tasks/{tid}/complete"),
+            json!({"variables": {"outcome": "reached"}}),
+        )
         .await?;
     assert_eq!(r.status, 409, "{}", r.text);
     let i = instance(&fx.admin, &id).await?;
     assert_eq!(i["instance"]["state"], "active");
     assert!(
-        i["active"].as_array().into_iter().flatten().any(|a| a["element"] == "Catch_reply" && a["waiting_for"] == "message"),
+        i["active"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["element"] == "Catch_reply" && a["waiting_for"] == "message"),
         "{i}"
     );
     // Another chat's client writing does not move it; this client's reply does.
     fx.inbound("t-x", "someone-else", "hello").await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(instance(&fx.admin, &id).await?["instance"]["state"], "active");
+    assert_eq!(
+        instance(&fx.admin, &id).await?["instance"]["state"],
+        "active"
+    );
     fx.inbound("t-2", "tina", "I am back").await?;
     until(20, "the instance to complete on the reply", || async {
         let i = instance(&fx.admin, &id).await?;
@@ -387,12 +457,20 @@ async fn deploy_versions_and_rejections(b: Backend) -> Result<()> {
         .flatten()
         .filter_map(|d| d["key"].as_str())
         .collect();
-    assert!(keys.contains(&"create-case") && keys.contains(&"callback"), "{defs}");
+    assert!(
+        keys.contains(&"create-case") && keys.contains(&"callback"),
+        "{defs}"
+    );
 
     // Only admins deploy.
     let xml = one_task("notes", "Notes", "chat.note", 3, "");
     let r = fx.operators[0]
-        .raw(reqwest::Method::POST, "/api/v1/processes", "application/xml", xml.clone().into_bytes())
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/processes",
+            "application/xml",
+            xml.clone().into_bytes(),
+        )
         .await?;
     assert_eq!(r.status, 403);
     // An unsupported element is refused with its id; nothing is stored.
@@ -403,14 +481,29 @@ async fn deploy_versions_and_rejections(b: Backend) -> Result<()> {
     let r = deploy(&fx.admin, &bad).await?;
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.body["field"], "bpmn:Script_1");
-    assert!(r.body["message"].as_str().unwrap_or("").contains("scriptTask is not supported"), "{}", r.text);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("scriptTask is not supported"),
+        "{}",
+        r.text
+    );
     let r = deploy(&fx.admin, "<not-bpmn/>").await?;
     assert_eq!(r.status, 422);
-    let r = deploy(&fx.admin, &xml.replace(r#"targetRef="e""#, r#"targetRef="nowhere""#)).await?;
+    let r = deploy(
+        &fx.admin,
+        &xml.replace(r#"targetRef="e""#, r#"targetRef="nowhere""#),
+    )
+    .await?;
     assert_eq!(r.status, 422);
     assert_eq!(r.body["field"], "bpmn:f2");
     assert!(
-        !fx.admin.get("/api/v1/processes").await?.text.contains("\"notes\""),
+        !fx.admin
+            .get("/api/v1/processes")
+            .await?
+            .text
+            .contains("\"notes\""),
         "a rejected file deploys nothing"
     );
     // Versions: unchanged content is not a new version; changed content is.
@@ -418,9 +511,40 @@ async fn deploy_versions_and_rejections(b: Backend) -> Result<()> {
     assert_eq!(v1.status, 201, "{}", v1.text);
     assert_eq!(v1.body[0]["version"], 1);
     let same = deploy(&fx.admin, &xml).await?;
-    assert_eq!((same.body[0]["version"].as_i64(), same.body[0]["created"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(
+        (
+            same.body[0]["version"].as_i64(),
+            same.body[0]["created"].as_bool()
+        ),
+        (Some(1), Some(false))
+    );
     let v2 = deploy(&fx.admin, &xml.replace("Notes", "Notes v2")).await?;
     assert_eq!(v2.body[0]["version"], 2);
+
+    // A timer start event with a cycle starts an instance per occurrence, then stops.
+    let ticking = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d">
+  <bpmn:process id="ticking" isExecutable="true">
+    <bpmn:startEvent id="tick"><bpmn:timerEventDefinition><bpmn:timeCycle>R2/PT1S</bpmn:timeCycle></bpmn:timerEventDefinition></bpmn:startEvent>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f" sourceRef="tick" targetRef="e" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    deploy(&fx.admin, ticking).await?.ok()?;
+    let count = || async {
+        let l = fx
+            .admin
+            .get("/api/v1/process-instances?process=ticking")
+            .await?
+            .ok()?;
+        Ok::<_, anyhow::Error>(l.as_array().map(Vec::len).unwrap_or(0))
+    };
+    until(20, "two timer-started instances", || async {
+        Ok((count().await? == 2).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(count().await?, 2, "R2: two occurrences, no more");
     Ok(())
 }
 
@@ -442,11 +566,16 @@ async fn incident_and_retry(b: Backend) -> Result<()> {
     // Running instances keep their version: start on v1, then deploy v2.
     let started = fx
         .admin
-        .post("/api/v1/processes/prepare/instances", json!({"chat_id": chat}))
+        .post(
+            "/api/v1/processes/prepare/instances",
+            json!({"chat_id": chat}),
+        )
         .await?
         .ok()?;
     let id = started["id"].as_str().unwrap_or_default().to_owned();
-    deploy(&fx.admin, &xml.replace("Prepare", "Prepare v2")).await?.ok()?;
+    deploy(&fx.admin, &xml.replace("Prepare", "Prepare v2"))
+        .await?
+        .ok()?;
     let incident = until(30, "an incident", || async {
         let list = fx.admin.get("/api/v1/incidents").await?.ok()?;
         Ok(list
@@ -459,7 +588,10 @@ async fn incident_and_retry(b: Backend) -> Result<()> {
     .await?;
     assert_eq!(incident["element"], "work");
     assert!(
-        incident["message"].as_str().unwrap_or("").contains("create-case` is disabled"),
+        incident["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("create-case` is disabled"),
         "{incident}"
     );
     let i = instance(&fx.admin, &id).await?;
@@ -471,7 +603,10 @@ async fn incident_and_retry(b: Backend) -> Result<()> {
         .flatten()
         .filter(|h| h["event"] == "failed" || h["event"] == "incident")
         .count();
-    assert_eq!(failed, 2, "two attempts (retries=2), then the incident: {i}");
+    assert_eq!(
+        failed, 2,
+        "two attempts (retries=2), then the incident: {i}"
+    );
     // Operators may not retry; the admin fixes the cause and retries.
     let iid = incident["id"].as_str().unwrap_or_default();
     assert_eq!(
@@ -486,7 +621,10 @@ async fn incident_and_retry(b: Backend) -> Result<()> {
         .ok()?;
     let r = fx
         .admin
-        .post(&format!("/api/v1/incidents/{iid}/retry"), json!({"retries": 1}))
+        .post(
+            &format!("/api/v1/incidents/{iid}/retry"),
+            json!({"retries": 1}),
+        )
         .await?;
     assert_eq!(r.status, 204, "{}", r.text);
     until(30, "the retried instance to complete", || async {
@@ -532,7 +670,9 @@ impl Sink {
             }
             "ok"
         }
-        let app = Router::new().route("/hook", get(hit)).with_state(self.clone());
+        let app = Router::new()
+            .route("/hook", get(hit))
+            .with_state(self.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move {
@@ -553,7 +693,12 @@ async fn crash_during_a_service_task(b: Backend) -> Result<()> {
     // Short leases, so a dead worker's job is taken over quickly.
     let mut server = Server::start_with(&db, &[("FERRYDESK_JOB_LEASE_SECS", "3")]).await?;
     let fx = Fixture::new(&server, FixtureOptions::default()).await?;
-    enable(&fx.admin, "evil", json!({"grant": {"hosts": ["http://127.0.0.1:*"], "private": true}})).await?;
+    enable(
+        &fx.admin,
+        "evil",
+        json!({"grant": {"hosts": ["http://127.0.0.1:*"], "private": true}}),
+    )
+    .await?;
     let sink = Sink::default();
     let url = sink.start().await?;
     let xml = one_task(
@@ -566,7 +711,10 @@ async fn crash_during_a_service_task(b: Backend) -> Result<()> {
     deploy(&fx.admin, &xml).await?.ok()?;
     let id = fx
         .admin
-        .post("/api/v1/processes/hook/instances", json!({"variables": {"url": url}}))
+        .post(
+            "/api/v1/processes/hook/instances",
+            json!({"variables": {"url": url}}),
+        )
         .await?
         .ok()?["id"]
         .as_str()
@@ -576,11 +724,14 @@ async fn crash_during_a_service_task(b: Backend) -> Result<()> {
     // Killed between the service task's start and its completion.
     server.kill().await;
     assert_eq!(
-        db.scalar_i64("SELECT COUNT(*) FROM process_jobs WHERE state = 'locked'").await?,
+        db.scalar_i64("SELECT COUNT(*) FROM process_jobs WHERE state = 'locked'")
+            .await?,
         1
     );
     server.restart().await?;
-    let admin = server.login("admin", ferrydesk_tests::ADMIN_PASSWORD).await?;
+    let admin = server
+        .login("admin", ferrydesk_tests::ADMIN_PASSWORD)
+        .await?;
     until(30, "the instance to complete after the restart", || async {
         let i = instance(&admin, &id).await?;
         Ok((i["instance"]["state"] == "completed").then_some(()))
@@ -600,7 +751,11 @@ async fn crash_during_a_service_task(b: Backend) -> Result<()> {
             .filter(|h| h["event"] == ev && h["element"] == el)
             .count()
     };
-    assert_eq!((count("completed", "work"), count("completed", "")), (1, 1), "{i}");
+    assert_eq!(
+        (count("completed", "work"), count("completed", "")),
+        (1, 1),
+        "{i}"
+    );
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM process_jobs").await?, 0);
     Ok(())
 }
@@ -615,7 +770,14 @@ async fn two_nodes_thousand_instances_postgres() -> Result<()> {
     db.add_admin().await?;
     let a = Server::start(&db).await?;
     let b = Server::start(&db).await?;
-    let fx = Fixture::new(&a, FixtureOptions { operators: 0, ..Default::default() }).await?;
+    let fx = Fixture::new(
+        &a,
+        FixtureOptions {
+            operators: 0,
+            ..Default::default()
+        },
+    )
+    .await?;
     enable(&fx.admin, "evil", json!({})).await?;
     let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
@@ -639,10 +801,13 @@ async fn two_nodes_thousand_instances_postgres() -> Result<()> {
         .map(|i: usize| {
             let api = apis[i % 2].clone();
             async move {
-                api.post("/api/v1/processes/fanout/instances", json!({"variables": {"n": i}}))
-                    .await?
-                    .ok()
-                    .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+                api.post(
+                    "/api/v1/processes/fanout/instances",
+                    json!({"variables": {"n": i}}),
+                )
+                .await?
+                .ok()
+                .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
             }
         })
         .buffer_unordered(16);
@@ -661,7 +826,8 @@ async fn two_nodes_thousand_instances_postgres() -> Result<()> {
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM process_jobs").await?, 0);
     // Each job ran exactly once (no lease expired in this run) and each instance ended once.
     assert_eq!(
-        db.scalar_i64("SELECT COUNT(*) FROM plugin_runs WHERE plugin_id = 'evil' AND ok = 1").await?,
+        db.scalar_i64("SELECT COUNT(*) FROM plugin_runs WHERE plugin_id = 'evil' AND ok = 1")
+            .await?,
         n as i64
     );
     assert_eq!(

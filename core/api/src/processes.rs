@@ -66,7 +66,10 @@ async fn deploy(
     body: String,
 ) -> ApiResult<(StatusCode, Out<Vec<Definition>>)> {
     p.require(Role::Admin)?;
-    Ok((StatusCode::CREATED, Out(s.engine.deploy(Some(p.id()), &body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Out(s.engine.deploy(Some(p.id()), &body).await?),
+    ))
 }
 
 /// A definition with its XML (for the diagram).
@@ -232,7 +235,10 @@ async fn complete(
     Path(id): Path<String>,
     Json(r): Json<CompleteTaskRequest>,
 ) -> ApiResult<Out<UserTask>> {
-    Ok(Out(s.engine.complete_user_task(&p, &id, r.variables).await?))
+    Ok(Out(s
+        .engine
+        .complete_user_task(&p, &id, r.variables)
+        .await?))
 }
 
 /// The chat Actions menu settings (admins).

@@ -7,8 +7,7 @@
 use serde_json::{Map, Value, json};
 
 pub fn to_json_schema(text: &str) -> Result<Value, String> {
-    let v: Value =
-        serde_json::from_str(text.trim()).map_err(|e| format!("not valid JSON: {e}"))?;
+    let v: Value = serde_json::from_str(text.trim()).map_err(|e| format!("not valid JSON: {e}"))?;
     if v.get("type").and_then(Value::as_str) == Some("object") {
         return Ok(v);
     }

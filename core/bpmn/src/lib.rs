@@ -403,7 +403,13 @@ fn element(ctx: &mut Ctx, n: &xml::Node, parent: Option<&str>, out: &mut Process
                     let local = k.strip_prefix("camunda-forms:bpmn:").unwrap_or(k);
                     match ctx.forms.get(local).cloned() {
                         None if k.starts_with("camunda-forms:bpmn:") => {
-                            ctx.problem(&id, n.line, format!("form `{k}` is not embedded in the process (zeebe:userTaskForm)"));
+                            ctx.problem(
+                                &id,
+                                n.line,
+                                format!(
+                                    "form `{k}` is not embedded in the process (zeebe:userTaskForm)"
+                                ),
+                            );
                             None
                         }
                         None => None,

@@ -66,7 +66,11 @@ pub enum Wait {
         correlation_key: Option<String>,
     },
     /// A timer due at Unix milliseconds (an intermediate catch or a boundary timer).
-    Timer { token: u64, element: String, due: i64 },
+    Timer {
+        token: u64,
+        element: String,
+        due: i64,
+    },
     /// A call activity: the engine starts the latest version of `process_id` with `variables`
     /// and completes the token with the child's variables when it completes.
     Call {
@@ -216,12 +220,14 @@ pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result
         Command::Start { start, variables } => {
             inst.merge(&variables);
             let start = match &start {
-                Some(id) => p.elements.get(id).filter(|e| {
-                    e.parent.is_none() && matches!(e.kind, Kind::StartEvent(_))
-                }),
-                None => p.elements.values().find(|e| {
-                    e.parent.is_none() && e.kind == Kind::StartEvent(StartTrigger::None)
-                }),
+                Some(id) => p
+                    .elements
+                    .get(id)
+                    .filter(|e| e.parent.is_none() && matches!(e.kind, Kind::StartEvent(_))),
+                None => p
+                    .elements
+                    .values()
+                    .find(|e| e.parent.is_none() && e.kind == Kind::StartEvent(StartTrigger::None)),
             }
             .ok_or_else(|| RunError::Element {
                 element: start.clone().unwrap_or_else(|| p.id.clone()),
@@ -462,12 +468,7 @@ fn scope_done(cx: &mut Cx, inst: &mut Instance, scope: Option<u64>) -> Result<()
     leave(cx, inst, &t.element, t.scope)
 }
 
-fn due_of(
-    t: &Timer,
-    inst: &Instance,
-    now: i64,
-    element: &str,
-) -> Result<i64, RunError> {
+fn due_of(t: &Timer, inst: &Instance, now: i64, element: &str) -> Result<i64, RunError> {
     let value = |d: &str| -> Result<Option<String>, RunError> {
         if d.starts_with('=') {
             Ok(eval(d, &inst.vars(), now, element)?
@@ -478,7 +479,10 @@ fn due_of(
         }
     };
     match t {
-        Timer::Duration(d) => value(d)?.as_deref().and_then(feel::parse_duration).map(|d| now + d),
+        Timer::Duration(d) => value(d)?
+            .as_deref()
+            .and_then(feel::parse_duration)
+            .map(|d| now + d),
         Timer::Date(d) => value(d)?.as_deref().and_then(feel::parse_datetime),
         // A cycle on a boundary fires once, after its first interval.
         Timer::Cycle(c) => value(c)?
@@ -494,7 +498,12 @@ fn due_of(
 }
 
 /// Creates an activity's token and the tokens of its boundary timers.
-fn activity(cx: &mut Cx, inst: &mut Instance, element: &str, scope: Option<u64>) -> Result<u64, RunError> {
+fn activity(
+    cx: &mut Cx,
+    inst: &mut Instance,
+    element: &str,
+    scope: Option<u64>,
+) -> Result<u64, RunError> {
     let id = inst.new_token(element, scope, None);
     let p = cx.p;
     for b in p.elements.values() {

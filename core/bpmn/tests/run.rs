@@ -36,7 +36,8 @@ fn exclusive_gateway_routes_on_a_variable() {
             },
             0,
         )
-        .expect("start").waits;
+        .expect("start")
+        .waits;
         let (t, ty) = job(&w);
         assert_eq!(ty, "cases.create");
         let w = apply(
@@ -48,7 +49,8 @@ fn exclusive_gateway_routes_on_a_variable() {
             },
             0,
         )
-        .expect("complete").waits;
+        .expect("complete")
+        .waits;
         let (t, ty) = job(&w);
         assert_eq!(ty, expect, "amount {amount}");
         let w = apply(
@@ -60,7 +62,8 @@ fn exclusive_gateway_routes_on_a_variable() {
             },
             0,
         )
-        .expect("complete").waits;
+        .expect("complete")
+        .waits;
         assert!(w.is_empty());
         assert!(i.completed);
         assert_eq!(i.history.first().map(String::as_str), Some("start"));
@@ -82,7 +85,8 @@ fn a_missing_variable_takes_the_default_and_stale_tokens_are_refused() {
         },
         0,
     )
-    .expect("start").waits);
+    .expect("start")
+    .waits);
     let (t2, ty) = job(&apply(
         p,
         &mut i,
@@ -92,7 +96,8 @@ fn a_missing_variable_takes_the_default_and_stale_tokens_are_refused() {
         },
         0,
     )
-    .expect("complete").waits);
+    .expect("complete")
+    .waits);
     assert_eq!(ty, "notify.normal");
     // Completing the first job again (a stale worker) is refused.
     assert!(
@@ -116,7 +121,7 @@ fn a_missing_variable_takes_the_default_and_stale_tokens_are_refused() {
         },
         0,
     )
-    .expect("complete").waits;
+    .expect("complete");
     assert!(i.completed);
 }
 
@@ -152,7 +157,8 @@ fn parallel_join_waits_for_every_branch() {
         },
         1_000,
     )
-    .expect("start").waits;
+    .expect("start")
+    .waits;
     assert_eq!(w.len(), 2);
     let (job, timer) = match &w[..] {
         [
@@ -173,13 +179,12 @@ fn parallel_join_waits_for_every_branch() {
         },
         2_000,
     )
-    .expect("job").waits;
+    .expect("job");
     assert!(!i.completed, "the join waits for the timer branch");
-    apply(p, &mut i, Command::FireTimer { token: timer }, 901_000).expect("timer").waits;
+    apply(p, &mut i, Command::FireTimer { token: timer }, 901_000).expect("timer");
     assert!(i.completed);
     assert_eq!(i.history.iter().filter(|h| *h == "join").count(), 1);
 }
-
 
 const SCOPES: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
@@ -213,9 +218,17 @@ const SCOPES: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </bpmn:definitions>"#;
 
 fn start(p: &ferrydesk_bpmn::Process, i: &mut Instance, vars: serde_json::Value) -> Vec<Wait> {
-    apply(p, i, Command::Start { start: None, variables: vars }, 0)
-        .expect("start")
-        .waits
+    apply(
+        p,
+        i,
+        Command::Start {
+            start: None,
+            variables: vars,
+        },
+        0,
+    )
+    .expect("start")
+    .waits
 }
 
 #[test]
@@ -226,9 +239,21 @@ fn boundary_timers_remind_then_escalate_and_cancel_the_task() {
     let w = start(p, &mut i, json!({"operatorId": "u1", "chatId": "c9"}));
     let (task, remind, escalate) = match &w[..] {
         [
-            Wait::Timer { token: e, due: 3_600_000, .. },
-            Wait::Timer { token: r, due: 60_000, .. },
-            Wait::UserTask { token: t, assignee: Some(a), .. },
+            Wait::Timer {
+                token: e,
+                due: 3_600_000,
+                ..
+            },
+            Wait::Timer {
+                token: r,
+                due: 60_000,
+                ..
+            },
+            Wait::UserTask {
+                token: t,
+                assignee: Some(a),
+                ..
+            },
         ] if a == "u1" => (*t, *r, *e),
         other => panic!("{other:?}"),
     };
@@ -243,7 +268,15 @@ fn boundary_timers_remind_then_escalate_and_cancel_the_task() {
     assert!(matches!(&s.waits[..], [Wait::Job { task_type, .. }] if task_type == "lookup"));
     // Completing the cancelled user task now is refused.
     assert_eq!(
-        apply(p, &mut i, Command::Complete { token: task, variables: json!({}) }, 0),
+        apply(
+            p,
+            &mut i,
+            Command::Complete {
+                token: task,
+                variables: json!({})
+            },
+            0
+        ),
         Err(RunError::UnknownToken(task))
     );
 }
@@ -254,15 +287,40 @@ fn an_error_inside_a_subprocess_is_caught_by_its_boundary() {
     let p = &d.processes[0];
     let mut i = Instance::default();
     let w = start(p, &mut i, json!({"chatId": "c9"}));
-    let task = w.iter().find_map(|w| match w { Wait::UserTask { token, .. } => Some(*token), _ => None }).expect("task");
-    let s = apply(p, &mut i, Command::Complete { token: task, variables: json!({"ok": true}) }, 5).expect("done");
+    let task = w
+        .iter()
+        .find_map(|w| match w {
+            Wait::UserTask { token, .. } => Some(*token),
+            _ => None,
+        })
+        .expect("task");
+    let s = apply(
+        p,
+        &mut i,
+        Command::Complete {
+            token: task,
+            variables: json!({"ok": true}),
+        },
+        5,
+    )
+    .expect("done");
     // Completing the task drops its two boundary timers.
     assert_eq!(s.cancelled.len(), 2);
     let lookup = match &s.waits[..] {
         [Wait::Job { token, .. }] => *token,
         other => panic!("{other:?}"),
     };
-    let s = apply(p, &mut i, Command::Throw { token: lookup, code: "not-found".into(), message: "no such order".into() }, 6).expect("throw");
+    let s = apply(
+        p,
+        &mut i,
+        Command::Throw {
+            token: lookup,
+            code: "not-found".into(),
+            message: "no such order".into(),
+        },
+        6,
+    )
+    .expect("throw");
     assert!(s.waits.is_empty());
     assert!(i.completed);
     assert_eq!(i.history.last().map(String::as_str), Some("gave_up"));
@@ -275,23 +333,64 @@ fn a_message_catch_in_a_subprocess_completes_it_and_uncaught_errors_are_refused(
     let p = &d.processes[0];
     let mut i = Instance::default();
     let w = start(p, &mut i, json!({"chatId": "c9"}));
-    let task = w.iter().find_map(|w| match w { Wait::UserTask { token, .. } => Some(*token), _ => None }).expect("task");
-    let s = apply(p, &mut i, Command::Complete { token: task, variables: json!({}) }, 5).expect("done");
+    let task = w
+        .iter()
+        .find_map(|w| match w {
+            Wait::UserTask { token, .. } => Some(*token),
+            _ => None,
+        })
+        .expect("task");
+    let s = apply(
+        p,
+        &mut i,
+        Command::Complete {
+            token: task,
+            variables: json!({}),
+        },
+        5,
+    )
+    .expect("done");
     let lookup = s.waits[0].token();
     let mut failed = i.clone();
     assert!(matches!(
         apply(p, &mut failed, Command::Throw { token: lookup, code: "other".into(), message: "x".into() }, 6),
         Err(RunError::Unhandled { ref code, .. }) if code == "other"
     ));
-    let s = apply(p, &mut i, Command::Complete { token: lookup, variables: json!({}) }, 6).expect("lookup");
+    let s = apply(
+        p,
+        &mut i,
+        Command::Complete {
+            token: lookup,
+            variables: json!({}),
+        },
+        6,
+    )
+    .expect("lookup");
     let reply = match &s.waits[..] {
-        [Wait::Message { token, name, correlation_key: Some(k), .. }] if name == "client-replied" && k == "c9" => *token,
+        [
+            Wait::Message {
+                token,
+                name,
+                correlation_key: Some(k),
+                ..
+            },
+        ] if name == "client-replied" && k == "c9" => *token,
         other => panic!("{other:?}"),
     };
-    apply(p, &mut i, Command::Complete { token: reply, variables: json!({"text": "thanks"}) }, 7).expect("reply");
+    apply(
+        p,
+        &mut i,
+        Command::Complete {
+            token: reply,
+            variables: json!({"text": "thanks"}),
+        },
+        7,
+    )
+    .expect("reply");
     assert!(i.completed);
     assert_eq!(&i.history[i.history.len() - 3..], ["sub_e", "sub", "done"]);
     // The state round-trips through JSON (it is stored as JSON).
-    let back: Instance = serde_json::from_str(&serde_json::to_string(&i).expect("json")).expect("parse");
+    let back: Instance =
+        serde_json::from_str(&serde_json::to_string(&i).expect("json")).expect("parse");
     assert_eq!(back, i);
 }

@@ -150,7 +150,10 @@ impl Desk {
                     EventBody::ChatUpdated { chat: updated },
                 ));
             }
-            events.push(Event::to_users(to, EventBody::MessageCreated { message: m }));
+            events.push(Event::to_users(
+                to,
+                EventBody::MessageCreated { message: m },
+            ));
         }
         self.commit(tx, events).await?;
         Ok(case)

@@ -54,7 +54,9 @@ pub(crate) fn register(engine: &Engine) {
                     subject: text(&job, "subject").unwrap_or_default(),
                     description: text(&job, "description").unwrap_or_default(),
                     priority,
-                    contact_id: text(&job, "contactId").map(ContactId).or(job.contact_id.clone()),
+                    contact_id: text(&job, "contactId")
+                        .map(ContactId)
+                        .or(job.contact_id.clone()),
                     channel_id: text(&job, "channelId").map(ChannelId),
                     chat_id: text(&job, "chatId").map(ChatId).or(job.chat_id.clone()),
                     responsible_id: text(&job, "responsibleId").map(UserId),

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ferrydesk_bpmn::run::{self, Command, Wait};
-use ferrydesk_bpmn::{Kind, Process, StartTrigger};
+use ferrydesk_bpmn::{Kind, Process, StartTrigger, Timer};
 use ferrydesk_desk::{Desk, Error, Principal, Result};
 use ferrydesk_domain::*;
 use ferrydesk_plugins::Plugins;
@@ -110,8 +110,11 @@ impl JobError {
 }
 
 /// A job worker: returns the variables to merge.
-pub type Worker =
-    Arc<dyn Fn(Job) -> BoxFuture<'static, std::result::Result<serde_json::Value, JobError>> + Send + Sync>;
+pub type Worker = Arc<
+    dyn Fn(Job) -> BoxFuture<'static, std::result::Result<serde_json::Value, JobError>>
+        + Send
+        + Sync,
+>;
 
 /// Handle to the engine; cheap to clone.
 #[derive(Clone)]
@@ -144,7 +147,9 @@ fn run_error(e: run::RunError) -> Error {
     match e {
         run::RunError::UnknownToken(t) => Error::conflict(
             "stale",
-            format!("element instance {t} is no longer waiting (completed, cancelled or interrupted)"),
+            format!(
+                "element instance {t} is no longer waiting (completed, cancelled or interrupted)"
+            ),
         ),
         run::RunError::Completed => Error::conflict("instance_ended", "the instance has ended"),
         other => Error::conflict("process_error", other.to_string()),
@@ -165,7 +170,11 @@ pub struct StartContext {
 
 impl Engine {
     /// Starts the engine's loops (jobs and timers, chat signals) on this node.
-    pub async fn start(desk: Desk, plugins: Option<Plugins>, opts: EngineOptions) -> Result<Engine> {
+    pub async fn start(
+        desk: Desk,
+        plugins: Option<Plugins>,
+        opts: EngineOptions,
+    ) -> Result<Engine> {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -234,7 +243,13 @@ impl Engine {
 
     /// The parsed process of a definition (cached; definitions never change).
     async fn process(&self, conn: &mut ferrydesk_store::Conn, def: &str) -> Result<Arc<Process>> {
-        if let Some(p) = self.inner.definitions.lock().ok().and_then(|m| m.get(def).cloned()) {
+        if let Some(p) = self
+            .inner
+            .definitions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(def).cloned())
+        {
             return Ok(p);
         }
         let row = store::get_definition(conn, def)
@@ -320,11 +335,108 @@ impl Engine {
                 deployed_at: now,
             };
             store::insert_definition(&mut tx, &row).await?;
+            self.schedule_start_timers(&mut tx, p, &row.id, now).await?;
             out.push(Definition::from_row(&row, true));
         }
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         self.refresh_signal_names().await?;
         Ok(out)
+    }
+
+    /// Timer start events of the newest version replace those of earlier versions: each is a
+    /// `start_timer` job (any node fires it; firing starts an instance and, for a cycle,
+    /// schedules the next one).
+    async fn schedule_start_timers(
+        &self,
+        tx: &mut Conn,
+        p: &Process,
+        definition: &str,
+        now: i64,
+    ) -> Result<()> {
+        store::delete_start_timers(tx, &p.id).await?;
+        for e in p.elements.values().filter(|e| e.parent.is_none()) {
+            let Kind::StartEvent(StartTrigger::Timer(t)) = &e.kind else {
+                continue;
+            };
+            let Some((due, remaining)) = start_timer_due(t, now, None) else {
+                return Err(Error::invalid(
+                    format!("bpmn:{}", e.id),
+                    "the timer start event has no valid first due date",
+                ));
+            };
+            store::insert_job(
+                tx,
+                &store::JobRow {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    instance_id: format!("start:{}:{}", p.id, e.id),
+                    token: 0,
+                    element: e.id.clone(),
+                    kind: "start_timer".into(),
+                    task_type: p.id.clone(),
+                    state: "ready".into(),
+                    retries: 3,
+                    due_at: due,
+                    attempt: 0,
+                    lock_owner: None,
+                    lock_expires: None,
+                    payload: serde_json::json!({"definition": definition, "remaining": remaining})
+                        .to_string(),
+                    last_error: None,
+                    created_at: now,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Fires a timer start event's job (already finished by the caller): starts an instance
+    /// and schedules the next occurrence of a cycle.
+    pub(crate) async fn fire_start_timer(&self, tx: &mut Conn, j: &store::JobRow) -> Result<()> {
+        let now = now();
+        let def = store::latest_definition(tx, &j.task_type)
+            .await?
+            .ok_or(Error::not_found("process"))?;
+        let process = self.process(tx, &def.id).await?;
+        let Some(Kind::StartEvent(StartTrigger::Timer(t))) =
+            process.elements.get(&j.element).map(|e| &e.kind)
+        else {
+            return Ok(()); // the newest version no longer has this start event
+        };
+        self.start_in(
+            tx,
+            &j.task_type,
+            Some(j.element.clone()),
+            serde_json::json!({}),
+            StartContext {
+                start_key: Some(format!("timer:{}", j.id)),
+                ..Default::default()
+            },
+            Some(def.clone()),
+        )
+        .await?;
+        let payload: serde_json::Value = serde_json::from_str(&j.payload).unwrap_or_default();
+        let remaining = payload.get("remaining").and_then(|v| v.as_i64());
+        if let Timer::Cycle(_) = t
+            && remaining.is_none_or(|r| r > 1)
+            && let Some((due, _)) = start_timer_due(t, j.due_at.max(now - 1), remaining)
+        {
+            let mut next = j.clone();
+            next.id = uuid::Uuid::now_v7().to_string();
+            next.state = "ready".into();
+            next.attempt = 0;
+            next.lock_owner = None;
+            next.lock_expires = None;
+            next.due_at = due;
+            next.payload = serde_json::json!({
+                "definition": def.id,
+                "remaining": remaining.map(|r| r - 1),
+            })
+            .to_string();
+            next.created_at = now;
+            store::insert_job(tx, &next).await?;
+        }
+        Ok(())
     }
 
     /// Deploys every `.bpmn` file of a directory (the first-party processes at start).
@@ -340,9 +452,10 @@ impl Engine {
         files.sort();
         for f in files {
             let xml = std::fs::read_to_string(&f)?;
-            let d = self.deploy(None, &xml).await.map_err(|e| {
-                Error::invalid(f.display().to_string(), e.to_string())
-            })?;
+            let d = self
+                .deploy(None, &xml)
+                .await
+                .map_err(|e| Error::invalid(f.display().to_string(), e.to_string()))?;
             out.extend(d);
         }
         Ok(out)
@@ -381,14 +494,20 @@ impl Engine {
             return Err(Error::invalid("variables", "must be a JSON object"));
         }
         let mut tx = self.store().begin().await?;
-        let id = self.start_in(&mut tx, key, start, variables, ctx, None).await?;
+        let id = self
+            .start_in(&mut tx, key, start, variables, ctx, None)
+            .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         self.wake();
         Ok(id)
     }
 
     /// Starts many instances of `key` in one transaction (bulk starts; the benchmark).
-    pub async fn start_many(&self, key: &str, variables: Vec<serde_json::Value>) -> Result<Vec<String>> {
+    pub async fn start_many(
+        &self,
+        key: &str,
+        variables: Vec<serde_json::Value>,
+    ) -> Result<Vec<String>> {
         let mut tx = self.store().begin().await?;
         let def = store::latest_definition(&mut tx, key)
             .await?
@@ -396,8 +515,15 @@ impl Engine {
         let mut ids = Vec::with_capacity(variables.len());
         for v in variables {
             ids.push(
-                self.start_in(&mut tx, key, None, v, StartContext::default(), Some(def.clone()))
-                    .await?,
+                self.start_in(
+                    &mut tx,
+                    key,
+                    None,
+                    v,
+                    StartContext::default(),
+                    Some(def.clone()),
+                )
+                .await?,
             );
         }
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
@@ -464,7 +590,12 @@ impl Engine {
                 ended_at: None,
             };
             store::insert_instance(tx, &row).await?;
-            let mut events = vec![(now, String::new(), "started".to_owned(), Some(def.id.clone()))];
+            let mut events = vec![(
+                now,
+                String::new(),
+                "started".to_owned(),
+                Some(def.id.clone()),
+            )];
             events.extend(
                 inst.history
                     .iter()
@@ -521,7 +652,11 @@ impl Engine {
         now: i64,
     ) -> Result<()> {
         let id = &row.id;
-        let state = if inst.completed { "completed" } else { "active" };
+        let state = if inst.completed {
+            "completed"
+        } else {
+            "active"
+        };
         let case = inst
             .variables
             .get("caseId")
@@ -530,7 +665,8 @@ impl Engine {
         let data = serde_json::to_string(inst).map_err(corrupt)?;
         // The state is written first: a called instance that completes at once (below) then
         // continues this instance from its stored state.
-        if !store::update_instance(tx, id, row.revision, state, &data, case.as_deref(), now).await? {
+        if !store::update_instance(tx, id, row.revision, state, &data, case.as_deref(), now).await?
+        {
             return Err(Error::conflict(
                 "concurrent_update",
                 "the instance changed concurrently; retry",
@@ -544,7 +680,8 @@ impl Engine {
                     && c.parent_token
                         .is_some_and(|t| step.cancelled.contains(&(t as u64)))
             }) {
-                self.terminate_in(tx, &c.id, "its call activity was cancelled").await?;
+                self.terminate_in(tx, &c.id, "its call activity was cancelled")
+                    .await?;
             }
         }
         for w in step.waits {
@@ -553,8 +690,7 @@ impl Engine {
         metrics::counter!("ferrydesk_process_commands_total").increment(1);
         if inst.completed {
             store::clear_instance(tx, id, now).await?;
-            store::append_events(tx, id, &[(now, String::new(), "completed".into(), None)])
-                .await?;
+            store::append_events(tx, id, &[(now, String::new(), "completed".into(), None)]).await?;
             metrics::counter!("ferrydesk_process_instances_completed_total").increment(1);
             if let (Some(parent), Some(token)) = (&row.parent_id, row.parent_token) {
                 self.command(
@@ -625,10 +761,22 @@ impl Engine {
                     "contact": row.contact_id,
                     "started_by": row.started_by,
                 });
-                let j = job(token, &element, "service", &task_type, retries.max(1) as i64, now, payload);
+                let j = job(
+                    token,
+                    &element,
+                    "service",
+                    &task_type,
+                    retries.max(1) as i64,
+                    now,
+                    payload,
+                );
                 store::insert_job(tx, &j).await?;
             }
-            Wait::Timer { token, element, due } => {
+            Wait::Timer {
+                token,
+                element,
+                due,
+            } => {
                 let j = job(token, &element, "timer", "", 3, due, serde_json::json!({}));
                 store::insert_job(tx, &j).await?;
             }
@@ -704,7 +852,10 @@ impl Engine {
                                 started_by: row.started_by.clone().map(UserId),
                                 start_key: None,
                                 parent: Some((id.clone(), token)),
-                            }, Some(d)).await?;
+                            },
+                            Some(d),
+                        )
+                        .await?;
                     }
                     None => {
                         let _ = process;
@@ -761,7 +912,12 @@ impl Engine {
             store::append_events(
                 tx,
                 id,
-                &[(now, String::new(), "terminated".into(), Some(why.to_owned()))],
+                &[(
+                    now,
+                    String::new(),
+                    "terminated".into(),
+                    Some(why.to_owned()),
+                )],
             )
             .await?;
             store::update_instance(tx, id, row.revision, "terminated", &row.data, None, now)
@@ -771,7 +927,8 @@ impl Engine {
                 .iter()
                 .filter(|c| c.state == "active")
             {
-                self.terminate_in(tx, &c.id, "its parent was terminated").await?;
+                self.terminate_in(tx, &c.id, "its parent was terminated")
+                    .await?;
             }
             Ok(())
         })
@@ -852,7 +1009,9 @@ impl Engine {
                 .start_key
                 .as_ref()
                 .map(|k| format!("{k}:{}", d.process_key));
-            let id = self.start_in(tx, &d.process_key, start, variables.clone(), c, None).await?;
+            let id = self
+                .start_in(tx, &d.process_key, start, variables.clone(), c, None)
+                .await?;
             moved.push(id);
         }
         Ok(moved)
@@ -872,7 +1031,10 @@ impl Engine {
             .await?
             .ok_or(Error::not_found("incident"))?;
         if inc.resolved_at.is_some() {
-            return Err(Error::conflict("resolved", "the incident is already resolved"));
+            return Err(Error::conflict(
+                "resolved",
+                "the incident is already resolved",
+            ));
         }
         if let Some(job) = &inc.job_id {
             let j = store::get_job(&mut tx, job).await?;
@@ -884,7 +1046,10 @@ impl Engine {
                     let row = store::get_instance(&mut tx, &j.instance_id)
                         .await?
                         .ok_or(Error::not_found("process instance"))?;
-                    if store::latest_definition(&mut tx, &j.task_type).await?.is_none() {
+                    if store::latest_definition(&mut tx, &j.task_type)
+                        .await?
+                        .is_none()
+                    {
                         return Err(Error::conflict(
                             "not_deployed",
                             format!("process `{}` is still not deployed", j.task_type),
@@ -903,7 +1068,10 @@ impl Engine {
                             started_by: row.started_by.map(UserId),
                             start_key: None,
                             parent: Some((row.id.clone(), j.token as u64)),
-                        }, None).await?;
+                        },
+                        None,
+                    )
+                    .await?;
                 }
                 Some(_) => {
                     if !store::retry_job(&mut tx, job, retries, now).await? {
@@ -926,7 +1094,12 @@ impl Engine {
         store::append_events(
             &mut tx,
             &inc.instance_id,
-            &[(now, inc.element.clone(), "incident_resolved".into(), Some(format!("retried by {}", p.user.username)))],
+            &[(
+                now,
+                inc.element.clone(),
+                "incident_resolved".into(),
+                Some(format!("retried by {}", p.user.username)),
+            )],
         )
         .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
@@ -938,4 +1111,40 @@ impl Engine {
 async fn sqlx_delete_job(tx: &mut Conn, id: &str) -> Result<()> {
     store::delete_job(tx, id).await?;
     Ok(())
+}
+
+/// The first (or next, after `from`) due time of a timer start event, and for a cycle
+/// `R<n>/<duration>` the repetitions left (`None`: unbounded).
+fn start_timer_due(t: &Timer, from: i64, remaining: Option<i64>) -> Option<(i64, Option<i64>)> {
+    let text = |s: &str| -> Option<String> {
+        if s.starts_with('=') {
+            ferrydesk_bpmn::feel::compile(s)
+                .ok()?
+                .eval(&serde_json::json!({}), from)
+                .to_json()
+                .as_str()
+                .map(str::to_owned)
+        } else {
+            Some(s.to_owned())
+        }
+    };
+    match t {
+        Timer::Duration(d) => Some((
+            from + ferrydesk_bpmn::feel::parse_duration(&text(d)?)?,
+            None,
+        )),
+        Timer::Date(d) => Some((ferrydesk_bpmn::feel::parse_datetime(&text(d)?)?, None)),
+        Timer::Cycle(c) => {
+            let c = text(c)?;
+            let (r, d) = c.split_once('/')?;
+            let every = ferrydesk_bpmn::feel::parse_duration(d)?;
+            let count = r.strip_prefix('R')?;
+            let total = if count.is_empty() {
+                None
+            } else {
+                count.parse::<i64>().ok()
+            };
+            Some((from + every, remaining.or(total)))
+        }
+    }
 }

@@ -57,7 +57,10 @@ impl Engine {
     /// On a fresh database, the menu offers "Create case" (S17).
     pub async fn seed_default_menu(&self) -> Result<()> {
         let mut tx = self.desk().store().begin().await?;
-        if ferrydesk_store::settings::get(&mut tx, SEEDED).await?.is_none() {
+        if ferrydesk_store::settings::get(&mut tx, SEEDED)
+            .await?
+            .is_none()
+        {
             store::insert_chat_action(
                 &mut tx,
                 &ChatActionRow {
@@ -210,7 +213,8 @@ impl Engine {
         let mut out = Vec::new();
         for e in &entries {
             let queues: Vec<QueueId> = serde_json::from_str(&e.queues).unwrap_or_default();
-            let shown = e.enabled != 0 && (queues.is_empty() || queues.contains(&view.chat.queue_id));
+            let shown =
+                e.enabled != 0 && (queues.is_empty() || queues.contains(&view.chat.queue_id));
             if !shown {
                 continue;
             }
@@ -246,7 +250,10 @@ impl Engine {
         }
         for a in plugin_actions {
             let target = format!("{}/{}", a.plugin, a.action);
-            if !entries.iter().any(|e| e.kind == "plugin" && e.target == target) {
+            if !entries
+                .iter()
+                .any(|e| e.kind == "plugin" && e.target == target)
+            {
                 out.push(a);
             }
         }
@@ -353,13 +360,16 @@ impl Engine {
             let jobs = ferrydesk_store::processes::jobs_of_instance(&mut conn, id).await?;
             let now = crate::now();
             let runnable = jobs.iter().any(|j| {
-                j.kind == "service" && (j.state == "locked" || (j.state == "ready" && j.due_at <= now))
+                j.kind == "service"
+                    && (j.state == "locked" || (j.state == "ready" && j.due_at <= now))
             });
             if row.state != "active" || !runnable || tokio::time::Instant::now() >= deadline {
                 let inst: ferrydesk_bpmn::run::Instance =
                     serde_json::from_str(&row.data).map_err(crate::corrupt)?;
                 let case = match inst.variables.get("caseId").and_then(|v| v.as_str()) {
-                    Some(c) => ferrydesk_store::cases::get_case(&mut conn, &CaseId(c.into())).await?,
+                    Some(c) => {
+                        ferrydesk_store::cases::get_case(&mut conn, &CaseId(c.into())).await?
+                    }
                     None => None,
                 };
                 let incidents = ferrydesk_store::processes::open_incidents(&mut conn, Some(id))

@@ -172,7 +172,7 @@ impl Engine {
     /// Runs one claimed job's worker (outside any transaction) and says how it ended.
     pub(crate) async fn execute(&self, j: store::JobRow) -> Finished {
         let outcome = match j.kind.as_str() {
-            "timer" => Outcome::Done(serde_json::Value::Null),
+            "timer" | "start_timer" => Outcome::Done(serde_json::Value::Null),
             "service" => match self.run_service(&j).await {
                 Ok(o) => o,
                 Err(e) => Outcome::Failed {
@@ -271,9 +271,16 @@ impl Engine {
             metrics::counter!("ferrydesk_process_stale_completions_total").increment(1);
             return Ok(());
         }
+        if j.kind == "start_timer" {
+            return self.fire_start_timer(tx, j).await;
+        }
         match self.command(tx, &j.instance_id, cmd).await {
             // The instance ended or the element was interrupted meanwhile.
-            Ok(()) | Err(Error::Conflict { code: "stale" | "instance_ended", .. }) => {
+            Ok(())
+            | Err(Error::Conflict {
+                code: "stale" | "instance_ended",
+                ..
+            }) => {
                 if j.kind == "timer" {
                     metrics::counter!("ferrydesk_process_timers_fired_total").increment(1);
                 } else {
@@ -409,9 +416,24 @@ impl Engine {
     ) -> Result<()> {
         let now = now();
         let left = if fatal { 0 } else { (j.retries - 1).max(0) };
-        let delay = retry_after
-            .unwrap_or_else(|| backoff(self.options().backoff, self.options().max_backoff, j.attempt));
-        if !store::fail_job(tx, &j.id, self.node(), j.attempt, left, now + delay.as_millis() as i64, message).await? {
+        let delay = retry_after.unwrap_or_else(|| {
+            backoff(
+                self.options().backoff,
+                self.options().max_backoff,
+                j.attempt,
+            )
+        });
+        if !store::fail_job(
+            tx,
+            &j.id,
+            self.node(),
+            j.attempt,
+            left,
+            now + delay.as_millis() as i64,
+            message,
+        )
+        .await?
+        {
             return Ok(());
         }
         metrics::counter!("ferrydesk_process_job_failures_total").increment(1);
@@ -433,7 +455,12 @@ impl Engine {
             store::append_events(
                 tx,
                 &j.instance_id,
-                &[(now, j.element.clone(), "incident".into(), Some(message.to_owned()))],
+                &[(
+                    now,
+                    j.element.clone(),
+                    "incident".into(),
+                    Some(message.to_owned()),
+                )],
             )
             .await?;
             metrics::counter!("ferrydesk_process_incidents_total").increment(1);
@@ -441,20 +468,31 @@ impl Engine {
             store::append_events(
                 tx,
                 &j.instance_id,
-                &[(now, j.element.clone(), "failed".into(), Some(format!("{message} (retries left: {left})")))],
+                &[(
+                    now,
+                    j.element.clone(),
+                    "failed".into(),
+                    Some(format!("{message} (retries left: {left})")),
+                )],
             )
             .await?;
         }
         Ok(())
     }
 
-    async fn run_plugin(&self, target: &str, job: Job) -> std::result::Result<serde_json::Value, JobError> {
+    async fn run_plugin(
+        &self,
+        target: &str,
+        job: Job,
+    ) -> std::result::Result<serde_json::Value, JobError> {
         let Some(plugins) = self.inner.plugins.clone() else {
             return Err(JobError::failed("plugins are not available on this node"));
         };
-        let (plugin, action) = target
-            .split_once('/')
-            .ok_or_else(|| JobError::failed(format!("task type `plugin:{target}` is not plugin:<id>/<action>")))?;
+        let (plugin, action) = target.split_once('/').ok_or_else(|| {
+            JobError::failed(format!(
+                "task type `plugin:{target}` is not plugin:<id>/<action>"
+            ))
+        })?;
         let actor = match &job.started_by {
             Some(u) => self.desk().principal_of(u).await.ok(),
             None => None,
@@ -466,7 +504,12 @@ impl Engine {
             key: job.key.clone(),
         };
         plugins
-            .run_for_process(plugin, action, serde_json::Value::Object(job.inputs.clone()), ctx)
+            .run_for_process(
+                plugin,
+                action,
+                serde_json::Value::Object(job.inputs.clone()),
+                ctx,
+            )
             .await
             .map_err(|e| match e {
                 ferrydesk_plugins::actions::JobFailure::Plugin { code, message } => {
@@ -482,7 +525,8 @@ impl Engine {
         let now = now();
         let mut tx = self.store_ref().begin().await?;
         let signals =
-            store::claim_signals(&mut tx, self.store_ref().backend(), now, now + 30_000, 32).await?;
+            store::claim_signals(&mut tx, self.store_ref().backend(), now, now + 30_000, 32)
+                .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         let n = signals.len();
         for s in signals {
@@ -490,9 +534,15 @@ impl Engine {
                 serde_json::from_str(&s.variables).unwrap_or(serde_json::json!({}));
             let ctx = StartContext {
                 chat: Some(ChatId(s.correlation_key.clone())),
-                contact: vars.get("contactId").and_then(|v| v.as_str()).map(|c| ContactId(c.into())),
+                contact: vars
+                    .get("contactId")
+                    .and_then(|v| v.as_str())
+                    .map(|c| ContactId(c.into())),
                 case: None,
-                started_by: vars.get("operatorId").and_then(|v| v.as_str()).map(|c| UserId(c.into())),
+                started_by: vars
+                    .get("operatorId")
+                    .and_then(|v| v.as_str())
+                    .map(|c| UserId(c.into())),
                 start_key: Some(format!("signal:{}", s.id)),
                 parent: None,
             };
@@ -500,7 +550,10 @@ impl Engine {
             if !store::delete_signal(&mut tx, &s.id).await? {
                 continue;
             }
-            match self.correlate_in(&mut tx, &s.name, &s.correlation_key, vars, ctx).await {
+            match self
+                .correlate_in(&mut tx, &s.name, &s.correlation_key, vars, ctx)
+                .await
+            {
                 Ok(_) => tx.commit().await.map_err(ferrydesk_store::Error::from)?,
                 Err(e) => {
                     // A signal a process cannot take (e.g. its gateway has no path) is logged
@@ -516,4 +569,3 @@ impl Engine {
         Ok(n)
     }
 }
-

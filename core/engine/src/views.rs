@@ -283,7 +283,11 @@ impl Engine {
         })
     }
 
-    pub async fn instances(&self, p: &Principal, q: &InstanceQuery) -> Result<Vec<InstanceSummary>> {
+    pub async fn instances(
+        &self,
+        p: &Principal,
+        q: &InstanceQuery,
+    ) -> Result<Vec<InstanceSummary>> {
         let mut f = store::InstanceFilter {
             state: q.state.clone(),
             process_key: q.process.clone(),
@@ -296,10 +300,9 @@ impl Engine {
         };
         if !p.role().sees_all_chats() {
             // Operators see the instances of chats they can read.
-            let chat = f
-                .chat_id
-                .clone()
-                .ok_or_else(|| Error::forbidden("operators list the processes of a chat (chat_id)"))?;
+            let chat = f.chat_id.clone().ok_or_else(|| {
+                Error::forbidden("operators list the processes of a chat (chat_id)")
+            })?;
             self.desk().chat_view(p, &ChatId(chat)).await?;
             f.limit = f.limit.min(100);
         }
@@ -459,7 +462,10 @@ impl Engine {
     /// groups (their role, or a queue they belong to). Supervisors see every open task.
     pub async fn task_list(&self, p: &Principal, state: &str) -> Result<Vec<UserTask>> {
         if !matches!(state, "open" | "completed" | "canceled") {
-            return Err(Error::invalid("state", "is one of open, completed, canceled"));
+            return Err(Error::invalid(
+                "state",
+                "is one of open, completed, canceled",
+            ));
         }
         let mut conn = self.desk().store().read().await?;
         let queues = ferrydesk_store::directory::list_queues(&mut conn).await?;
@@ -490,13 +496,19 @@ impl Engine {
             .filter(|t| task_is_for(p, t, &queues))
             .ok_or(Error::not_found("task"))?;
         if t.state != "open" {
-            return Err(Error::conflict("task_closed", format!("the task is {}", t.state)));
+            return Err(Error::conflict(
+                "task_closed",
+                format!("the task is {}", t.state),
+            ));
         }
         if let Some(a) = &t.assignee
             && a != p.id().as_str()
             && a != &p.user.username
         {
-            return Err(Error::conflict("task_taken", "the task is assigned to someone else"));
+            return Err(Error::conflict(
+                "task_taken",
+                "the task is assigned to someone else",
+            ));
         }
         t.assignee = Some(p.id().to_string());
         store::update_user_task(&mut tx, &t).await?;
@@ -527,11 +539,19 @@ impl Engine {
             .filter(|t| task_is_for(p, t, &queues))
             .ok_or(Error::not_found("task"))?;
         if t.state != "open" {
-            return Err(Error::conflict("task_closed", format!("the task is {}", t.state)));
+            return Err(Error::conflict(
+                "task_closed",
+                format!("the task is {}", t.state),
+            ));
         }
-        if let Some(form) = t.form.as_deref().and_then(|f| serde_json::from_str::<serde_json::Value>(f).ok()) {
-            let v = jsonschema::draft202012::new(&form)
-                .map_err(|e| Error::Internal(format!("the task's form is not a valid schema: {e}")))?;
+        if let Some(form) = t
+            .form
+            .as_deref()
+            .and_then(|f| serde_json::from_str::<serde_json::Value>(f).ok())
+        {
+            let v = jsonschema::draft202012::new(&form).map_err(|e| {
+                Error::Internal(format!("the task's form is not a valid schema: {e}"))
+            })?;
             if let Some(e) = v.iter_errors(&values).next() {
                 let ptr = e.instance_path().to_string();
                 return Err(Error::invalid(

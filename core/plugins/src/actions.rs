@@ -246,7 +246,10 @@ impl Plugins {
         job: JobContext,
     ) -> std::result::Result<serde_json::Value, JobFailure> {
         // Another node may have installed or enabled the plugin since this node last synced.
-        if self.entry(plugin).and_then(|e| e.runnable().cloned()).is_none()
+        if self
+            .entry(plugin)
+            .and_then(|e| e.runnable().cloned())
+            .is_none()
             && let Err(e) = self.sync().await
         {
             tracing::warn!(error = %e, "plugin sync before a process job failed");
@@ -254,7 +257,9 @@ impl Plugins {
         let entry = self
             .entry(plugin)
             .filter(|e| e.manifest.kind == Kind::Action)
-            .ok_or_else(|| JobFailure::Failed(format!("no action plugin `{plugin}` is installed")))?;
+            .ok_or_else(|| {
+                JobFailure::Failed(format!("no action plugin `{plugin}` is installed"))
+            })?;
         if entry.manifest.action(action).is_none() {
             return Err(JobFailure::Failed(format!(
                 "plugin `{plugin}` has no action `{action}`"

@@ -39,7 +39,9 @@ fn case(r: &sqlx::any::AnyRow) -> Result<Case> {
         contact_name: r.try_get("contact_name")?,
         channel_id: r.try_get::<Option<String>, _>("channel_id")?.map(ChannelId),
         chat_id: r.try_get::<Option<String>, _>("chat_id")?.map(ChatId),
-        responsible_id: r.try_get::<Option<String>, _>("responsible_id")?.map(UserId),
+        responsible_id: r
+            .try_get::<Option<String>, _>("responsible_id")?
+            .map(UserId),
         responsible_name: r.try_get("responsible_name")?,
         created_by: r.try_get::<Option<String>, _>("created_by")?.map(UserId),
         created_at: Ts(r.try_get("created_at")?),

@@ -513,7 +513,12 @@ pub async fn retry_job(conn: &mut Conn, id: &str, retries: i64, now: i64) -> Res
 }
 
 /// Deletes the waits of cancelled tokens: jobs, subscriptions; open user tasks are cancelled.
-pub async fn cancel_tokens(conn: &mut Conn, instance: &str, tokens: &[u64], now: i64) -> Result<()> {
+pub async fn cancel_tokens(
+    conn: &mut Conn,
+    instance: &str,
+    tokens: &[u64],
+    now: i64,
+) -> Result<()> {
     for t in tokens {
         let t = *t as i64;
         sqlx::query("DELETE FROM process_jobs WHERE instance_id = $1 AND token = $2")
@@ -600,7 +605,10 @@ pub async fn subscriptions_for(
     .await?)
 }
 
-pub async fn subscriptions_of(conn: &mut Conn, instance: &str) -> Result<Vec<(i64, String, String, String)>> {
+pub async fn subscriptions_of(
+    conn: &mut Conn,
+    instance: &str,
+) -> Result<Vec<(i64, String, String, String)>> {
     Ok(sqlx::query_as(
         "SELECT token, element, message_name, correlation_key FROM process_subscriptions \
          WHERE instance_id = $1 ORDER BY token",
@@ -837,6 +845,15 @@ pub async fn delete_signal(conn: &mut Conn, id: &str) -> Result<bool> {
 pub async fn delete_job(conn: &mut Conn, id: &str) -> Result<()> {
     sqlx::query("DELETE FROM process_jobs WHERE id = $1")
         .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes the timer start jobs of a process (a new version replaces them).
+pub async fn delete_start_timers(conn: &mut Conn, process_key: &str) -> Result<()> {
+    sqlx::query("DELETE FROM process_jobs WHERE kind = 'start_timer' AND task_type = $1")
+        .bind(process_key)
         .execute(conn)
         .await?;
     Ok(())

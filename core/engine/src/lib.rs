@@ -15,6 +15,7 @@
 //! the element instance (token) id, the same on every retry. Failures retry with exponential
 //! backoff and then raise an incident, which an admin can retry.
 
+mod batch;
 pub mod builtins;
 pub mod menu;
 mod runner;
@@ -512,20 +513,32 @@ impl Engine {
         let def = store::latest_definition(&mut tx, key)
             .await?
             .ok_or(Error::not_found("process"))?;
-        let mut ids = Vec::with_capacity(variables.len());
-        for v in variables {
-            ids.push(
-                self.start_in(
-                    &mut tx,
-                    key,
-                    None,
-                    v,
-                    StartContext::default(),
-                    Some(def.clone()),
-                )
-                .await?,
-            );
-        }
+        let ids = match self.start_batch(&mut tx, &def, variables.clone()).await {
+            Ok(ids) => ids,
+            Err(Error::Conflict {
+                code: batch::FALLBACK,
+                ..
+            }) => {
+                drop(tx);
+                tx = self.store().begin().await?;
+                let mut ids = Vec::with_capacity(variables.len());
+                for v in variables {
+                    ids.push(
+                        self.start_in(
+                            &mut tx,
+                            key,
+                            None,
+                            v,
+                            StartContext::default(),
+                            Some(def.clone()),
+                        )
+                        .await?,
+                    );
+                }
+                ids
+            }
+            Err(e) => return Err(e),
+        };
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         self.wake();
         Ok(ids)
@@ -588,6 +601,7 @@ impl Engine {
                 started_at: now,
                 updated_at: now,
                 ended_at: None,
+                events: 0,
             };
             store::insert_instance(tx, &row).await?;
             let mut events = vec![(
@@ -662,7 +676,12 @@ impl Engine {
             .get("caseId")
             .and_then(|v| v.as_str())
             .map(str::to_owned);
-        let data = serde_json::to_string(inst).map_err(corrupt)?;
+        // The history is in `process_events`; the stored state keeps only what runs.
+        let data = {
+            let mut copy = inst.clone();
+            copy.history.clear();
+            serde_json::to_string(&copy).map_err(corrupt)?
+        };
         // The state is written first: a called instance that completes at once (below) then
         // continues this instance from its stored state.
         if !store::update_instance(tx, id, row.revision, state, &data, case.as_deref(), now).await?
@@ -723,22 +742,10 @@ impl Engine {
                    task_type: &str,
                    retries: i64,
                    due: i64,
-                   payload: serde_json::Value| store::JobRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            instance_id: id.clone(),
-            token: token as i64,
-            element: element.to_owned(),
-            kind: kind.to_owned(),
-            task_type: task_type.to_owned(),
-            state: "ready".into(),
-            retries,
-            due_at: due,
-            attempt: 0,
-            lock_owner: None,
-            lock_expires: None,
-            payload: payload.to_string(),
-            last_error: None,
-            created_at: now,
+                   payload: serde_json::Value| {
+            job_row(
+                row, token, element, kind, task_type, retries, due, payload, now,
+            )
         };
         match w {
             Wait::Job {
@@ -750,17 +757,7 @@ impl Engine {
                 variables,
                 inputs,
             } => {
-                // What the worker needs travels with the job: running it reads nothing else.
-                let payload = serde_json::json!({
-                    "variables": variables,
-                    "inputs": inputs,
-                    "headers": headers,
-                    "definition": row.definition_id,
-                    "process": row.process_key,
-                    "chat": row.chat_id,
-                    "contact": row.contact_id,
-                    "started_by": row.started_by,
-                });
+                let payload = service_payload(row, variables, inputs, headers);
                 let j = job(
                     token,
                     &element,
@@ -1147,4 +1144,55 @@ fn start_timer_due(t: &Timer, from: i64, remaining: Option<i64>) -> Option<(i64,
             Some((from + every, remaining.or(total)))
         }
     }
+}
+
+/// A new `ready` job of an instance.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn job_row(
+    row: &store::InstanceRow,
+    token: u64,
+    element: &str,
+    kind: &str,
+    task_type: &str,
+    retries: i64,
+    due: i64,
+    payload: serde_json::Value,
+    now: i64,
+) -> store::JobRow {
+    store::JobRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        instance_id: row.id.clone(),
+        token: token as i64,
+        element: element.to_owned(),
+        kind: kind.to_owned(),
+        task_type: task_type.to_owned(),
+        state: "ready".into(),
+        retries,
+        due_at: due,
+        attempt: 0,
+        lock_owner: None,
+        lock_expires: None,
+        payload: payload.to_string(),
+        last_error: None,
+        created_at: now,
+    }
+}
+
+/// What a service task's worker needs travels with the job: running it reads nothing else.
+pub(crate) fn service_payload(
+    row: &store::InstanceRow,
+    variables: serde_json::Value,
+    inputs: serde_json::Map<String, serde_json::Value>,
+    headers: std::collections::BTreeMap<String, String>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "variables": variables,
+        "inputs": inputs,
+        "headers": headers,
+        "definition": row.definition_id,
+        "process": row.process_key,
+        "chat": row.chat_id,
+        "contact": row.contact_id,
+        "started_by": row.started_by,
+    })
 }

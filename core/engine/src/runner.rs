@@ -97,8 +97,8 @@ pub(crate) enum Outcome {
 }
 
 pub(crate) struct Finished {
-    job: store::JobRow,
-    outcome: Outcome,
+    pub(crate) job: store::JobRow,
+    pub(crate) outcome: Outcome,
 }
 
 /// Delay before retry number `attempt` (1-based): doubling from `base`, capped.
@@ -192,13 +192,12 @@ impl Engine {
     /// attempt (a job another node took over is skipped). A job whose completion the process
     /// refuses (a mapping error, a gateway without a path) becomes an incident.
     pub(crate) async fn commit_finished(&self, batch: Vec<Finished>) {
-        // Fast path: the whole batch in one transaction. Should any job's command fail, the
-        // batch is redone with a savepoint per job, and the refused jobs become incidents.
+        // Fast path: the whole batch set-based in one transaction. Should it not apply (a step
+        // needs more than jobs, a job is refused), the batch is redone one job at a time, each
+        // in a savepoint, and the refused jobs become incidents.
         let fast: Result<()> = async {
             let mut tx = self.store_ref().begin().await?;
-            for f in &batch {
-                self.apply_finished(&mut tx, f).await?;
-            }
+            self.commit_batch_fast(&mut tx, &batch).await?;
             tx.commit().await.map_err(ferrydesk_store::Error::from)?;
             Ok(())
         }

@@ -99,11 +99,13 @@ pub struct InstanceRow {
     pub started_at: i64,
     pub updated_at: i64,
     pub ended_at: Option<i64>,
+    /// History rows written so far (the next row's sequence number is this + 1).
+    pub events: i64,
 }
 
 const INST_COLS: &str = "id, definition_id, process_key, state, data, revision, parent_id, \
     parent_token, chat_id, contact_id, case_id, started_by, start_key, incidents, started_at, \
-    updated_at, ended_at";
+    updated_at, ended_at, events";
 
 pub async fn insert_instance(conn: &mut Conn, i: &InstanceRow) -> Result<()> {
     sqlx::query(
@@ -857,4 +859,193 @@ pub async fn delete_start_timers(conn: &mut Conn, process_key: &str) -> Result<(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+// ---- set-based forms for batches of commands (group commit) -------------------------------
+
+/// `($1,$2,…),($n+1,…)` for `rows` rows of `cols` placeholders, starting after `offset`.
+fn placeholders(rows: usize, cols: usize, offset: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!("${}", offset + r * cols + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// Removes the jobs `owner` holds among `ids`; returns `(id, attempt)` of those removed (the
+/// caller checks the attempts, the fence).
+pub async fn finish_jobs(conn: &mut Conn, owner: &str, ids: &[&str]) -> Result<Vec<(String, i64)>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(200) {
+        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut q = sqlx::query_as(AssertSqlSafe(format!(
+            "DELETE FROM process_jobs WHERE lock_owner = $1 AND state = 'locked' AND id IN ({}) \
+             RETURNING id, attempt",
+            list.join(",")
+        )))
+        .bind(owner);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        let rows: Vec<(String, i64)> = q.fetch_all(&mut *conn).await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// Instances by id, row-locked on PostgreSQL.
+pub async fn lock_instances(
+    conn: &mut Conn,
+    backend: Backend,
+    ids: &[&str],
+) -> Result<Vec<InstanceRow>> {
+    let lock = match backend {
+        Backend::Postgres => "FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(200) {
+        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+        let mut q = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {INST_COLS} FROM process_instances WHERE id IN ({}) ORDER BY id {lock}",
+            list.join(",")
+        )));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        let rows: Vec<InstanceRow> = q.fetch_all(&mut *conn).await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+pub async fn insert_jobs(conn: &mut Conn, jobs: &[JobRow]) -> Result<()> {
+    for chunk in jobs.chunks(40) {
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO process_jobs (id, instance_id, token, element, kind, task_type, state, \
+             retries, due_at, attempt, lock_owner, lock_expires, payload, last_error, created_at) \
+             VALUES {}",
+            placeholders(chunk.len(), 15, 0)
+        )));
+        for j in chunk {
+            q = q
+                .bind(j.id.clone())
+                .bind(j.instance_id.clone())
+                .bind(j.token)
+                .bind(j.element.clone())
+                .bind(j.kind.clone())
+                .bind(j.task_type.clone())
+                .bind(j.state.clone())
+                .bind(j.retries)
+                .bind(j.due_at)
+                .bind(j.attempt)
+                .bind(j.lock_owner.clone())
+                .bind(j.lock_expires)
+                .bind(j.payload.clone())
+                .bind(j.last_error.clone())
+                .bind(j.created_at);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// History rows with their sequence numbers already assigned (`events` counters kept by the
+/// caller and written with [`update_instances`]).
+pub async fn insert_events(
+    conn: &mut Conn,
+    rows: &[(String, i64, i64, String, String, Option<String>)],
+) -> Result<()> {
+    for chunk in rows.chunks(60) {
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO process_events (instance_id, seq, at, element, event, detail) VALUES {}",
+            placeholders(chunk.len(), 6, 0)
+        )));
+        for (instance, seq, at, element, event, detail) in chunk {
+            q = q
+                .bind(instance.clone())
+                .bind(*seq)
+                .bind(*at)
+                .bind(element.clone())
+                .bind(event.clone())
+                .bind(detail.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub async fn insert_instances(conn: &mut Conn, rows: &[InstanceRow]) -> Result<()> {
+    for chunk in rows.chunks(30) {
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO process_instances (id, definition_id, process_key, state, data, revision, \
+             parent_id, parent_token, chat_id, contact_id, case_id, started_by, start_key, \
+             incidents, started_at, updated_at, ended_at, events) VALUES {}",
+            placeholders(chunk.len(), 18, 0)
+        )));
+        for i in chunk {
+            q = q
+                .bind(i.id.clone())
+                .bind(i.definition_id.clone())
+                .bind(i.process_key.clone())
+                .bind(i.state.clone())
+                .bind(i.data.clone())
+                .bind(i.revision)
+                .bind(i.parent_id.clone())
+                .bind(i.parent_token)
+                .bind(i.chat_id.clone())
+                .bind(i.contact_id.clone())
+                .bind(i.case_id.clone())
+                .bind(i.started_by.clone())
+                .bind(i.start_key.clone())
+                .bind(i.incidents)
+                .bind(i.started_at)
+                .bind(i.updated_at)
+                .bind(i.ended_at)
+                .bind(i.events);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes many instances' new state at once, each only if its revision is still the one read;
+/// returns how many were written.
+pub async fn update_instances(conn: &mut Conn, rows: &[InstanceRow], now: i64) -> Result<u64> {
+    let mut n = 0;
+    for chunk in rows.chunks(40) {
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE process_instances SET state = v.column2, data = v.column3, \
+             revision = process_instances.revision + 1, events = v.column4, updated_at = v.column5, \
+             ended_at = COALESCE(process_instances.ended_at, v.column6), \
+             case_id = COALESCE(v.column7, process_instances.case_id) \
+             FROM (VALUES {}) AS v \
+             WHERE process_instances.id = v.column1 AND process_instances.revision = v.column8",
+            placeholders(chunk.len(), 8, 0)
+        )));
+        for i in chunk {
+            let ended = (i.state != "active").then_some(now);
+            q = q
+                .bind(i.id.clone())
+                .bind(i.state.clone())
+                .bind(i.data.clone())
+                .bind(i.events)
+                .bind(now)
+                .bind(ended)
+                .bind(i.case_id.clone())
+                .bind(i.revision);
+        }
+        n += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(n)
 }

@@ -1,0 +1,293 @@
+//! Set-based forms of the two hottest commands, for group commit: starting many instances and
+//! completing a batch of finished jobs each cost a handful of statements per batch instead of
+//! several per instance. They cover the common shapes (the steps create only jobs and timers,
+//! cancel nothing, and no called instance ends); anything else makes them report `Fallback`,
+//! and the caller takes the one-command-at-a-time path, which handles every case.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferrydesk_bpmn::Process;
+use ferrydesk_bpmn::run::{self, Command, Wait};
+use ferrydesk_desk::{Error, Result};
+use ferrydesk_store::Conn;
+use ferrydesk_store::processes as store;
+
+use crate::runner::{Finished, Outcome};
+use crate::{Engine, corrupt, job_row, now, run_error, service_payload};
+
+/// Why a batch left the set-based path.
+pub(crate) const FALLBACK: &str = "batch_fallback";
+
+fn fallback() -> Error {
+    Error::conflict(FALLBACK, "the batch needs the one-by-one path")
+}
+
+struct Live {
+    row: store::InstanceRow,
+    inst: run::Instance,
+    process: Arc<Process>,
+    events: Vec<(i64, String, String, Option<String>)>,
+}
+
+/// New jobs for a step's waits; `None` if a wait needs the one-by-one path.
+fn jobs_for(row: &store::InstanceRow, step: run::Step, now: i64) -> Option<Vec<store::JobRow>> {
+    if !step.cancelled.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(step.waits.len());
+    for w in step.waits {
+        match w {
+            Wait::Job {
+                token,
+                element,
+                task_type,
+                retries,
+                headers,
+                variables,
+                inputs,
+            } => out.push(job_row(
+                row,
+                token,
+                &element,
+                "service",
+                &task_type,
+                retries.max(1) as i64,
+                now,
+                service_payload(row, variables, inputs, headers),
+                now,
+            )),
+            Wait::Timer {
+                token,
+                element,
+                due,
+            } => out.push(job_row(
+                row,
+                token,
+                &element,
+                "timer",
+                "",
+                3,
+                due,
+                serde_json::json!({}),
+                now,
+            )),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Serialises the state without the in-memory history (the history is in `process_events`).
+fn data_of(inst: &run::Instance) -> Result<String> {
+    let mut copy = inst.clone();
+    copy.history.clear();
+    serde_json::to_string(&copy).map_err(corrupt)
+}
+
+impl Engine {
+    /// Starts instances of one definition in `tx`, set-based. `Err(FALLBACK)` when a start
+    /// needs more than jobs and timers.
+    pub(crate) async fn start_batch(
+        &self,
+        tx: &mut Conn,
+        def: &store::DefinitionRow,
+        variables: Vec<serde_json::Value>,
+    ) -> Result<Vec<String>> {
+        let process = self.process(tx, &def.id).await?;
+        let now = now();
+        let mut rows = Vec::with_capacity(variables.len());
+        let mut jobs = Vec::with_capacity(variables.len());
+        let mut events = Vec::with_capacity(variables.len() * 3);
+        for v in variables {
+            let id = uuid::Uuid::now_v7().to_string();
+            let mut inst = run::Instance::default();
+            let step = run::apply(
+                &process,
+                &mut inst,
+                Command::Start {
+                    start: None,
+                    variables: if v.is_null() {
+                        serde_json::json!({})
+                    } else {
+                        v
+                    },
+                },
+                now,
+            )
+            .map_err(run_error)?;
+            let mut row = store::InstanceRow {
+                id: id.clone(),
+                definition_id: def.id.clone(),
+                process_key: def.process_key.clone(),
+                state: if inst.completed {
+                    "completed"
+                } else {
+                    "active"
+                }
+                .into(),
+                data: String::new(),
+                revision: 0,
+                parent_id: None,
+                parent_token: None,
+                chat_id: None,
+                contact_id: None,
+                case_id: None,
+                started_by: None,
+                start_key: None,
+                incidents: 0,
+                started_at: now,
+                updated_at: now,
+                ended_at: inst.completed.then_some(now),
+                events: 0,
+            };
+            let mut ev = vec![(String::new(), "started".to_owned(), Some(def.id.clone()))];
+            ev.extend(
+                inst.history
+                    .iter()
+                    .map(|e| (e.clone(), "completed".to_owned(), None)),
+            );
+            if inst.completed {
+                ev.push((String::new(), "completed".into(), None));
+            }
+            for (element, event, detail) in ev {
+                row.events += 1;
+                events.push((id.clone(), row.events, now, element, event, detail));
+            }
+            jobs.extend(jobs_for(&row, step, now).ok_or_else(fallback)?);
+            row.data = data_of(&inst)?;
+            rows.push(row);
+        }
+        store::insert_instances(tx, &rows).await?;
+        store::insert_events(tx, &events).await?;
+        store::insert_jobs(tx, &jobs).await?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Completes a batch of finished jobs in `tx`, set-based: one fenced delete, one read of
+    /// the instances, the state machine in memory, then one insert of new jobs, one of history
+    /// rows and one update of the instances. `Err(FALLBACK)` (or any error) means: roll back
+    /// and take the one-by-one path.
+    pub(crate) async fn commit_batch_fast(&self, tx: &mut Conn, batch: &[Finished]) -> Result<()> {
+        if batch.iter().any(|f| {
+            !matches!(f.outcome, Outcome::Done(_))
+                || !matches!(f.job.kind.as_str(), "service" | "timer")
+        }) {
+            return Err(fallback());
+        }
+        let ids: Vec<&str> = batch.iter().map(|f| f.job.id.as_str()).collect();
+        let removed: HashMap<String, i64> = store::finish_jobs(tx, self.node(), &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let mut live_jobs = Vec::with_capacity(batch.len());
+        for f in batch {
+            match removed.get(&f.job.id) {
+                Some(a) if *a == f.job.attempt => live_jobs.push(f),
+                // Claimed again by this node since: the fence needs the one-by-one path.
+                Some(_) => return Err(fallback()),
+                None => {
+                    metrics::counter!("ferrydesk_process_stale_completions_total").increment(1);
+                }
+            }
+        }
+        let mut inst_ids: Vec<&str> = live_jobs
+            .iter()
+            .map(|f| f.job.instance_id.as_str())
+            .collect();
+        inst_ids.sort_unstable();
+        inst_ids.dedup();
+        let rows = store::lock_instances(tx, self.desk().store().backend(), &inst_ids).await?;
+        let mut live: HashMap<String, Live> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            if row.state != "active" {
+                continue;
+            }
+            let inst: run::Instance = serde_json::from_str(&row.data).map_err(corrupt)?;
+            let process = self.process(tx, &row.definition_id).await?;
+            live.insert(
+                row.id.clone(),
+                Live {
+                    row,
+                    inst,
+                    process,
+                    events: Vec::new(),
+                },
+            );
+        }
+        let now = now();
+        let mut jobs = Vec::with_capacity(live_jobs.len());
+        for f in live_jobs {
+            let j = &f.job;
+            // The instance ended meanwhile: the completion is moot, as in the one-by-one path.
+            let Some(l) = live.get_mut(&j.instance_id) else {
+                continue;
+            };
+            let token = j.token as u64;
+            let cmd = match &f.outcome {
+                Outcome::Done(_) if j.kind == "timer" => Command::FireTimer { token },
+                Outcome::Done(v) => Command::Complete {
+                    token,
+                    variables: if v.is_object() {
+                        v.clone()
+                    } else {
+                        serde_json::json!({})
+                    },
+                },
+                _ => return Err(fallback()),
+            };
+            let before = l.inst.history.len();
+            let step = match run::apply(&l.process, &mut l.inst, cmd, now) {
+                Ok(s) => s,
+                Err(run::RunError::UnknownToken(_)) | Err(run::RunError::Completed) => continue,
+                Err(e) => return Err(run_error(e)),
+            };
+            if l.inst.completed && l.row.parent_id.is_some() {
+                return Err(fallback());
+            }
+            jobs.extend(jobs_for(&l.row, step, now).ok_or_else(fallback)?);
+            l.events.extend(
+                l.inst.history[before..]
+                    .iter()
+                    .map(|e| (now, e.clone(), "completed".to_owned(), None)),
+            );
+            if l.inst.completed {
+                l.events
+                    .push((now, String::new(), "completed".into(), None));
+            }
+            if j.kind == "timer" {
+                metrics::counter!("ferrydesk_process_timers_fired_total").increment(1);
+            } else {
+                metrics::counter!("ferrydesk_process_jobs_completed_total").increment(1);
+            }
+        }
+        let mut events = Vec::new();
+        let mut updates = Vec::with_capacity(live.len());
+        for (_, mut l) in live {
+            for (at, element, event, detail) in l.events.drain(..) {
+                l.row.events += 1;
+                events.push((l.row.id.clone(), l.row.events, at, element, event, detail));
+            }
+            if l.inst.completed {
+                l.row.state = "completed".into();
+                metrics::counter!("ferrydesk_process_instances_completed_total").increment(1);
+            }
+            if let Some(c) = l.inst.variables.get("caseId").and_then(|v| v.as_str()) {
+                l.row.case_id = Some(c.to_owned());
+            }
+            l.row.data = data_of(&l.inst)?;
+            updates.push(l.row);
+        }
+        store::insert_jobs(tx, &jobs).await?;
+        store::insert_events(tx, &events).await?;
+        let written = store::update_instances(tx, &updates, now).await?;
+        if written != updates.len() as u64 {
+            return Err(Error::conflict(
+                "concurrent_update",
+                "an instance changed concurrently; retry",
+            ));
+        }
+        metrics::counter!("ferrydesk_process_commands_total").increment(updates.len() as u64);
+        Ok(())
+    }
+}

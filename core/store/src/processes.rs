@@ -863,6 +863,13 @@ pub async fn delete_start_timers(conn: &mut Conn, process_key: &str) -> Result<(
 
 // ---- set-based forms for batches of commands (group commit) -------------------------------
 
+/// Parameters per multi-row statement. Fewer statements save round trips to the database
+/// thread, but binding gets slower per parameter as a statement's parameter count grows
+/// (the SQLite driver looks each `$n` up by name), so statements stay around this size.
+const BIND_PARAMS: usize = 128;
+/// Ids per `IN (…)` list.
+const BIND_ROWS_1: usize = 100;
+
 /// `($1,$2,…),($n+1,…)` for `rows` rows of `cols` placeholders, starting after `offset`.
 fn placeholders(rows: usize, cols: usize, offset: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
@@ -886,7 +893,7 @@ fn placeholders(rows: usize, cols: usize, offset: usize) -> String {
 /// caller checks the attempts, the fence).
 pub async fn finish_jobs(conn: &mut Conn, owner: &str, ids: &[&str]) -> Result<Vec<(String, i64)>> {
     let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(200) {
+    for chunk in ids.chunks(BIND_ROWS_1) {
         let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let mut q = sqlx::query_as(AssertSqlSafe(format!(
             "DELETE FROM process_jobs WHERE lock_owner = $1 AND state = 'locked' AND id IN ({}) \
@@ -914,7 +921,7 @@ pub async fn lock_instances(
         Backend::Sqlite => "",
     };
     let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(200) {
+    for chunk in ids.chunks(BIND_ROWS_1) {
         let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
         let mut q = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {INST_COLS} FROM process_instances WHERE id IN ({}) ORDER BY id {lock}",
@@ -930,7 +937,7 @@ pub async fn lock_instances(
 }
 
 pub async fn insert_jobs(conn: &mut Conn, jobs: &[JobRow]) -> Result<()> {
-    for chunk in jobs.chunks(40) {
+    for chunk in jobs.chunks(BIND_PARAMS / 15) {
         let mut q = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO process_jobs (id, instance_id, token, element, kind, task_type, state, \
              retries, due_at, attempt, lock_owner, lock_expires, payload, last_error, created_at) \
@@ -966,7 +973,7 @@ pub async fn insert_events(
     conn: &mut Conn,
     rows: &[(String, i64, i64, String, String, Option<String>)],
 ) -> Result<()> {
-    for chunk in rows.chunks(60) {
+    for chunk in rows.chunks(BIND_PARAMS / 6) {
         let mut q = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO process_events (instance_id, seq, at, element, event, detail) VALUES {}",
             placeholders(chunk.len(), 6, 0)
@@ -986,7 +993,7 @@ pub async fn insert_events(
 }
 
 pub async fn insert_instances(conn: &mut Conn, rows: &[InstanceRow]) -> Result<()> {
-    for chunk in rows.chunks(30) {
+    for chunk in rows.chunks(BIND_PARAMS / 18) {
         let mut q = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO process_instances (id, definition_id, process_key, state, data, revision, \
              parent_id, parent_token, chat_id, contact_id, case_id, started_by, start_key, \
@@ -1023,7 +1030,7 @@ pub async fn insert_instances(conn: &mut Conn, rows: &[InstanceRow]) -> Result<(
 /// returns how many were written.
 pub async fn update_instances(conn: &mut Conn, rows: &[InstanceRow], now: i64) -> Result<u64> {
     let mut n = 0;
-    for chunk in rows.chunks(40) {
+    for chunk in rows.chunks(BIND_PARAMS / 8) {
         let mut q = sqlx::query(AssertSqlSafe(format!(
             "UPDATE process_instances SET state = v.column2, data = v.column3, \
              revision = process_instances.revision + 1, events = v.column4, updated_at = v.column5, \

@@ -5,8 +5,7 @@
 // Env: BASE, ADMIN_USER/ADMIN_PASS, OP_USER/OP_PASS (an operator who has accepted CHAT_ID), CHAT_ID;
 // the client's first message in CHAT_ID is "My parcel arrived broken".
 // Prints "step …" lines, then "plugins ok" (exit 0) or FAIL (exit 1); screenshots go to $SHOTS.
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { launch, requireEnv, shot, shots, signIn as signInAt, step } from "./common.mjs";
 
 const base = process.env.BASE;
 const adminUser = process.env.ADMIN_USER || "admin";
@@ -14,36 +13,11 @@ const adminPass = process.env.ADMIN_PASS;
 const opUser = process.env.OP_USER;
 const opPass = process.env.OP_PASS;
 const chatId = process.env.CHAT_ID;
-const shots = process.env.SHOTS || "artifacts";
-mkdirSync(shots, { recursive: true });
 
-const missing = Object.entries({ BASE: base, ADMIN_PASS: adminPass, OP_USER: opUser, OP_PASS: opPass, CHAT_ID: chatId })
-  .filter(([, v]) => !v)
-  .map(([k]) => k);
-if (missing.length > 0) {
-  console.log(`FAIL missing environment: ${missing.join(", ")}`);
-  process.exit(1);
-}
+requireEnv({ BASE: base, ADMIN_PASS: adminPass, OP_USER: opUser, OP_PASS: opPass, CHAT_ID: chatId });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
-const step = (s) => console.log("step " + s);
-const shot = (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
-
-async function signIn(user, pw) {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(15000);
-  await page.goto(`${base}/login`);
-  await page.getByLabel("Username").fill(user);
-  await page.getByLabel("Password").fill(pw);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByTestId("logout").waitFor();
-  return page;
-}
+const browser = await launch();
+const signIn = (user, pw) => signInAt(browser, base, user, pw);
 
 let ok = false;
 try {

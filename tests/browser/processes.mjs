@@ -8,8 +8,7 @@
 // INSTANCE_ID (a callback instance started from the chat by the operator: its task is TASK_NAME),
 // INCIDENT_INSTANCE_ID (optional: an instance with an open incident that a retry resolves).
 // Prints "step …" lines, then "PASS processes ok" (exit 0) or FAIL (exit 1); screenshots go to $SHOTS.
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { launch, requireEnv, shot, shots, signIn as signInAt, step } from "./common.mjs";
 
 const base = process.env.BASE;
 const adminUser = process.env.ADMIN_USER || "admin";
@@ -23,19 +22,11 @@ const instanceId = process.env.INSTANCE_ID;
 const incidentInstanceId = process.env.INCIDENT_INSTANCE_ID || "";
 const taskName = process.env.TASK_NAME || "Call the client back";
 const subject = "My parcel arrived broken";
-const shots = process.env.SHOTS || "artifacts";
-mkdirSync(shots, { recursive: true });
 
-const missing = Object.entries({
+requireEnv({
   BASE: base, ADMIN_PASS: adminPass, OP_USER: opUser, OP_PASS: opPass, OP_NAME: opName,
   CONTACT_NAME: contactName, CHAT_ID: chatId, INSTANCE_ID: instanceId,
-})
-  .filter(([, v]) => !v)
-  .map(([k]) => k);
-if (missing.length > 0) {
-  console.log(`FAIL missing environment: ${missing.join(", ")}`);
-  process.exit(1);
-}
+});
 
 // A process the engine refuses: script tasks are not supported; the error names the element.
 const BAD_BPMN = `<?xml version="1.0" encoding="UTF-8"?>
@@ -49,25 +40,8 @@ const BAD_BPMN = `<?xml version="1.0" encoding="UTF-8"?>
 </bpmn:definitions>
 `;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
-const step = (s) => console.log("step " + s);
-const shot = (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
-
-async function signIn(user, pw) {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(15000);
-  await page.goto(`${base}/login`);
-  await page.getByLabel("Username").fill(user);
-  await page.getByLabel("Password").fill(pw);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByTestId("logout").waitFor();
-  return page;
-}
+const browser = await launch();
+const signIn = (user, pw) => signInAt(browser, base, user, pw);
 
 /** The first of the locators to become visible, or null after the timeout. */
 async function firstVisible(locators, timeout = 15000) {

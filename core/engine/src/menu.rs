@@ -349,7 +349,7 @@ impl Engine {
         self.settle(&id).await
     }
 
-    /// Waits until the instance has no runnable job left (or the settle time passes).
+    /// Waits until the instance has no service task left to run (or the settle time passes).
     pub async fn settle(&self, id: &str) -> Result<ProcessRun> {
         let deadline = tokio::time::Instant::now() + self.options().settle;
         loop {
@@ -358,11 +358,11 @@ impl Engine {
                 .await?
                 .ok_or(Error::not_found("process instance"))?;
             let jobs = ferrydesk_store::processes::jobs_of_instance(&mut conn, id).await?;
-            let now = crate::now();
-            let runnable = jobs.iter().any(|j| {
-                j.kind == "service"
-                    && (j.state == "locked" || (j.state == "ready" && j.due_at <= now))
-            });
+            // A service task still to run (now, or after a retry's backoff) keeps us waiting;
+            // an incident, a user task, a timer or a message does not.
+            let runnable = jobs
+                .iter()
+                .any(|j| j.kind == "service" && (j.state == "locked" || j.state == "ready"));
             if row.state != "active" || !runnable || tokio::time::Instant::now() >= deadline {
                 let inst: ferrydesk_bpmn::run::Instance =
                     serde_json::from_str(&row.data).map_err(crate::corrupt)?;

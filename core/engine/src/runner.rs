@@ -436,6 +436,7 @@ impl Engine {
             return Ok(());
         }
         metrics::counter!("ferrydesk_process_job_failures_total").increment(1);
+        tracing::warn!(job = %j.id, instance = %j.instance_id, element = %j.element, retries_left = left, error = %message, "process job failed");
         if left == 0 {
             store::insert_incident(
                 tx,

@@ -108,32 +108,7 @@ const INST_COLS: &str = "id, definition_id, process_key, state, data, revision, 
     updated_at, ended_at, events";
 
 pub async fn insert_instance(conn: &mut Conn, i: &InstanceRow) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO process_instances (id, definition_id, process_key, state, data, revision, \
-         parent_id, parent_token, chat_id, contact_id, case_id, started_by, start_key, incidents, \
-         started_at, updated_at, ended_at) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
-    )
-    .bind(&i.id)
-    .bind(&i.definition_id)
-    .bind(&i.process_key)
-    .bind(&i.state)
-    .bind(&i.data)
-    .bind(i.revision)
-    .bind(&i.parent_id)
-    .bind(i.parent_token)
-    .bind(&i.chat_id)
-    .bind(&i.contact_id)
-    .bind(&i.case_id)
-    .bind(&i.started_by)
-    .bind(&i.start_key)
-    .bind(i.incidents)
-    .bind(i.started_at)
-    .bind(i.updated_at)
-    .bind(i.ended_at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    insert_instances(conn, std::slice::from_ref(i)).await
 }
 
 /// An instance, row-locked for the rest of the transaction on PostgreSQL (SQLite's
@@ -376,29 +351,7 @@ const JOB_COLS: &str = "id, instance_id, token, element, kind, task_type, state,
     attempt, lock_owner, lock_expires, payload, last_error, created_at";
 
 pub async fn insert_job(conn: &mut Conn, j: &JobRow) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO process_jobs (id, instance_id, token, element, kind, task_type, state, \
-         retries, due_at, attempt, lock_owner, lock_expires, payload, last_error, created_at) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
-    )
-    .bind(&j.id)
-    .bind(&j.instance_id)
-    .bind(j.token)
-    .bind(&j.element)
-    .bind(&j.kind)
-    .bind(&j.task_type)
-    .bind(&j.state)
-    .bind(j.retries)
-    .bind(j.due_at)
-    .bind(j.attempt)
-    .bind(&j.lock_owner)
-    .bind(j.lock_expires)
-    .bind(&j.payload)
-    .bind(&j.last_error)
-    .bind(j.created_at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    insert_jobs(conn, std::slice::from_ref(j)).await
 }
 
 pub async fn get_job(conn: &mut Conn, id: &str) -> Result<Option<JobRow>> {
@@ -967,12 +920,12 @@ pub async fn insert_jobs(conn: &mut Conn, jobs: &[JobRow]) -> Result<()> {
     Ok(())
 }
 
+/// A history row to insert: instance id, sequence number, time, element, event, detail.
+pub type HistoryRow = (String, i64, i64, String, String, Option<String>);
+
 /// History rows with their sequence numbers already assigned (`events` counters kept by the
 /// caller and written with [`update_instances`]).
-pub async fn insert_events(
-    conn: &mut Conn,
-    rows: &[(String, i64, i64, String, String, Option<String>)],
-) -> Result<()> {
+pub async fn insert_events(conn: &mut Conn, rows: &[HistoryRow]) -> Result<()> {
     for chunk in rows.chunks(BIND_PARAMS / 6) {
         let mut q = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO process_events (instance_id, seq, at, element, event, detail) VALUES {}",

@@ -125,35 +125,13 @@ impl Plugins {
             Err(e) => Err(call_error(plugin, e)),
             Ok(out) => {
                 let writable = &entry.manifest.capabilities.records.write;
-                let mut effects = Vec::new();
-                let mut problem = None;
-                for (i, e) in out.effects.iter().enumerate() {
-                    match e {
-                        Effect::PostMessage { text } => {
-                            effects.push(PluginEffect::PostMessage(text.clone()))
-                        }
-                        Effect::PostNote { text } => {
-                            effects.push(PluginEffect::PostNote(text.clone()))
-                        }
-                        Effect::UpdateRecord { kind, id, fields }
-                            if kind == "contact" && writable.contains(&RecordKind::Contact) =>
-                        {
-                            effects.push(PluginEffect::UpdateContact {
-                                id: ContactId(id.clone()),
-                                fields: fields.clone(),
-                            })
-                        }
-                        Effect::UpdateRecord { kind, .. } | Effect::CreateRecord { kind, .. } => {
-                            problem = Some(Error::invalid(
-                                format!("effects[{i}]"),
-                                format!(
-                                    "plugin `{plugin}` may not write `{kind}` records (its manifest does not declare it, or the kind is not available)"
-                                ),
-                            ));
-                            break;
-                        }
-                    }
-                }
+                let (effects, problem) = match checked_effects(plugin, writable, &out.effects) {
+                    Ok(e) => (e, None),
+                    Err((i, why)) => (
+                        Vec::new(),
+                        Some(Error::invalid(format!("effects[{i}]"), why)),
+                    ),
+                };
                 match problem {
                     Some(e) => Err(e),
                     None => self
@@ -192,6 +170,39 @@ impl Plugins {
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         result
     }
+}
+
+/// An action's effects as the desk applies them, checked against what the manifest may write;
+/// the first effect it may not apply, by index and why.
+fn checked_effects(
+    plugin: &str,
+    writable: &[RecordKind],
+    effects: &[Effect],
+) -> std::result::Result<Vec<PluginEffect>, (usize, String)> {
+    let mut out = Vec::with_capacity(effects.len());
+    for (i, e) in effects.iter().enumerate() {
+        match e {
+            Effect::PostMessage { text } => out.push(PluginEffect::PostMessage(text.clone())),
+            Effect::PostNote { text } => out.push(PluginEffect::PostNote(text.clone())),
+            Effect::UpdateRecord { kind, id, fields }
+                if kind == "contact" && writable.contains(&RecordKind::Contact) =>
+            {
+                out.push(PluginEffect::UpdateContact {
+                    id: ContactId(id.clone()),
+                    fields: fields.clone(),
+                })
+            }
+            Effect::UpdateRecord { kind, .. } | Effect::CreateRecord { kind, .. } => {
+                return Err((
+                    i,
+                    format!(
+                        "plugin `{plugin}` may not write `{kind}` records (its manifest does not declare it, or the kind is not available)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A plugin failure as the operator sees it: which plugin, and what went wrong.
@@ -297,33 +308,11 @@ impl Plugins {
             }
             Err(e) => Err(JobFailure::Failed(format!("plugin `{plugin}`: {e}"))),
             Ok(out) => {
-                let mut effects = Vec::new();
                 let writable = &entry.manifest.capabilities.records.write;
-                let mut problem = None;
-                for (i, e) in out.effects.iter().enumerate() {
-                    match e {
-                        Effect::PostMessage { text } => {
-                            effects.push(PluginEffect::PostMessage(text.clone()))
-                        }
-                        Effect::PostNote { text } => {
-                            effects.push(PluginEffect::PostNote(text.clone()))
-                        }
-                        Effect::UpdateRecord { kind, id, fields }
-                            if kind == "contact" && writable.contains(&RecordKind::Contact) =>
-                        {
-                            effects.push(PluginEffect::UpdateContact {
-                                id: ContactId(id.clone()),
-                                fields: fields.clone(),
-                            })
-                        }
-                        Effect::UpdateRecord { kind, .. } | Effect::CreateRecord { kind, .. } => {
-                            problem = Some(format!(
-                                "effects[{i}]: plugin `{plugin}` may not write `{kind}` records"
-                            ));
-                            break;
-                        }
-                    }
-                }
+                let (effects, problem) = match checked_effects(plugin, writable, &out.effects) {
+                    Ok(e) => (e, None),
+                    Err((i, why)) => (Vec::new(), Some(format!("effects[{i}]: {why}"))),
+                };
                 if let Some(why) = problem {
                     Err(JobFailure::Failed(why))
                 } else if effects.is_empty() {

@@ -4,6 +4,7 @@
 mod auth;
 mod browser;
 mod chats;
+mod duplicates;
 mod ingest;
 mod input;
 mod plugins;

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json as Out, Router};
 use ferrydesk_desk::admin::{
     ChannelInput, ContactInput, ContactView, CreatedChannel, NewUserInput, QueueInput, Settings,
@@ -34,6 +34,12 @@ pub fn router() -> Router<AppState> {
         )
         .route("/contacts", get(search_contacts))
         .route("/contacts/{id}", get(get_contact).put(update_contact))
+        .route("/contacts/{id}/duplicates", get(find_duplicates))
+        .route("/contacts/merge", post(merge_contacts))
+        .route(
+            "/duplicate-rules",
+            get(duplicate_rules).put(put_duplicate_rules),
+        )
 }
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "admin", responses((status = 200, body = Vec<User>)))]
@@ -275,4 +281,45 @@ async fn update_contact(
     Json(c): Json<ContactInput>,
 ) -> ApiResult<Out<Contact>> {
     Ok(Out(s.desk.update_contact(&p, &ContactId(id), c).await?))
+}
+
+/// Likely duplicates of a contact by the enabled rules, with the rule and the reasons (S18).
+#[utoipa::path(get, path = "/api/v1/contacts/{id}/duplicates", operation_id = "find_duplicates", tag = "contacts", responses((status = 200, body = Vec<ferrydesk_desk::duplicates::DuplicateMatch>), (status = 404, body = crate::error::ErrorBody)))]
+async fn find_duplicates(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Vec<ferrydesk_desk::duplicates::DuplicateMatch>>> {
+    Ok(Out(s.desk.find_duplicates(&p, &ContactId(id)).await?))
+}
+
+/// Merges one contact into another in one transaction (S18); the merged contact redirects.
+#[utoipa::path(post, path = "/api/v1/contacts/merge", operation_id = "merge_contacts", tag = "contacts", request_body = ferrydesk_desk::duplicates::MergeInput,
+    responses((status = 200, body = ferrydesk_desk::duplicates::MergeResult), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+async fn merge_contacts(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(input): Json<ferrydesk_desk::duplicates::MergeInput>,
+) -> ApiResult<Out<ferrydesk_desk::duplicates::MergeResult>> {
+    Ok(Out(s.desk.merge_contacts(&p, input).await?))
+}
+
+/// Duplicate rules, in order (the defaults on first use).
+#[utoipa::path(get, path = "/api/v1/duplicate-rules", operation_id = "list_duplicate_rules", tag = "contacts", responses((status = 200, body = Vec<ferrydesk_desk::duplicates::DuplicateRule>)))]
+async fn duplicate_rules(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+) -> ApiResult<Out<Vec<ferrydesk_desk::duplicates::DuplicateRule>>> {
+    Ok(Out(s.desk.duplicate_rules(&p).await?))
+}
+
+/// Replaces the duplicate rules (admins); problems name `rules[i].field`.
+#[utoipa::path(put, path = "/api/v1/duplicate-rules", operation_id = "put_duplicate_rules", tag = "contacts", request_body = Vec<ferrydesk_desk::duplicates::DuplicateRule>,
+    responses((status = 200, body = Vec<ferrydesk_desk::duplicates::DuplicateRule>), (status = 422, body = crate::error::ErrorBody)))]
+async fn put_duplicate_rules(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(rules): Json<Vec<ferrydesk_desk::duplicates::DuplicateRule>>,
+) -> ApiResult<Out<Vec<ferrydesk_desk::duplicates::DuplicateRule>>> {
+    Ok(Out(s.desk.set_duplicate_rules(&p, rules).await?))
 }

@@ -24,6 +24,8 @@ use crate::AppState;
         crate::directory::put_settings, crate::directory::search_templates, crate::directory::create_template,
         crate::directory::update_template, crate::directory::delete_template, crate::directory::search_contacts,
         crate::directory::get_contact, crate::directory::update_contact,
+        crate::directory::find_duplicates, crate::directory::merge_contacts, crate::directory::duplicate_rules,
+        crate::directory::put_duplicate_rules,
         crate::files::upload, crate::files::download,
         crate::channel::inbound, crate::channel::outbound, crate::channel::ack,
         crate::channel::upload, crate::channel::download,

@@ -108,6 +108,8 @@ pub struct Settings {
 pub struct ContactView {
     pub contact: Contact,
     pub timeline: Vec<TimelineEntry>,
+    /// Set when the requested contact was merged into this one (old links keep working).
+    pub redirected_from: Option<ContactId>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -589,6 +591,9 @@ impl Desk {
 
     /// A contact with the timeline of their chats (S24).
     pub async fn contact_view(&self, p: &Principal, id: &ContactId) -> Result<ContactView> {
+        let requested = id.clone();
+        let id = &self.resolve_contact(id).await?;
+        let redirected_from = (id != &requested).then_some(requested);
         let mut conn = self.store().read().await?;
         let contact = contacts::get_contact(&mut conn, id)
             .await?
@@ -634,7 +639,11 @@ impl Desk {
                 TimelineEntry::Chat { at, .. } | TimelineEntry::Case { at, .. } => *at,
             })
         });
-        Ok(ContactView { contact, timeline })
+        Ok(ContactView {
+            contact,
+            timeline,
+            redirected_from,
+        })
     }
 
     pub async fn update_contact(

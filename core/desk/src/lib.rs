@@ -12,6 +12,7 @@ pub mod bus;
 pub mod cases;
 pub mod chats;
 pub mod connectors;
+pub mod duplicates;
 mod error;
 pub mod ingest;
 pub mod plugin_support;
@@ -133,6 +134,27 @@ impl Desk {
             tokio::spawn(ingest::run_writer(desk.clone(), rx));
         }
         tokio::spawn(timers::run(desk.clone(), desk.inner.shutdown.subscribe()));
+        // Contacts stored before duplicate search existed get their keys in the background.
+        let backfill = desk.clone();
+        tokio::spawn(async move {
+            loop {
+                let done = async {
+                    let mut tx = backfill.store().begin().await?;
+                    let n = ferrydesk_store::contacts::backfill_keys(&mut tx, 500).await?;
+                    tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+                    Ok::<_, Error>(n)
+                }
+                .await;
+                match done {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "computing contact keys");
+                        return;
+                    }
+                }
+            }
+        });
         tokio::spawn(connectors::run(
             desk.clone(),
             desk.inner.shutdown.subscribe(),

@@ -4,6 +4,7 @@
 //! the store, the desk services and the HTTP layer.
 
 mod ids;
+pub mod matching;
 mod records;
 mod time_ms;
 

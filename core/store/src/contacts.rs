@@ -1,5 +1,6 @@
 //! Contacts and their channel identities.
 
+use ferrydesk_domain::matching;
 use ferrydesk_domain::*;
 use sqlx::AssertSqlSafe;
 
@@ -16,9 +17,10 @@ pub struct NewContact<'a> {
 }
 
 pub async fn insert_contact(conn: &mut Conn, c: NewContact<'_>) -> Result<()> {
+    let k = Keys::of(c.name, c.email, c.phone);
     sqlx::query(
-        "INSERT INTO contacts (id, name, photo_url, email, phone, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        "INSERT INTO contacts (id, name, photo_url, email, phone, created_at, updated_at, \
+         phone_key, email_key, name_key) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
     )
     .bind(c.id.as_str())
     .bind(c.name)
@@ -26,14 +28,95 @@ pub async fn insert_contact(conn: &mut Conn, c: NewContact<'_>) -> Result<()> {
     .bind(c.email)
     .bind(c.phone)
     .bind(c.now.0)
-    .execute(conn)
+    .bind(&k.phone)
+    .bind(&k.email)
+    .bind(&k.name)
+    .execute(&mut *conn)
     .await?;
+    set_name_tokens(conn, c.id, &k.prefixes).await
+}
+
+/// The country code for phone numbers written without one (Russia; see
+/// [`matching::phone_e164`]).
+pub const DEFAULT_PHONE_COUNTRY: &str = "7";
+
+/// A contact's normalised keys for duplicate search.
+pub struct Keys {
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// 3-letter prefixes of the name's tokens (the blocking keys of fuzzy name matching).
+    pub prefixes: Vec<String>,
+}
+
+impl Keys {
+    pub fn of(name: &str, email: Option<&str>, phone: Option<&str>) -> Keys {
+        let tokens = matching::name_tokens(name);
+        let mut prefixes: Vec<String> = tokens
+            .iter()
+            .filter(|t| t.chars().count() >= 2)
+            .map(|t| t.chars().take(3).collect())
+            .collect();
+        prefixes.sort();
+        prefixes.dedup();
+        Keys {
+            phone: phone.and_then(|p| matching::phone_e164(p, DEFAULT_PHONE_COUNTRY)),
+            email: email.and_then(matching::email_key),
+            name: (!tokens.is_empty()).then(|| tokens.join(" ")),
+            prefixes,
+        }
+    }
+}
+
+async fn set_name_tokens(conn: &mut Conn, id: &ContactId, prefixes: &[String]) -> Result<()> {
+    sqlx::query("DELETE FROM contact_name_tokens WHERE contact_id = $1")
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    for p in prefixes {
+        sqlx::query(
+            "INSERT INTO contact_name_tokens (prefix, contact_id) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(p)
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
+/// Computes the keys of contacts that have none yet (rows from before duplicate search);
+/// returns how many it did. Call until it returns 0.
+pub async fn backfill_keys(conn: &mut Conn, limit: i64) -> Result<usize> {
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, name, email, phone FROM contacts WHERE name_key IS NULL AND name <> '' \
+         AND merged_into IS NULL LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, name, email, phone) in &rows {
+        let k = Keys::of(name, email.as_deref(), phone.as_deref());
+        sqlx::query(
+            "UPDATE contacts SET phone_key = $2, email_key = $3, name_key = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&k.phone)
+        .bind(&k.email)
+        .bind(k.name.as_deref().unwrap_or(" "))
+        .execute(&mut *conn)
+        .await?;
+        set_name_tokens(conn, &ContactId(id.clone()), &k.prefixes).await?;
+    }
+    Ok(rows.len())
+}
+
 pub async fn update_contact(conn: &mut Conn, c: &Contact, now: Ts) -> Result<bool> {
+    let k = Keys::of(&c.name, c.email.as_deref(), c.phone.as_deref());
     let r = sqlx::query(
-        "UPDATE contacts SET name = $2, photo_url = $3, email = $4, phone = $5, updated_at = $6 WHERE id = $1",
+        "UPDATE contacts SET name = $2, photo_url = $3, email = $4, phone = $5, updated_at = $6, \
+         phone_key = $7, email_key = $8, name_key = $9 WHERE id = $1",
     )
     .bind(c.id.as_str())
     .bind(&c.name)
@@ -41,8 +124,12 @@ pub async fn update_contact(conn: &mut Conn, c: &Contact, now: Ts) -> Result<boo
     .bind(c.email.as_deref())
     .bind(c.phone.as_deref())
     .bind(now.0)
-    .execute(conn)
+    .bind(&k.phone)
+    .bind(&k.email)
+    .bind(&k.name)
+    .execute(&mut *conn)
     .await?;
+    set_name_tokens(conn, &c.id, &k.prefixes).await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -142,6 +229,10 @@ pub async fn insert_identity(conn: &mut Conn, i: &Identity) -> Result<bool> {
 }
 
 pub async fn delete_contact(conn: &mut Conn, id: &ContactId) -> Result<()> {
+    sqlx::query("DELETE FROM contact_name_tokens WHERE contact_id = $1")
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM contacts WHERE id = $1")
         .bind(id.as_str())
         .execute(conn)

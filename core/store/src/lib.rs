@@ -11,6 +11,7 @@ pub mod cases;
 pub mod chats;
 pub mod contacts;
 pub mod directory;
+pub mod duplicates;
 pub mod messages;
 pub mod plugins;
 pub mod processes;

@@ -601,6 +601,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/contacts/merge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Merges one contact into another in one transaction (S18); the merged contact redirects. */
+        post: operations["merge_contacts"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/contacts/{id}": {
         parameters: {
             query?: never;
@@ -629,6 +646,41 @@ export interface paths {
         put?: never;
         /** Starts a chat with a contact (S22). */
         post: operations["start_chat"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/contacts/{id}/duplicates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Likely duplicates of a contact by the enabled rules, with the rule and the reasons (S18). */
+        get: operations["find_duplicates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/duplicate-rules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Duplicate rules, in order (the defaults on first use). */
+        get: operations["list_duplicate_rules"];
+        /** Replaces the duplicate rules (admins); problems name `rules[i].field`. */
+        put: operations["put_duplicate_rules"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1663,6 +1715,7 @@ export interface components {
         /** @description A contact with its chats (the timeline, S24). */
         ContactView: {
             contact: components["schemas"]["Contact"];
+            redirected_from?: null | components["schemas"]["ContactId"];
             timeline: components["schemas"]["TimelineEntry"][];
         };
         /** @description A channel as created, with its one-time API token (API channels). */
@@ -1706,6 +1759,21 @@ export interface components {
         Direction: "inbound" | "outbound" | "system";
         Draft: {
             text: string;
+        };
+        /** @description A likely duplicate and why. */
+        DuplicateMatch: {
+            contact: components["schemas"]["Contact"];
+            /** @description One line per condition, e.g. `phone +79123456789 on both`. */
+            reasons: string[];
+            rule: string;
+            rule_id: string;
+        };
+        DuplicateRule: {
+            conditions: components["schemas"]["RuleCondition"][];
+            enabled?: boolean;
+            /** @description Generated when empty. */
+            id?: string;
+            name: string;
         };
         EnableRequest: {
             grant?: null | components["schemas"]["Grant"];
@@ -1865,10 +1933,28 @@ export interface components {
             password: string;
             username: string;
         };
+        /**
+         * @description What a condition compares.
+         * @enum {string}
+         */
+        MatchField: "phone" | "email" | "identity" | "name";
         /** @description The signed-in user and the CSRF token to send as `x-csrf-token` on writes. */
         Me: {
             csrf_token?: string | null;
             user: components["schemas"]["User"];
+        };
+        /** @description Which contact's value each field keeps: `master` (default) or `merged`. */
+        MergeInput: {
+            /** @description `name`, `email`, `phone`, `photo_url` → `master` or `merged`. */
+            fields?: {
+                [key: string]: string;
+            };
+            master_id: components["schemas"]["ContactId"];
+            merged_id: components["schemas"]["ContactId"];
+        };
+        MergeResult: {
+            contact: components["schemas"]["Contact"];
+            merge_id: string;
         };
         /** @description A message in a chat's transcript. */
         Message: {
@@ -2041,6 +2127,17 @@ export interface components {
          * @enum {string}
          */
         RoutingRule: "all_operators" | "available_operator";
+        /** @description One condition of a rule; all of a rule's conditions must hold. */
+        RuleCondition: {
+            field: components["schemas"]["MatchField"];
+            /** @description Names only: similar rather than equal. */
+            fuzzy?: boolean;
+            /**
+             * Format: double
+             * @description Fuzzy names: the least similarity, 0.5–1.0 (default 0.85).
+             */
+            threshold?: number | null;
+        };
         /** @description The Actions menu of a chat: actions of enabled plugins the operator can run here. */
         RunActionRequest: {
             /** @description Validated against the action's `input_schema`. */
@@ -3371,6 +3468,45 @@ export interface operations {
             };
         };
     };
+    merge_contacts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MergeInput"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MergeResult"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     get_contact: {
         parameters: {
             query?: never;
@@ -3438,6 +3574,85 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Chat"];
+                };
+            };
+        };
+    };
+    find_duplicates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicateMatch"][];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_duplicate_rules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicateRule"][];
+                };
+            };
+        };
+    };
+    put_duplicate_rules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DuplicateRule"][];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicateRule"][];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

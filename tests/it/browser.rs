@@ -262,6 +262,69 @@ async fn plugins_in_chromium() -> Result<()> {
     Ok(())
 }
 
+/// Duplicate contacts in Chromium: a messenger client and a widget visitor with the same phone
+/// written two ways; the operator finds the duplicate from the chat's contact card, merges it
+/// keeping the visitor's name, and the merged contact's old page redirects to the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicates_in_chromium() -> Result<()> {
+    if !browser_available()? {
+        return Ok(());
+    }
+    let (_db, server) = setup!(Backend::Sqlite);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let op = &fx.operators[0];
+    op.set_status("active").await?;
+    let m = fx.inbound("d1", "tg-1", "Hello").await?;
+    let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
+    op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+    let visitor = ferrydesk_tests::Visitor::new(&server.base, &fx.widget_key).await?;
+    let sent = visitor.send("Hi").await?;
+    let widget_chat = sent["chat_id"].as_str().unwrap_or_default().to_owned();
+    let contact_of = |v: serde_json::Value| {
+        v["chat"]["contact_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let master = contact_of(op.get(&format!("/api/v1/chats/{chat}")).await?.ok()?);
+    let merged = contact_of(
+        fx.admin
+            .get(&format!("/api/v1/chats/{widget_chat}"))
+            .await?
+            .ok()?,
+    );
+    assert!(!master.is_empty() && !merged.is_empty() && master != merged);
+    op.put(
+        &format!("/api/v1/contacts/{master}"),
+        json!({"name": "Client tg-1", "phone": "+7 912 345-67-89"}),
+    )
+    .await?
+    .ok()?;
+    op.put(
+        &format!("/api/v1/contacts/{merged}"),
+        json!({"name": "Maria Petrova", "phone": "8 912 345 67 89"}),
+    )
+    .await?
+    .ok()?;
+    let verdict = run_script(
+        "duplicates.mjs",
+        &[
+            ("BASE", server.base.as_str()),
+            ("OP_USER", "op0"),
+            ("OP_PASS", ferrydesk_tests::PASSWORD),
+            ("CHAT_ID", chat.as_str()),
+            ("OTHER_NAME", "Maria Petrova"),
+            ("MERGED_ID", merged.as_str()),
+            ("MASTER_ID", master.as_str()),
+        ],
+    )
+    .await?;
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+    Ok(())
+}
+
 /// One service task running the create-case plugin step, tried once: with the plugin disabled
 /// it ends in an incident. With a diagram, so the admin's instance page can draw it.
 const PREPARE_BPMN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>

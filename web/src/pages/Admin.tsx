@@ -9,14 +9,15 @@ import { Settings } from "./admin/Settings";
 import { Plugins } from "./admin/Plugins";
 import { Processes } from "./admin/Processes";
 import { ChatActions } from "./admin/ChatActions";
+import { DuplicateRules } from "./admin/DuplicateRules";
 
-const TABS = ["users", "queues", "channels", "templates", "plugins", "processes", "chat-actions", "settings"] as const;
+const TABS = ["users", "queues", "channels", "templates", "plugins", "processes", "chat-actions", "duplicate-rules", "settings"] as const;
 /** Tabs whose test id is not `admin-nav-<tab>`. */
-const TAB_TESTID: Partial<Record<(typeof TABS)[number], string>> = { processes: "admin-processes", "chat-actions": "admin-chat-actions" };
+const TAB_TESTID: Partial<Record<(typeof TABS)[number], string>> = { processes: "admin-processes", "chat-actions": "admin-chat-actions", "duplicate-rules": "admin-duplicate-rules" };
 
 /**
  * Administration screens (admins only): users, queues, channels, message templates, plugins,
- * processes, the chat Actions menu, settings.
+ * processes, the chat Actions menu, duplicate rules, settings.
  */
 export function Admin({ me }: { me: S["User"] }) {
   const { t } = useTranslation();
@@ -47,6 +48,7 @@ export function Admin({ me }: { me: S["User"] }) {
         <Route path="plugins" element={<Plugins />} />
         <Route path="processes/*" element={<Processes />} />
         <Route path="chat-actions" element={<ChatActions />} />
+        <Route path="duplicate-rules" element={<DuplicateRules />} />
         <Route path="settings" element={<Settings />} />
         <Route path="*" element={<Navigate to="/admin/users" replace />} />
       </Routes>

@@ -3,6 +3,7 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, ApiError, errorText, unwrap, uploadFile, type S } from "../api/client";
+import { FindDuplicates } from "../components/Duplicates";
 import { asSchema, hasFields, SchemaForm, schemaErrorsFrom, type JsonObject, type SchemaErrors } from "../components/SchemaForm";
 
 const PICKER = /(^|\s)\/\/([^\s]*)$/;
@@ -615,11 +616,14 @@ function ContactCard({ chat }: { chat: S["Chat"] }) {
   return (
     <aside className="contact-aside" aria-label={t("card.title")} data-testid="contact-card">
       {c.photo_url && <img src={c.photo_url} alt="" className="avatar" />}
-      <h3>
+      <h3 data-testid="contact-card-name">
         <Link to={`/contacts/${c.id}`}>{c.name}</Link>
       </h3>
       {c.email && <div className="muted">{c.email}</div>}
       {c.phone && <div className="muted">{c.phone}</div>}
+      <div className="toolbar">
+        <FindDuplicates contact={c} />
+      </div>
       <h4>{t("card.identities")}</h4>
       <ul>
         {c.identities.map((i) => (

@@ -1,8 +1,9 @@
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, ApiError, unwrap, type S } from "../api/client";
+import { FindDuplicates } from "../components/Duplicates";
 import "./section.css";
 
 /** A contact: fields, photo, identities, timeline of chats and cases (S23, S24), "Start chat" (S22). */
@@ -11,18 +12,39 @@ export function ContactPage({ me }: { me: S["User"] }) {
   const { t, i18n } = useTranslation();
   const view = useQuery({ queryKey: ["contact", id], queryFn: () => unwrap(api.GET("/api/v1/contacts/{id}", { params: { path: { id } } })) });
   const channels = useQuery({ queryKey: ["channels"], queryFn: () => unwrap(api.GET("/api/v1/channels")) });
+  const navigate = useNavigate();
+  // The merged contact the URL named, kept across the redirect to its master (S18).
+  const [mergedFrom, setMergedFrom] = useState<{ from: string; to: string } | null>(null);
+  // Bumped by a merge that keeps this contact, so the form shows the surviving values.
+  const [merges, setMerges] = useState(0);
+  const master = view.data?.redirected_from ? view.data.contact.id : null;
+  useEffect(() => {
+    if (master && view.data?.redirected_from && master !== id) {
+      setMergedFrom({ from: view.data.redirected_from, to: master });
+      navigate(`/contacts/${master}`, { replace: true });
+    }
+  }, [master, id, view.data, navigate]);
   if (view.isError) return <p className="error" role="alert">{(view.error as Error).message}</p>;
   const c = view.data?.contact;
   if (!c) return <p className="muted">…</p>;
   const channelName = (cid: string) => channels.data?.find((x) => x.id === cid)?.name ?? cid.slice(0, 8);
   const staff = me.role !== "operator";
+  const redirected = view.data?.redirected_from ?? (mergedFrom?.to === c.id ? mergedFrom.from : null);
   return (
-    <section className="page" data-testid="contact-page">
+    <section className="page" data-testid="contact-page" data-contact={c.id}>
+      {redirected && (
+        <p className="note" role="status" data-testid="merged-redirect-note">
+          {t("duplicates.redirected", { name: c.name })}
+        </p>
+      )}
       <div className="contact-card">
         {c.photo_url && <img src={c.photo_url} alt="" />}
         <div>
           <h2>{c.name}</h2>
-          <ContactForm contact={c} />
+          <ContactForm key={`${c.id}:${merges}`} contact={c} />
+          <div className="toolbar">
+            <FindDuplicates contact={c} onMerged={(m) => (m.id !== c.id ? navigate(`/contacts/${m.id}`) : setMerges((n) => n + 1))} />
+          </div>
         </div>
       </div>
       <h3>{t("section.contact.identities")}</h3>

@@ -7,7 +7,7 @@ import { useTranslation } from "react-i18next";
 import type { TFunction } from "i18next";
 import { api, ApiError, unwrap, type S } from "../../api/client";
 import { loc } from "../../components/SchemaForm";
-import { errorMessage, GENERAL, LoadState, useFlash } from "./common";
+import { errorMessage, GENERAL, LoadState, useFlash, RowOrderActions } from "./common";
 import { usePlugins } from "./Plugins";
 import { useQueues } from "./Queues";
 
@@ -231,24 +231,15 @@ function MenuForm({ entries }: { entries: Entry[] }) {
                       <span className="sr-only">{`${n}: ${t("admin.chatActions.enabled")}`}</span>
                     </label>
                   </td>
-                  <td className="row-actions">
-                    <button type="button" onClick={() => move(i, -1)} disabled={i === 0} aria-label={`${n}: ${t("admin.chatActions.up")}`} title={t("admin.chatActions.up")} data-testid="chat-action-up">
-                      ↑
-                    </button>
-                    <button
-                      type="button"
-                      onClick={() => move(i, 1)}
-                      disabled={i === rows.length - 1}
-                      aria-label={`${n}: ${t("admin.chatActions.down")}`}
-                      title={t("admin.chatActions.down")}
-                      data-testid="chat-action-down"
-                    >
-                      ↓
-                    </button>
-                    <button type="button" className="danger" onClick={() => edit(rows.filter((_, j) => j !== i))} aria-label={`${n}: ${t("admin.chatActions.remove")}`} data-testid="chat-action-delete">
-                      {t("admin.chatActions.remove")}
-                    </button>
-                  </td>
+                  <RowOrderActions
+                    index={i}
+                    count={rows.length}
+                    label={n}
+                    texts={{ up: t("admin.chatActions.up"), down: t("admin.chatActions.down"), remove: t("admin.chatActions.remove") }}
+                    testId="chat-action"
+                    onMove={(d) => move(i, d)}
+                    onRemove={() => edit(rows.filter((_, j) => j !== i))}
+                  />
                 </tr>
               );
             })}

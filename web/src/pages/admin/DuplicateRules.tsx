@@ -6,7 +6,7 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import type { TFunction } from "i18next";
 import { api, ApiError, unwrap, type S } from "../../api/client";
-import { errorMessage, LoadState, useFlash } from "./common";
+import { errorMessage, LoadState, useFlash, RowOrderActions } from "./common";
 
 type Rule = S["DuplicateRule"];
 type MatchField = S["MatchField"];
@@ -232,24 +232,15 @@ function RulesForm({ rules }: { rules: Rule[] }) {
                       </div>
                     </div>
                   </td>
-                  <td className="row-actions">
-                    <button type="button" onClick={() => move(i, -1)} disabled={i === 0} aria-label={`${n}: ${t("admin.duplicateRules.up")}`} title={t("admin.duplicateRules.up")} data-testid="duplicate-rule-up">
-                      ↑
-                    </button>
-                    <button
-                      type="button"
-                      onClick={() => move(i, 1)}
-                      disabled={i === rows.length - 1}
-                      aria-label={`${n}: ${t("admin.duplicateRules.down")}`}
-                      title={t("admin.duplicateRules.down")}
-                      data-testid="duplicate-rule-down"
-                    >
-                      ↓
-                    </button>
-                    <button type="button" className="danger" onClick={() => edit(rows.filter((_, j) => j !== i))} aria-label={`${n}: ${t("admin.duplicateRules.remove")}`} data-testid="duplicate-rule-delete">
-                      {t("admin.duplicateRules.remove")}
-                    </button>
-                  </td>
+                  <RowOrderActions
+                    index={i}
+                    count={rows.length}
+                    label={n}
+                    texts={{ up: t("admin.duplicateRules.up"), down: t("admin.duplicateRules.down"), remove: t("admin.duplicateRules.remove") }}
+                    testId="duplicate-rule"
+                    onMove={(d) => move(i, d)}
+                    onRemove={() => edit(rows.filter((_, j) => j !== i))}
+                  />
                 </tr>
               );
             })}

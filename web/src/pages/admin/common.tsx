@@ -313,3 +313,31 @@ export function useFocusFirst(form: { current: HTMLFormElement | null }, enabled
     form.current.querySelector<HTMLElement>("input:not([disabled]),select:not([disabled]),textarea:not([disabled])")?.focus();
   }, [form, enabled]);
 }
+
+/** The ↑ ↓ Remove buttons of a row in an ordered list editor (chat actions, duplicate rules). */
+export function RowOrderActions(props: {
+  index: number;
+  count: number;
+  /** The row's name, for the buttons' accessible labels. */
+  label: string;
+  texts: { up: string; down: string; remove: string };
+  /** Test ids are `${testId}-up`, `-down`, `-delete`. */
+  testId: string;
+  onMove: (delta: -1 | 1) => void;
+  onRemove: () => void;
+}) {
+  const { index, count, label, texts, testId } = props;
+  return (
+    <td className="row-actions">
+      <button type="button" onClick={() => props.onMove(-1)} disabled={index === 0} aria-label={`${label}: ${texts.up}`} title={texts.up} data-testid={`${testId}-up`}>
+        ↑
+      </button>
+      <button type="button" onClick={() => props.onMove(1)} disabled={index === count - 1} aria-label={`${label}: ${texts.down}`} title={texts.down} data-testid={`${testId}-down`}>
+        ↓
+      </button>
+      <button type="button" className="danger" onClick={props.onRemove} aria-label={`${label}: ${texts.remove}`} data-testid={`${testId}-delete`}>
+        {texts.remove}
+      </button>
+    </td>
+  );
+}

@@ -112,7 +112,9 @@
     var url = base.replace(/^http/, "ws") + "/widget/v1/ws?token=" + encodeURIComponent(state.token);
     var ws = new WebSocket(url);
     state.ws = ws;
-    ws.onopen = function () { state.retry = 500; };
+    // Whatever arrived between the transcript load and this subscription (or while the socket
+    // was down) comes with a reload; render() skips what is already shown.
+    ws.onopen = function () { state.retry = 500; load().catch(function () {}); };
     ws.onmessage = function (e) {
       var ev = JSON.parse(e.data);
       if (ev.type === "message_created") render(ev.message);

@@ -14,7 +14,7 @@ use ferrydesk_store::Conn;
 use ferrydesk_store::processes as store;
 
 use crate::runner::{Finished, Outcome};
-use crate::{Engine, corrupt, job_row, now, run_error, service_payload};
+use crate::{Engine, corrupt, job_row, now, run_error, service_payload, stored_state};
 
 /// Why a batch left the set-based path.
 pub(crate) const FALLBACK: &str = "batch_fallback";
@@ -76,13 +76,6 @@ fn jobs_for(row: &store::InstanceRow, step: run::Step, now: i64) -> Option<Vec<s
         }
     }
     Some(out)
-}
-
-/// Serialises the state without the in-memory history (the history is in `process_events`).
-fn data_of(inst: &run::Instance) -> Result<String> {
-    let mut copy = inst.clone();
-    copy.history.clear();
-    serde_json::to_string(&copy).map_err(corrupt)
 }
 
 impl Engine {
@@ -155,7 +148,7 @@ impl Engine {
                 events.push((id.clone(), row.events, now, element, event, detail));
             }
             jobs.extend(jobs_for(&row, step, now).ok_or_else(fallback)?);
-            row.data = data_of(&inst)?;
+            row.data = stored_state(&inst)?;
             rows.push(row);
         }
         store::insert_instances(tx, &rows).await?;
@@ -275,7 +268,7 @@ impl Engine {
             if let Some(c) = l.inst.variables.get("caseId").and_then(|v| v.as_str()) {
                 l.row.case_id = Some(c.to_owned());
             }
-            l.row.data = data_of(&l.inst)?;
+            l.row.data = stored_state(&l.inst)?;
             updates.push(l.row);
         }
         store::insert_jobs(tx, &jobs).await?;

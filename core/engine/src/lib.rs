@@ -676,12 +676,7 @@ impl Engine {
             .get("caseId")
             .and_then(|v| v.as_str())
             .map(str::to_owned);
-        // The history is in `process_events`; the stored state keeps only what runs.
-        let data = {
-            let mut copy = inst.clone();
-            copy.history.clear();
-            serde_json::to_string(&copy).map_err(corrupt)?
-        };
+        let data = stored_state(inst)?;
         // The state is written first: a called instance that completes at once (below) then
         // continues this instance from its stored state.
         if !store::update_instance(tx, id, row.revision, state, &data, case.as_deref(), now).await?
@@ -1195,4 +1190,11 @@ pub(crate) fn service_payload(
         "contact": row.contact_id,
         "started_by": row.started_by,
     })
+}
+
+/// An instance's state as stored: without the in-memory history, which is in `process_events`.
+pub(crate) fn stored_state(inst: &run::Instance) -> Result<String> {
+    let mut copy = inst.clone();
+    copy.history.clear();
+    serde_json::to_string(&copy).map_err(corrupt)
 }

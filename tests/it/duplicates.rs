@@ -8,7 +8,12 @@ use serde_json::{Value, json};
 
 use crate::{on_both_backends, setup};
 
-on_both_backends!(phone_rule_merge_and_redirect, fuzzy_names_and_rules);
+on_both_backends!(
+    phone_rule_merge_and_redirect,
+    fuzzy_names_and_rules,
+    bulk_scan_and_review,
+    merge_is_atomic_under_kill
+);
 
 async fn contact_of_chat(api: &ferrydesk_tests::Api, chat: &str) -> Result<String> {
     let v = api.get(&format!("/api/v1/chats/{chat}")).await?.ok()?;
@@ -227,5 +232,352 @@ async fn fuzzy_names_and_rules(b: Backend) -> Result<()> {
         hit["reasons"][0].as_str().unwrap_or("").contains("alike"),
         "{hit}"
     );
+    Ok(())
+}
+
+async fn enable_all_rules(fx: &Fixture) -> Result<()> {
+    let mut rules = fx.admin.get("/api/v1/duplicate-rules").await?.ok()?;
+    if let Some(list) = rules.as_array_mut() {
+        for r in list.iter_mut() {
+            r["enabled"] = json!(true);
+        }
+    }
+    fx.admin.put("/api/v1/duplicate-rules", rules).await?.ok()?;
+    Ok(())
+}
+
+/// Starts a bulk scan and waits for it to finish.
+async fn scan(fx: &Fixture) -> Result<Value> {
+    let started = fx.admin.post_empty("/api/v1/duplicate-scans").await?;
+    assert_eq!(started.status, 202, "{}", started.text);
+    let id = started.body["id"].as_str().unwrap_or_default().to_owned();
+    for _ in 0..200 {
+        let s = fx
+            .admin
+            .get(&format!("/api/v1/duplicate-scans/{id}"))
+            .await?
+            .ok()?;
+        if s["state"] != "running" {
+            assert_eq!(s["state"], "done", "{s}");
+            return Ok(s);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the scan {id} did not finish")
+}
+
+fn group_with<'a>(groups: &'a Value, a: &str, b: &str) -> Option<&'a Value> {
+    groups["items"].as_array()?.iter().find(|g| {
+        let ids: Vec<&str> = g["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["contact"]["id"].as_str())
+            .collect();
+        ids.contains(&a) && ids.contains(&b)
+    })
+}
+
+async fn bulk_scan_and_review(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let ru = post_as(&fx, "b-1", "s1", "Иванов Иван").await?;
+    let en = post_as(&fx, "b-2", "s2", "Ivan Ivanov").await?;
+    let petrov = post_as(&fx, "b-3", "s3", "Ivan Petrov").await?;
+    let p1 = post_as(&fx, "b-4", "s4", "Maria").await?;
+    let m = fx
+        .channel()
+        .post(
+            "/api/v1/channel/messages",
+            json!({"external_id": "b-5", "sender": {"id": "s5", "name": "M. K."}, "text": "hi"}),
+        )
+        .await?
+        .ok()?;
+    let p2 = m["contact_id"].as_str().unwrap_or_default().to_owned();
+    let p2_chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
+    let alone = post_as(&fx, "b-6", "s6", "Somebody Else").await?;
+    for (id, name, phone) in [
+        (&p1, "Maria", "+7 (912) 000-11-22"),
+        (&p2, "M. K.", "8 912 000 11 22"),
+    ] {
+        fx.admin
+            .put(
+                &format!("/api/v1/contacts/{id}"),
+                json!({"name": name, "phone": phone}),
+            )
+            .await?
+            .ok()?;
+    }
+    enable_all_rules(&fx).await?;
+    // Operators neither start scans nor review groups.
+    let op = &fx.operators[0];
+    assert_eq!(op.post_empty("/api/v1/duplicate-scans").await?.status, 403);
+    assert_eq!(op.get("/api/v1/duplicate-groups").await?.status, 403);
+    // Before any scan: no groups.
+    let none = fx.admin.get("/api/v1/duplicate-groups").await?.ok()?;
+    assert_eq!(
+        (none["total"].as_i64(), &none["scan"]),
+        (Some(0), &Value::Null)
+    );
+
+    let s = scan(&fx).await?;
+    assert_eq!(s["contacts"], 6, "{s}");
+    assert_eq!(s["groups"], 2, "{s}");
+    assert!(s["duration_ms"].as_i64().is_some(), "{s}");
+    let groups = fx
+        .admin
+        .get("/api/v1/duplicate-groups?status=open")
+        .await?
+        .ok()?;
+    assert_eq!(groups["total"], 2, "{groups}");
+    let phone = group_with(&groups, &p1, &p2)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no phone group: {groups}"))?;
+    assert_eq!(phone["rule"], "Same phone");
+    assert_eq!(
+        phone["links"][0]["reasons"][0],
+        "phone +79120001122 on both"
+    );
+    let names = group_with(&groups, &ru, &en)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no name group: {groups}"))?;
+    assert_eq!(names["rule"], "Similar name");
+    assert!(
+        names["links"][0]["reasons"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("alike"),
+        "{names}"
+    );
+    for g in groups["items"].as_array().into_iter().flatten() {
+        let ids = g["members"].to_string();
+        assert!(!ids.contains(&petrov) && !ids.contains(&alone), "{g}");
+    }
+    // Rule order decides the group's order: the phone group first.
+    assert_eq!(groups["items"][0]["id"], phone["id"]);
+    // Bad filter names the parameter.
+    let bad = fx
+        .admin
+        .get("/api/v1/duplicate-groups?status=maybe")
+        .await?;
+    assert_eq!(
+        (bad.status, bad.body["field"].as_str()),
+        (422, Some("status"))
+    );
+
+    // Review: the names are different people; the phones are one person (merged).
+    let gid = names["id"].as_str().unwrap_or_default();
+    let d = fx
+        .admin
+        .post_empty(&format!("/api/v1/duplicate-groups/{gid}/dismiss"))
+        .await?
+        .ok()?;
+    assert_eq!(d["status"], "dismissed");
+    let again = fx
+        .admin
+        .post_empty(&format!("/api/v1/duplicate-groups/{gid}/dismiss"))
+        .await?;
+    assert_eq!((again.status, again.code()), (409, "not_open"));
+    // (Two chats in progress on one channel cannot merge: the second one is finished first.)
+    op.set_status("active").await?;
+    op.post_empty(&format!("/api/v1/chats/{p2_chat}/accept"))
+        .await?
+        .ok()?;
+    op.post_empty(&format!("/api/v1/chats/{p2_chat}/finish"))
+        .await?
+        .ok()?;
+    fx.admin
+        .post(
+            "/api/v1/contacts/merge",
+            json!({"master_id": p1, "merged_id": p2}),
+        )
+        .await?
+        .ok()?;
+    let all = fx.admin.get("/api/v1/duplicate-groups").await?.ok()?;
+    let statuses: Vec<(&str, &str)> = all["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            (
+                g["rule"].as_str().unwrap_or(""),
+                g["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [("Same phone", "resolved"), ("Similar name", "dismissed")]
+    );
+
+    // Another scan while one runs is refused; a scan whose node stopped is taken over.
+    let now = db
+        .scalar_i64("SELECT MAX(started_at) FROM duplicate_scans")
+        .await?;
+    db.exec(&format!(
+        "INSERT INTO duplicate_scans (id, state, started_at, heartbeat_at) \
+         VALUES ('zz-running', 'running', {now}, {})",
+        now + 1_000_000
+    ))
+    .await?;
+    let r = fx.admin.post_empty("/api/v1/duplicate-scans").await?;
+    assert_eq!((r.status, r.code()), (409, "scan_running"));
+    db.exec("UPDATE duplicate_scans SET heartbeat_at = 0 WHERE id = 'zz-running'")
+        .await?;
+    // The next scan: the dismissed pair stays apart, the merged contact is gone.
+    let s = scan(&fx).await?;
+    assert_eq!(
+        (s["contacts"].as_i64(), s["groups"].as_i64()),
+        (Some(5), Some(0)),
+        "{s}"
+    );
+    let stale = fx
+        .admin
+        .get("/api/v1/duplicate-scans/zz-running")
+        .await?
+        .ok()?;
+    assert_eq!(stale["state"], "failed", "{stale}");
+    let latest = fx.admin.get("/api/v1/duplicate-scans/latest").await?.ok()?;
+    assert_eq!(latest["id"], s["id"]);
+    let open = fx.admin.get("/api/v1/duplicate-groups").await?.ok()?;
+    assert_eq!(open["total"], 0, "{open}");
+    Ok(())
+}
+
+/// What a merge touches, as stored: owners of identities and chats, redirects, merge records.
+async fn merge_state(db: &ferrydesk_tests::Db, a: &str, b: &str) -> Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for c in [a, b] {
+        for sql in [
+            "SELECT COUNT(*) FROM contact_identities WHERE contact_id = '{c}'",
+            "SELECT COUNT(*) FROM chats WHERE contact_id = '{c}'",
+            "SELECT COUNT(*) FROM contacts WHERE id = '{c}' AND merged_into IS NOT NULL",
+            "SELECT COUNT(*) FROM contacts WHERE id = '{c}' AND phone_key IS NOT NULL",
+            "SELECT COUNT(*) FROM contact_name_tokens WHERE contact_id = '{c}'",
+        ] {
+            out.push(db.scalar_i64(&sql.replace("{c}", c)).await?);
+        }
+    }
+    out.push(db.scalar_i64("SELECT COUNT(*) FROM contact_merges").await?);
+    Ok(out)
+}
+
+async fn merge_is_atomic_under_kill(b: Backend) -> Result<()> {
+    let Some(db) = ferrydesk_tests::Db::new(b).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let marker = db.dir.path().join("merge-paused");
+    let armed = format!("merge.before_commit={}", marker.display());
+    let mut server =
+        ferrydesk_tests::Server::start_with(&db, &[("FERRYDESK_FAILPOINTS", armed.as_str())])
+            .await?;
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    // One person, two accounts on one channel: two contacts, each with a chat.
+    let first = fx
+        .channel()
+        .post(
+            "/api/v1/channel/messages",
+            json!({"external_id": "k-1", "sender": {"id": "k1", "name": "Olga Smirnova"}, "text": "hi"}),
+        )
+        .await?
+        .ok()?;
+    let (a, chat_a) = (
+        first["contact_id"].as_str().unwrap_or_default().to_owned(),
+        first["chat_id"].as_str().unwrap_or_default().to_owned(),
+    );
+    let second = fx
+        .channel()
+        .post(
+            "/api/v1/channel/messages",
+            json!({"external_id": "k-2", "sender": {"id": "k2", "name": "Ольга Смирнова"}, "text": "hi"}),
+        )
+        .await?
+        .ok()?;
+    let (bid, chat_b) = (
+        second["contact_id"].as_str().unwrap_or_default().to_owned(),
+        second["chat_id"].as_str().unwrap_or_default().to_owned(),
+    );
+    // Both chats in progress on one channel: merging would put two open chats in one window.
+    let r = fx
+        .admin
+        .post(
+            "/api/v1/contacts/merge",
+            json!({"master_id": a, "merged_id": bid}),
+        )
+        .await?;
+    assert_eq!((r.status, r.code()), (409, "open_chats"));
+    let anna = &fx.operators[0];
+    anna.set_status("active").await?;
+    anna.post_empty(&format!("/api/v1/chats/{chat_b}/accept"))
+        .await?
+        .ok()?;
+    anna.post_empty(&format!("/api/v1/chats/{chat_b}/finish"))
+        .await?
+        .ok()?;
+    let before = merge_state(&db, &a, &bid).await?;
+    assert_eq!(before, [1, 1, 0, 0, 2, 1, 1, 0, 0, 2, 0]);
+
+    // The merge stops inside its transaction, after every write; the server is killed there.
+    let admin = fx.admin.clone();
+    let (ma, mb) = (a.clone(), bid.clone());
+    let pending = tokio::spawn(async move {
+        admin
+            .post(
+                "/api/v1/contacts/merge",
+                json!({"master_id": ma, "merged_id": mb, "fields": {"name": "merged"}}),
+            )
+            .await
+    });
+    let mut waited = 0;
+    while !marker.exists() {
+        anyhow::ensure!(waited < 200, "the merge never reached its failpoint");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    server.kill().await;
+    assert!(
+        pending.await?.is_err(),
+        "the killed server answered the merge"
+    );
+    // Restarted (without the failpoint): exactly the state before the merge.
+    let mut server = ferrydesk_tests::Server::start(&db).await?;
+    assert_eq!(merge_state(&db, &a, &bid).await?, before);
+    let admin = server
+        .login("admin", ferrydesk_tests::ADMIN_PASSWORD)
+        .await?;
+    let c = admin.get(&format!("/api/v1/contacts/{bid}")).await?.ok()?;
+    assert_eq!(
+        (c["contact"]["id"].as_str(), &c["redirected_from"]),
+        (Some(bid.as_str()), &Value::Null)
+    );
+
+    // The same merge, not interrupted: the whole merged state.
+    let merged = admin
+        .post(
+            "/api/v1/contacts/merge",
+            json!({"master_id": a, "merged_id": bid, "fields": {"name": "merged"}}),
+        )
+        .await?
+        .ok()?;
+    assert_eq!(merged["contact"]["name"], "Ольга Смирнова");
+    assert_eq!(
+        merge_state(&db, &a, &bid).await?,
+        [2, 2, 0, 0, 2, 0, 0, 1, 0, 0, 1]
+    );
+    // The second account writes again: into the master's open chat on that channel.
+    let again = admin
+        .with_bearer(&fx.api_token)
+        .post(
+            "/api/v1/channel/messages",
+            json!({"external_id": "k-3", "sender": {"id": "k2"}, "text": "me again"}),
+        )
+        .await?
+        .ok()?;
+    assert_eq!(
+        (again["chat_id"].as_str(), again["contact_id"].as_str()),
+        (Some(chat_a.as_str()), Some(a.as_str()))
+    );
+    server.kill().await;
     Ok(())
 }

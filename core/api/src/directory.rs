@@ -40,6 +40,13 @@ pub fn router() -> Router<AppState> {
             "/duplicate-rules",
             get(duplicate_rules).put(put_duplicate_rules),
         )
+        .route("/duplicate-scans", post(start_duplicate_scan))
+        .route("/duplicate-scans/{id}", get(get_duplicate_scan))
+        .route("/duplicate-groups", get(list_duplicate_groups))
+        .route(
+            "/duplicate-groups/{id}/dismiss",
+            post(dismiss_duplicate_group),
+        )
 }
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "admin", responses((status = 200, body = Vec<User>)))]
@@ -322,4 +329,70 @@ async fn put_duplicate_rules(
     Json(rules): Json<Vec<ferrydesk_desk::duplicates::DuplicateRule>>,
 ) -> ApiResult<Out<Vec<ferrydesk_desk::duplicates::DuplicateRule>>> {
     Ok(Out(s.desk.set_duplicate_rules(&p, rules).await?))
+}
+
+/// Starts the bulk duplicate search over all contacts in the background (supervisors and
+/// admins); 409 while one runs. Poll `GET /duplicate-scans/{id}` for its state and figures.
+#[utoipa::path(post, path = "/api/v1/duplicate-scans", operation_id = "start_duplicate_scan", tag = "contacts",
+    responses((status = 202, body = ferrydesk_desk::duplicate_scan::DuplicateScan), (status = 409, body = crate::error::ErrorBody)))]
+async fn start_duplicate_scan(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+) -> ApiResult<(
+    StatusCode,
+    Out<ferrydesk_desk::duplicate_scan::DuplicateScan>,
+)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Out(s.desk.start_duplicate_scan(&p).await?),
+    ))
+}
+
+/// A bulk duplicate search by id, or the newest with `latest`.
+#[utoipa::path(get, path = "/api/v1/duplicate-scans/{id}", operation_id = "get_duplicate_scan", tag = "contacts",
+    responses((status = 200, body = ferrydesk_desk::duplicate_scan::DuplicateScan), (status = 404, body = crate::error::ErrorBody)))]
+async fn get_duplicate_scan(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<ferrydesk_desk::duplicate_scan::DuplicateScan>> {
+    Ok(Out(s.desk.duplicate_scan(&p, &id).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct GroupQuery {
+    /// `open`, `dismissed` or `resolved`; all when absent.
+    status: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// Groups of likely duplicates from the newest finished bulk search, in review order.
+#[utoipa::path(get, path = "/api/v1/duplicate-groups", operation_id = "list_duplicate_groups", tag = "contacts", params(GroupQuery),
+    responses((status = 200, body = ferrydesk_desk::duplicate_scan::DuplicateGroupPage), (status = 422, body = crate::error::ErrorBody)))]
+async fn list_duplicate_groups(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<GroupQuery>,
+) -> ApiResult<Out<ferrydesk_desk::duplicate_scan::DuplicateGroupPage>> {
+    Ok(Out(s
+        .desk
+        .duplicate_groups(
+            &p,
+            q.status.as_deref().filter(|s| !s.is_empty()),
+            q.limit.unwrap_or(20),
+            q.offset.unwrap_or(0),
+        )
+        .await?))
+}
+
+/// Marks a group "not duplicates"; later searches keep its contacts apart.
+#[utoipa::path(post, path = "/api/v1/duplicate-groups/{id}/dismiss", operation_id = "dismiss_duplicate_group", tag = "contacts",
+    responses((status = 200, body = ferrydesk_desk::duplicate_scan::DuplicateGroup), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+async fn dismiss_duplicate_group(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<ferrydesk_desk::duplicate_scan::DuplicateGroup>> {
+    Ok(Out(s.desk.dismiss_duplicate_group(&p, &id).await?))
 }

@@ -131,46 +131,67 @@ fn rule_of(r: store::RuleRow) -> Result<DuplicateRule> {
     })
 }
 
-/// Why `a` and `b` match a rule (a line per condition), or `None`.
-fn evaluate(
+/// A contact as rules compare it: its keys and its name's tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct Subject {
+    pub key: store::KeyRow,
+    pub tokens: Vec<String>,
+}
+
+impl Subject {
+    pub fn new(key: store::KeyRow) -> Subject {
+        // `name_key` is the name's tokens joined by spaces (blank for names without letters).
+        let tokens = key
+            .name_key
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Subject { key, tokens }
+    }
+}
+
+/// Why `a` and `b` match a rule (a line per condition), or `None`. `shared` is an external id
+/// both write from (on channels of one kind), if any.
+pub(crate) fn evaluate(
     rule: &DuplicateRule,
-    a: &store::KeyRow,
-    b: &store::KeyRow,
-    shared: &[String],
+    a: &Subject,
+    b: &Subject,
+    shared: Option<&str>,
 ) -> Option<Vec<String>> {
     let mut reasons = Vec::new();
     for c in &rule.conditions {
         match c.field {
-            MatchField::Phone => match (&a.phone_key, &b.phone_key) {
+            MatchField::Phone => match (&a.key.phone_key, &b.key.phone_key) {
                 (Some(x), Some(y)) if x == y => reasons.push(format!("phone {x} on both")),
                 _ => return None,
             },
-            MatchField::Email => match (&a.email_key, &b.email_key) {
+            MatchField::Email => match (&a.key.email_key, &b.key.email_key) {
                 (Some(x), Some(y)) if x == y => reasons.push(format!("email {x} on both")),
                 _ => return None,
             },
-            MatchField::Identity => match shared.first() {
+            MatchField::Identity => match shared {
                 Some(x) => reasons.push(format!("both write from the account {x}")),
                 None => return None,
             },
             MatchField::Name if c.fuzzy => {
-                let ta = matching::name_tokens(&a.name);
-                let tb = matching::name_tokens(&b.name);
-                let sim = matching::name_similarity(&ta, &tb);
-                if sim >= c.threshold.unwrap_or(0.85) {
+                let sim = matching::name_similarity(&a.tokens, &b.tokens);
+                if sim >= c.threshold.unwrap_or(DEFAULT_THRESHOLD) {
                     reasons.push(format!(
                         "names «{}» and «{}» are {:.0}% alike",
-                        a.name,
-                        b.name,
+                        a.key.name,
+                        b.key.name,
                         sim * 100.0
                     ));
                 } else {
                     return None;
                 }
             }
-            MatchField::Name => match (&a.name_key, &b.name_key) {
+            MatchField::Name => match (&a.key.name_key, &b.key.name_key) {
                 (Some(x), Some(y)) if x == y && !x.trim().is_empty() => {
-                    reasons.push(format!("the same name «{}»", b.name))
+                    reasons.push(format!("the same name «{}»", b.key.name))
                 }
                 _ => return None,
             },
@@ -179,9 +200,16 @@ fn evaluate(
     (!reasons.is_empty()).then_some(reasons)
 }
 
+/// The similarity a fuzzy name condition asks for when the rule does not say.
+pub(crate) const DEFAULT_THRESHOLD: f64 = 0.85;
+
 impl Desk {
     /// The rules, seeding the defaults on first use.
     pub async fn duplicate_rules(&self, _p: &Principal) -> Result<Vec<DuplicateRule>> {
+        self.load_duplicate_rules().await
+    }
+
+    pub(crate) async fn load_duplicate_rules(&self) -> Result<Vec<DuplicateRule>> {
         let mut tx = self.store().begin().await?;
         if store::count_rules(&mut tx).await? == 0 {
             store::replace_rules(&mut tx, &default_rules(Ts::now().0)).await?;
@@ -282,24 +310,29 @@ impl Desk {
         let mut ids = store::candidates(&mut conn, &id, 500).await?;
         ids.push(id.to_string());
         let keys = store::keys_of(&mut conn, &ids).await?;
-        let Some(me) = keys.iter().find(|k| k.id == id.as_str()).cloned() else {
+        let Some(me) = keys
+            .iter()
+            .find(|k| k.id == id.as_str())
+            .cloned()
+            .map(Subject::new)
+        else {
             return Err(Error::not_found("contact"));
         };
         let needs_identity = rules
             .iter()
             .any(|r| r.conditions.iter().any(|c| c.field == MatchField::Identity));
         let mut out = Vec::new();
-        for k in keys.iter().filter(|k| k.id != me.id) {
+        for k in keys.into_iter().filter(|k| k.id != me.key.id) {
             let shared = if needs_identity {
-                store::shared_identities(&mut conn, &me.id, &k.id).await?
+                store::shared_identities(&mut conn, &me.key.id, &k.id).await?
             } else {
                 Vec::new()
             };
-            if let Some((rule, reasons)) = rules
-                .iter()
-                .find_map(|r| evaluate(r, &me, k, &shared).map(|why| (r, why)))
-                && let Some(contact) =
-                    contacts::get_contact(&mut conn, &ContactId(k.id.clone())).await?
+            let other = Subject::new(k);
+            if let Some((rule, reasons)) = rules.iter().find_map(|r| {
+                evaluate(r, &me, &other, shared.first().map(String::as_str)).map(|why| (r, why))
+            }) && let Some(contact) =
+                contacts::get_contact(&mut conn, &ContactId(other.key.id.clone())).await?
             {
                 out.push(DuplicateMatch {
                     contact,
@@ -379,6 +412,7 @@ impl Desk {
         master.photo_url = master.photo_url.or(merged.photo_url.clone());
         contacts::update_contact(&mut tx, &master, now).await?;
         store::move_to_master(&mut tx, &master.id, &merged.id).await?;
+        store::resolve_groups_of(&mut tx, &merged.id, Some(p.id()), now).await?;
         let merge_id = store::insert_merge(
             &mut tx,
             &master.id,
@@ -411,6 +445,7 @@ impl Desk {
         let contact = contacts::get_contact(&mut tx, &master.id)
             .await?
             .ok_or(Error::not_found("contact"))?;
+        crate::failpoint::hit("merge.before_commit").await;
         self.commit(tx, events).await?;
         Ok(MergeResult { merge_id, contact })
     }

@@ -178,7 +178,10 @@ pub fn name_similarity(a: &[String], b: &[String]) -> f64 {
         used[best.1] = true;
         weakest = weakest.min(best.0);
     }
-    let missing = (long.len() - short.len()) as f64 * 0.05;
+    // A missing middle name costs little; a lone first name against a full name costs more
+    // ("Ivan" is not "Ivan Ivanov" at the default threshold).
+    let per_missing = if short.len() >= 2 { 0.05 } else { 0.2 };
+    let missing = (long.len() - short.len()) as f64 * per_missing;
     (weakest - missing).max(0.0)
 }
 
@@ -229,6 +232,7 @@ mod tests {
         assert!(name_similarity(&name_tokens("Юрий Гагарин"), &name_tokens("Yuri Gagarin")) >= 0.8);
         assert!(name_similarity(&name_tokens("Ivan Ivanoff"), &b) >= 0.99);
         assert!(name_similarity(&name_tokens("Ivan I. Ivanov"), &b) >= 0.8);
+        assert!(name_similarity(&name_tokens("Ivan"), &b) < 0.85);
         assert_eq!(name_key("  "), None);
     }
 }

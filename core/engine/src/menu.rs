@@ -354,10 +354,14 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + self.options().settle;
         loop {
             let mut conn = self.desk().store().read().await?;
+            // Jobs first, then the instance: a command changes both in one transaction, so an
+            // instance read after its jobs is at least as new as they are. (The other order
+            // could pair the state before the last job with no jobs left, and answer "still
+            // running, no case" for a process that had just completed.)
+            let jobs = ferrydesk_store::processes::jobs_of_instance(&mut conn, id).await?;
             let row = ferrydesk_store::processes::get_instance(&mut conn, id)
                 .await?
                 .ok_or(Error::not_found("process instance"))?;
-            let jobs = ferrydesk_store::processes::jobs_of_instance(&mut conn, id).await?;
             // A service task still to run (now, or after a retry's backoff) keeps us waiting;
             // an incident, a user task, a timer or a message does not.
             let runnable = jobs

@@ -239,3 +239,48 @@ pub async fn delete_contact(conn: &mut Conn, id: &ContactId) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// Inserts many contacts at once (imports, benchmarks), keys and name tokens included.
+pub async fn insert_contacts_bulk(conn: &mut Conn, cs: &[NewContact<'_>]) -> Result<()> {
+    use crate::processes::{BIND_PARAMS, placeholders};
+    let keyed: Vec<(&NewContact<'_>, Keys)> = cs
+        .iter()
+        .map(|c| (c, Keys::of(c.name, c.email, c.phone)))
+        .collect();
+    for chunk in keyed.chunks(BIND_PARAMS / 10) {
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO contacts (id, name, photo_url, email, phone, created_at, updated_at, \
+             phone_key, email_key, name_key) VALUES {}",
+            crate::processes::placeholders(chunk.len(), 10, 0)
+        )));
+        for (c, k) in chunk {
+            q = q
+                .bind(c.id.as_str())
+                .bind(c.name)
+                .bind(c.photo_url)
+                .bind(c.email)
+                .bind(c.phone)
+                .bind(c.now.0)
+                .bind(c.now.0)
+                .bind(k.phone.clone())
+                .bind(k.email.clone())
+                .bind(k.name.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let tokens: Vec<(&str, &str)> = keyed
+        .iter()
+        .flat_map(|(c, k)| k.prefixes.iter().map(|p| (p.as_str(), c.id.as_str())))
+        .collect();
+    for chunk in tokens.chunks(BIND_PARAMS / 2) {
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO contact_name_tokens (prefix, contact_id) VALUES {} ON CONFLICT DO NOTHING",
+            placeholders(chunk.len(), 2, 0)
+        )));
+        for (p, id) in chunk {
+            q = q.bind(*p).bind(*id);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}

@@ -203,3 +203,413 @@ pub async fn insert_merge(
     .await?;
     Ok(id)
 }
+
+// ---- bulk search: scans, groups for review, dismissed pairs -------------------------------
+
+/// One page of the keys of every live contact, by id (keyset pagination).
+pub async fn keys_page(conn: &mut Conn, after: &str, limit: i64) -> Result<Vec<KeyRow>> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {KEY_COLS} FROM contacts WHERE merged_into IS NULL AND id > $1 \
+         ORDER BY id LIMIT $2"
+    )))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// One page of `(identity id, channel kind, external id, contact id)` for identities whose
+/// external id appears more than once (on any channel), by identity id.
+pub async fn shared_identity_page(
+    conn: &mut Conn,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<(String, String, String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT i.id, ch.kind, i.external_id, i.contact_id FROM contact_identities i \
+         JOIN channels ch ON ch.id = i.channel_id \
+         WHERE i.id > $1 AND i.external_id IN \
+           (SELECT external_id FROM contact_identities GROUP BY external_id HAVING COUNT(*) > 1) \
+         ORDER BY i.id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Every pair a reviewer marked "not duplicates", as `(a, b)` with `a < b`.
+pub async fn dismissed_pairs(conn: &mut Conn) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as("SELECT a, b FROM duplicate_dismissals")
+        .fetch_all(conn)
+        .await?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScanRow {
+    pub id: String,
+    pub state: String,
+    pub started_by: Option<String>,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub finished_at: Option<i64>,
+    pub contacts: i64,
+    pub compared: i64,
+    pub groups_found: i64,
+    pub duration_ms: Option<i64>,
+    /// JSON: per-rule counts, blocks too large to compare.
+    pub stats: String,
+    pub error: Option<String>,
+}
+
+const SCAN_COLS: &str = "id, state, started_by, started_at, heartbeat_at, finished_at, contacts, \
+     compared, groups_found, duration_ms, stats, error";
+
+/// Starts a scan unless one is running: returns `None` when another scan holds the single
+/// running slot. A running scan whose heartbeat is older than `stale_before` (its node
+/// stopped) is marked failed first.
+pub async fn insert_scan(
+    conn: &mut Conn,
+    id: &str,
+    by: Option<&UserId>,
+    now: Ts,
+    stale_before: Ts,
+) -> Result<Option<ScanRow>> {
+    sqlx::query(
+        "UPDATE duplicate_scans SET state = 'failed', finished_at = $1, \
+         error = 'the node running the scan stopped' \
+         WHERE state = 'running' AND heartbeat_at < $2",
+    )
+    .bind(now.0)
+    .bind(stale_before.0)
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query(
+        "INSERT INTO duplicate_scans (id, state, started_by, started_at, heartbeat_at) \
+         VALUES ($1, 'running', $2, $3, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(by.map(|u| u.as_str()))
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    get_scan(conn, id).await
+}
+
+pub async fn get_scan(conn: &mut Conn, id: &str) -> Result<Option<ScanRow>> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {SCAN_COLS} FROM duplicate_scans WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The newest scan, running or not.
+pub async fn latest_scan(conn: &mut Conn) -> Result<Option<ScanRow>> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {SCAN_COLS} FROM duplicate_scans ORDER BY started_at DESC, id DESC LIMIT 1"
+    )))
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The newest finished scan, whose groups are the ones under review.
+pub async fn latest_done_scan(conn: &mut Conn) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM duplicate_scans WHERE state = 'done' \
+         ORDER BY started_at DESC, id DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Keeps a running scan's heartbeat; false when it is no longer running (marked stale).
+pub async fn heartbeat_scan(conn: &mut Conn, id: &str, now: Ts) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE duplicate_scans SET heartbeat_at = $1 WHERE id = $2 AND state = 'running'",
+    )
+    .bind(now.0)
+    .bind(id)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Updates a finished scan's duration and figures (after its groups were written).
+pub async fn set_scan_figures(
+    conn: &mut Conn,
+    id: &str,
+    duration_ms: i64,
+    stats: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE duplicate_scans SET duration_ms = $1, stats = $2 WHERE id = $3")
+        .bind(duration_ms)
+        .bind(stats)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn fail_scan(conn: &mut Conn, id: &str, error: &str, now: Ts) -> Result<()> {
+    sqlx::query(
+        "UPDATE duplicate_scans SET state = 'failed', error = $1, finished_at = $2 \
+         WHERE id = $3 AND state = 'running'",
+    )
+    .bind(error)
+    .bind(now.0)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A group of likely duplicates as a scan stores it.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub id: String,
+    pub rule_id: String,
+    pub rule: String,
+    pub members: Vec<String>,
+    /// JSON array of links (pairs, rule, reasons).
+    pub links: String,
+}
+
+/// Figures a finished scan records.
+#[derive(Debug, Clone)]
+pub struct ScanFinish {
+    pub contacts: i64,
+    pub compared: i64,
+    pub duration_ms: i64,
+    pub stats: String,
+}
+
+/// Finishes a running scan: its groups replace those of earlier scans. Returns false (and
+/// writes nothing) when the scan is no longer running.
+pub async fn finish_scan(
+    conn: &mut Conn,
+    id: &str,
+    groups: &[NewGroup],
+    fin: &ScanFinish,
+    now: Ts,
+) -> Result<bool> {
+    let ok = sqlx::query(
+        "UPDATE duplicate_scans SET state = 'done', finished_at = $1, contacts = $2, \
+         compared = $3, groups_found = $4, duration_ms = $5, stats = $6 \
+         WHERE id = $7 AND state = 'running'",
+    )
+    .bind(now.0)
+    .bind(fin.contacts)
+    .bind(fin.compared)
+    .bind(groups.len() as i64)
+    .bind(fin.duration_ms)
+    .bind(&fin.stats)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !ok {
+        return Ok(false);
+    }
+    sqlx::query(
+        "DELETE FROM duplicate_group_members WHERE group_id IN \
+         (SELECT id FROM duplicate_groups WHERE scan_id <> $1)",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM duplicate_groups WHERE scan_id <> $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    use crate::processes::{BIND_PARAMS, placeholders};
+    let positioned: Vec<(usize, &NewGroup)> = groups.iter().enumerate().collect();
+    for chunk in positioned.chunks(BIND_PARAMS / 7) {
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO duplicate_groups (id, scan_id, position, rule_id, rule, size, links) \
+             VALUES {}",
+            placeholders(chunk.len(), 7, 0)
+        )));
+        for (pos, g) in chunk {
+            q = q
+                .bind(&g.id)
+                .bind(id)
+                .bind(*pos as i64)
+                .bind(&g.rule_id)
+                .bind(&g.rule)
+                .bind(g.members.len() as i64)
+                .bind(&g.links);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let members: Vec<(&str, &str, i64)> = groups
+        .iter()
+        .flat_map(|g| {
+            g.members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (g.id.as_str(), m.as_str(), i as i64))
+        })
+        .collect();
+    for chunk in members.chunks(BIND_PARAMS / 3) {
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO duplicate_group_members (group_id, contact_id, position) VALUES {}",
+            placeholders(chunk.len(), 3, 0)
+        )));
+        for (g, m, i) in chunk {
+            q = q.bind(*g).bind(*m).bind(*i);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(true)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GroupRow {
+    pub id: String,
+    pub scan_id: String,
+    pub position: i64,
+    pub rule_id: String,
+    pub rule: String,
+    pub size: i64,
+    pub links: String,
+    pub status: String,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<i64>,
+}
+
+const GROUP_COLS: &str =
+    "id, scan_id, position, rule_id, rule, size, links, status, reviewed_by, reviewed_at";
+
+/// Groups of a scan, in review order, with the total.
+pub async fn list_groups(
+    conn: &mut Conn,
+    scan: &str,
+    status: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<GroupRow>, i64)> {
+    let total: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM duplicate_groups WHERE scan_id = $1 AND ($2 = '' OR status = $2)",
+    )
+    .bind(scan)
+    .bind(status.unwrap_or(""))
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {GROUP_COLS} FROM duplicate_groups WHERE scan_id = $1 AND ($2 = '' OR status = $2) \
+         ORDER BY position LIMIT $3 OFFSET $4"
+    )))
+    .bind(scan)
+    .bind(status.unwrap_or(""))
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((rows, total))
+}
+
+pub async fn get_group(conn: &mut Conn, id: &str) -> Result<Option<GroupRow>> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {GROUP_COLS} FROM duplicate_groups WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// `(group id, contact id, merged_into)` of the members of the given groups, in order.
+pub async fn group_members(
+    conn: &mut Conn,
+    groups: &[&str],
+) -> Result<Vec<(String, String, Option<String>)>> {
+    let mut out = Vec::new();
+    for chunk in groups.chunks(100) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let mut q = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT m.group_id, m.contact_id, c.merged_into FROM duplicate_group_members m \
+             JOIN contacts c ON c.id = m.contact_id WHERE m.group_id IN ({}) \
+             ORDER BY m.group_id, m.position",
+            list.join(",")
+        )));
+        for g in chunk {
+            q = q.bind(*g);
+        }
+        let rows: Vec<(String, String, Option<String>)> = q.fetch_all(&mut *conn).await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// Marks an open group reviewed (`dismissed`); false when it was not open.
+pub async fn review_group(
+    conn: &mut Conn,
+    id: &str,
+    status: &str,
+    by: &UserId,
+    now: Ts,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE duplicate_groups SET status = $1, reviewed_by = $2, reviewed_at = $3 \
+         WHERE id = $4 AND status = 'open'",
+    )
+    .bind(status)
+    .bind(by.as_str())
+    .bind(now.0)
+    .bind(id)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Remembers pairs as "not duplicates" (each `(a, b)` with `a < b`).
+pub async fn insert_dismissals(
+    conn: &mut Conn,
+    pairs: &[(String, String)],
+    by: &UserId,
+    now: Ts,
+) -> Result<()> {
+    use crate::processes::{BIND_PARAMS, placeholders};
+    for chunk in pairs.chunks(BIND_PARAMS / 4) {
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO duplicate_dismissals (a, b, by_id, at) VALUES {} ON CONFLICT DO NOTHING",
+            placeholders(chunk.len(), 4, 0)
+        )));
+        for (a, b) in chunk {
+            q = q.bind(a).bind(b).bind(by.as_str()).bind(now.0);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// After a merge: open groups that no longer hold two live contacts are resolved. Call inside
+/// the merge's transaction.
+pub async fn resolve_groups_of(
+    conn: &mut Conn,
+    merged: &ContactId,
+    by: Option<&UserId>,
+    now: Ts,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE duplicate_groups SET status = 'resolved', reviewed_at = $2, reviewed_by = $3 \
+         WHERE status = 'open' \
+           AND id IN (SELECT group_id FROM duplicate_group_members WHERE contact_id = $1) \
+           AND (SELECT COUNT(*) FROM duplicate_group_members m \
+                JOIN contacts c ON c.id = m.contact_id \
+                WHERE m.group_id = duplicate_groups.id AND c.merged_into IS NULL) < 2",
+    )
+    .bind(merged.as_str())
+    .bind(now.0)
+    .bind(by.map(|u| u.as_str()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}

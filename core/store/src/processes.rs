@@ -819,12 +819,12 @@ pub async fn delete_start_timers(conn: &mut Conn, process_key: &str) -> Result<(
 /// Parameters per multi-row statement. Fewer statements save round trips to the database
 /// thread, but binding gets slower per parameter as a statement's parameter count grows
 /// (the SQLite driver looks each `$n` up by name), so statements stay around this size.
-const BIND_PARAMS: usize = 128;
+pub(crate) const BIND_PARAMS: usize = 128;
 /// Ids per `IN (…)` list.
 const BIND_ROWS_1: usize = 100;
 
 /// `($1,$2,…),($n+1,…)` for `rows` rows of `cols` placeholders, starting after `offset`.
-fn placeholders(rows: usize, cols: usize, offset: usize) -> String {
+pub(crate) fn placeholders(rows: usize, cols: usize, offset: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {

@@ -669,6 +669,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/duplicate-groups": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Groups of likely duplicates from the newest finished bulk search, in review order. */
+        get: operations["list_duplicate_groups"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/duplicate-groups/{id}/dismiss": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Marks a group "not duplicates"; later searches keep its contacts apart. */
+        post: operations["dismiss_duplicate_group"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/duplicate-rules": {
         parameters: {
             query?: never;
@@ -680,6 +714,43 @@ export interface paths {
         get: operations["list_duplicate_rules"];
         /** Replaces the duplicate rules (admins); problems name `rules[i].field`. */
         put: operations["put_duplicate_rules"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/duplicate-scans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Starts the bulk duplicate search over all contacts in the background (supervisors and
+         *     admins); 409 while one runs. Poll `GET /duplicate-scans/{id}` for its state and figures.
+         */
+        post: operations["start_duplicate_scan"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/duplicate-scans/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A bulk duplicate search by id, or the newest with `latest`. */
+        get: operations["get_duplicate_scan"];
+        put?: never;
         post?: never;
         delete?: never;
         options?: never;
@@ -1760,6 +1831,26 @@ export interface components {
         Draft: {
             text: string;
         };
+        /** @description Likely duplicates of one another, for review. */
+        DuplicateGroup: {
+            id: string;
+            links: components["schemas"]["GroupLink"][];
+            members: components["schemas"]["GroupMember"][];
+            reviewed_at?: null | components["schemas"]["Ts"];
+            reviewed_by?: null | components["schemas"]["UserId"];
+            rule: string;
+            /** @description The first rule (in the admin's order) among the group's links. */
+            rule_id: string;
+            scan_id: string;
+            /** @description `open`; `dismissed` (reviewed: not duplicates); `resolved` (merged down to one contact). */
+            status: string;
+        };
+        DuplicateGroupPage: {
+            items: components["schemas"]["DuplicateGroup"][];
+            scan?: null | components["schemas"]["DuplicateScan"];
+            /** Format: int64 */
+            total: number;
+        };
         /** @description A likely duplicate and why. */
         DuplicateMatch: {
             contact: components["schemas"]["Contact"];
@@ -1774,6 +1865,35 @@ export interface components {
             /** @description Generated when empty. */
             id?: string;
             name: string;
+        };
+        /** @description A scan: running, done or failed, with its figures. */
+        DuplicateScan: {
+            /**
+             * Format: int64
+             * @description Pairs checked against a rule.
+             */
+            compared: number;
+            /**
+             * Format: int64
+             * @description Live contacts read (so far, while running).
+             */
+            contacts: number;
+            /** Format: int64 */
+            duration_ms?: number | null;
+            error?: string | null;
+            finished_at?: null | components["schemas"]["Ts"];
+            /** Format: int64 */
+            groups: number;
+            id: string;
+            started_at: components["schemas"]["Ts"];
+            started_by?: null | components["schemas"]["UserId"];
+            /** @description `running`, `done` or `failed`. */
+            state: string;
+            /**
+             * @description Phase timings (`load_ms`, `match_ms`, `write_ms`), pairs per rule, and blocks too large
+             *     to compare pairwise (`oversized`: rule, key, size).
+             */
+            stats: Record<string, never>;
         };
         EnableRequest: {
             grant?: null | components["schemas"]["Grant"];
@@ -1835,6 +1955,18 @@ export interface components {
             hosts?: string[];
             /** @description Private and loopback addresses (only if the manifest asks for them). */
             private?: boolean;
+        };
+        /** @description Two contacts of a group and why they match. */
+        GroupLink: {
+            a: components["schemas"]["ContactId"];
+            b: components["schemas"]["ContactId"];
+            reasons: string[];
+            rule: string;
+            rule_id: string;
+        };
+        GroupMember: {
+            contact: components["schemas"]["Contact"];
+            merged_into?: null | components["schemas"]["ContactId"];
         };
         HistoryEntry: {
             at: components["schemas"]["Ts"];
@@ -3607,6 +3739,75 @@ export interface operations {
             };
         };
     };
+    list_duplicate_groups: {
+        parameters: {
+            query?: {
+                /** @description `open`, `dismissed` or `resolved`; all when absent. */
+                status?: string | null;
+                limit?: number | null;
+                offset?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicateGroupPage"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    dismiss_duplicate_group: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicateGroup"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_duplicate_rules: {
         parameters: {
             query?: never;
@@ -3648,6 +3849,62 @@ export interface operations {
                 };
             };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    start_duplicate_scan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicateScan"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_duplicate_scan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicateScan"];
+                };
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,0 +1,27 @@
+//! Test-only fault injection. `FERRYDESK_FAILPOINTS="name=PATH,…"` makes the named point
+//! create the file `PATH` and then wait forever, so a test can kill -9 the process exactly
+//! there (e.g. inside a merge's transaction). Unset in production: one environment lookup at
+//! first use, then a check of an empty list.
+
+use std::sync::OnceLock;
+
+fn points() -> &'static [(String, String)] {
+    static POINTS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    POINTS.get_or_init(|| {
+        std::env::var("FERRYDESK_FAILPOINTS")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect()
+    })
+}
+
+/// Stops here for good if the point is armed (after creating its file).
+pub(crate) async fn hit(name: &str) {
+    if let Some((_, path)) = points().iter().find(|(k, _)| k == name) {
+        tracing::warn!(failpoint = name, "failpoint reached; waiting to be killed");
+        let _ = std::fs::write(path, name);
+        std::future::pending::<()>().await;
+    }
+}

@@ -494,6 +494,16 @@ async fn run(backend: &'static str, url: &str, n: usize, sample: usize) -> Resul
         scan.groups,
         st["oversized_blocks"],
     );
+    let per_rule: Vec<String> = st["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| format!("{} {}", r["rule"].as_str().unwrap_or("?"), r["pairs"]))
+        .collect();
+    println!(
+        "  [{backend}] pairs found per rule: {}",
+        per_rule.join(", ")
+    );
     let mut kinds: Vec<_> = found_by_kind.into_iter().collect();
     kinds.sort();
     let kinds: Vec<String> = kinds

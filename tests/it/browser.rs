@@ -325,6 +325,75 @@ async fn duplicates_in_chromium() -> Result<()> {
     Ok(())
 }
 
+/// Bulk duplicate review in Chromium: the admin enables the "Similar name" rule in Admin →
+/// Duplicate rules, runs the search over all contacts from Chats section → Duplicates, dismisses
+/// the «Иванов Иван» / "Ivan Ivanov" group (not "Ivan Petrov") and merges the same-phone pair,
+/// whose group then shows as resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_review_in_chromium() -> Result<()> {
+    if !browser_available()? {
+        return Ok(());
+    }
+    let (_db, server) = setup!(Backend::Sqlite);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let op = &fx.operators[0];
+    op.set_status("active").await?;
+    let mut ids = Vec::new();
+    for (ext, sender, name) in [
+        ("r-1", "s1", "Иванов Иван"),
+        ("r-2", "s2", "Ivan Ivanov"),
+        ("r-3", "s3", "Ivan Petrov"),
+        ("r-4", "s4", "Maria Petrova"),
+        ("r-5", "s5", "M. P."),
+    ] {
+        let m = fx
+            .channel()
+            .post(
+                "/api/v1/channel/messages",
+                json!({"external_id": ext, "sender": {"id": sender, "name": name}, "text": "hi"}),
+            )
+            .await?
+            .ok()?;
+        let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
+        // Finished chats: two contacts with chats in progress on one channel cannot merge.
+        op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+            .await?
+            .ok()?;
+        op.post_empty(&format!("/api/v1/chats/{chat}/finish"))
+            .await?
+            .ok()?;
+        ids.push(m["contact_id"].as_str().unwrap_or_default().to_owned());
+    }
+    for (id, name, phone) in [
+        (&ids[3], "Maria Petrova", "+7 912 000-11-22"),
+        (&ids[4], "M. P.", "8 (912) 000 11 22"),
+    ] {
+        fx.admin
+            .put(
+                &format!("/api/v1/contacts/{id}"),
+                json!({"name": name, "phone": phone}),
+            )
+            .await?
+            .ok()?;
+    }
+    let verdict = run_script(
+        "duplicate-review.mjs",
+        &[
+            ("BASE", server.base.as_str()),
+            ("ADMIN_USER", "admin"),
+            ("ADMIN_PASS", ferrydesk_tests::ADMIN_PASSWORD),
+            ("RU_ID", ids[0].as_str()),
+            ("EN_ID", ids[1].as_str()),
+            ("PETROV_ID", ids[2].as_str()),
+            ("P1_ID", ids[3].as_str()),
+            ("P2_ID", ids[4].as_str()),
+        ],
+    )
+    .await?;
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+    Ok(())
+}
+
 /// One service task running the create-case plugin step, tried once: with the plugin disabled
 /// it ends in an incident. With a diagram, so the admin's instance page can draw it.
 const PREPARE_BPMN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>

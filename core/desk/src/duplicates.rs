@@ -321,18 +321,21 @@ impl Desk {
         let needs_identity = rules
             .iter()
             .any(|r| r.conditions.iter().any(|c| c.field == MatchField::Identity));
+        let mut twins: std::collections::HashMap<String, String> = Default::default();
+        if needs_identity {
+            for (other, ext) in store::identity_twins(&mut conn, &me.key.id).await? {
+                twins.entry(other).or_insert(ext);
+            }
+        }
         let mut out = Vec::new();
         for k in keys.into_iter().filter(|k| k.id != me.key.id) {
-            let shared = if needs_identity {
-                store::shared_identities(&mut conn, &me.key.id, &k.id).await?
-            } else {
-                Vec::new()
-            };
+            let shared = twins.get(&k.id).map(String::as_str);
             let other = Subject::new(k);
-            if let Some((rule, reasons)) = rules.iter().find_map(|r| {
-                evaluate(r, &me, &other, shared.first().map(String::as_str)).map(|why| (r, why))
-            }) && let Some(contact) =
-                contacts::get_contact(&mut conn, &ContactId(other.key.id.clone())).await?
+            if let Some((rule, reasons)) = rules
+                .iter()
+                .find_map(|r| evaluate(r, &me, &other, shared).map(|why| (r, why)))
+                && let Some(contact) =
+                    contacts::get_contact(&mut conn, &ContactId(other.key.id.clone())).await?
             {
                 out.push(DuplicateMatch {
                     contact,

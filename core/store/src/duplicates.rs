@@ -86,7 +86,8 @@ pub async fn keys_of(conn: &mut Conn, ids: &[String]) -> Result<Vec<KeyRow>> {
 }
 
 /// Contacts that may duplicate `id`: the same phone or email key, the same external id on a
-/// channel of the same kind, or a name token with the same 3-letter prefix (at most `limit`).
+/// channel of the same kind, or names sharing two 3-letter token prefixes (one, for a name with
+/// one prefix) — at most `limit`.
 pub async fn candidates(conn: &mut Conn, id: &ContactId, limit: i64) -> Result<Vec<String>> {
     let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT c.id FROM contacts c JOIN contacts me ON me.id = $1 \
@@ -102,7 +103,9 @@ pub async fn candidates(conn: &mut Conn, id: &ContactId, limit: i64) -> Result<V
          UNION \
          SELECT t2.contact_id FROM contact_name_tokens t1 \
            JOIN contact_name_tokens t2 ON t2.prefix = t1.prefix AND t2.contact_id <> t1.contact_id \
-         WHERE t1.contact_id = $1 \
+         WHERE t1.contact_id = $1 GROUP BY t2.contact_id \
+         HAVING COUNT(*) >= (SELECT CASE WHEN COUNT(*) >= 2 THEN 2 ELSE 1 END \
+                             FROM contact_name_tokens WHERE contact_id = $1) \
          LIMIT {}",
         limit.clamp(1, 10_000)
     )))
@@ -112,20 +115,20 @@ pub async fn candidates(conn: &mut Conn, id: &ContactId, limit: i64) -> Result<V
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
-/// Pairs of contacts sharing an external id on channels of the same kind.
-pub async fn shared_identities(conn: &mut Conn, a: &str, b: &str) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT i1.external_id FROM contact_identities i1 \
+/// `(other contact, external id)` for every contact sharing an external id with `id` on a
+/// channel of the same kind.
+pub async fn identity_twins(conn: &mut Conn, id: &str) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT DISTINCT i2.contact_id, i1.external_id FROM contact_identities i1 \
          JOIN channels ch1 ON ch1.id = i1.channel_id \
          JOIN contact_identities i2 ON i2.external_id = i1.external_id \
+           AND i2.contact_id <> i1.contact_id \
          JOIN channels ch2 ON ch2.id = i2.channel_id AND ch2.kind = ch1.kind \
-         WHERE i1.contact_id = $1 AND i2.contact_id = $2",
+         WHERE i1.contact_id = $1 ORDER BY i1.external_id",
     )
-    .bind(a)
-    .bind(b)
+    .bind(id)
     .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
+    .await?)
 }
 
 /// Channels on which both contacts have an unfinished chat (a merge would put two open chats

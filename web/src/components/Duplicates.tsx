@@ -101,7 +101,11 @@ function DuplicatesPanel({ contact, onClose, onMerged }: { contact: S["Contact"]
   );
 }
 
-function MergeDialog({
+/**
+ * Merging `other` into `current` (or the other way round): the master record and, field by field,
+ * which value survives. `onMerged` learns the master and the merged contact's id.
+ */
+export function MergeDialog({
   current,
   other,
   onClose,

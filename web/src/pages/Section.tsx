@@ -4,6 +4,7 @@ import { useTranslation } from "react-i18next";
 import { Link, NavLink, Route, Routes, useParams } from "react-router-dom";
 import { Bar, BarChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
 import { api, unwrap, type S } from "../api/client";
+import { DuplicateReview } from "./DuplicateReview";
 import "./section.css";
 
 /** Names of channels, queues and users by id, for tables. */
@@ -33,10 +34,12 @@ export function Section() {
       <nav className="subnav">
         <NavLink to="/section/chats" end>{t("section.list")}</NavLink>
         <NavLink to="/section/totals" data-testid="nav-totals">{t("section.totals")}</NavLink>
+        <NavLink to="/section/duplicates" data-testid="nav-duplicates">{t("section.duplicates")}</NavLink>
       </nav>
       <Routes>
         <Route path="chats/:id" element={<ChatRecord />} />
         <Route path="totals" element={<Totals />} />
+        <Route path="duplicates" element={<DuplicateReview />} />
         <Route path="*" element={<ChatList />} />
       </Routes>
     </section>

@@ -262,7 +262,7 @@ async fn plugins_in_chromium() -> Result<()> {
     Ok(())
 }
 
-/// Duplicate contacts in Chromium: a messenger client and a widget visitor with the same phone
+/// Duplicate contacts in Chromium: a Telegram client and a widget visitor with the same phone
 /// written two ways; the operator finds the duplicate from the chat's contact card, merges it
 /// keeping the visitor's name, and the merged contact's old page redirects to the master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -270,12 +270,13 @@ async fn duplicates_in_chromium() -> Result<()> {
     if !browser_available()? {
         return Ok(());
     }
-    let (_db, server) = setup!(Backend::Sqlite);
+    let (db, server) = setup!(Backend::Sqlite);
     let fx = Fixture::new(&server, FixtureOptions::default()).await?;
     let op = &fx.operators[0];
     op.set_status("active").await?;
-    let m = fx.inbound("d1", "tg-1", "Hello").await?;
-    let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
+    // A Telegram client, through the Telegram connector plugin on a fake Bot API.
+    let tg = ferrydesk_tests::fakes::FakeTelegram::start(crate::plugins::TOKEN).await?;
+    let chat = crate::plugins::telegram_client_chat(&fx, &db, &tg, "Hello").await?;
     op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
         .await?
         .ok()?;
@@ -298,7 +299,7 @@ async fn duplicates_in_chromium() -> Result<()> {
     assert!(!master.is_empty() && !merged.is_empty() && master != merged);
     op.put(
         &format!("/api/v1/contacts/{master}"),
-        json!({"name": "Client tg-1", "phone": "+7 912 345-67-89"}),
+        json!({"name": "Ivan Petrov", "phone": "+7 912 345-67-89"}),
     )
     .await?
     .ok()?;

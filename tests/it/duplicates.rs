@@ -28,11 +28,10 @@ async fn phone_rule_merge_and_redirect(b: Backend) -> Result<()> {
     let fx = Fixture::new(&server, FixtureOptions::default()).await?;
     let anna = &fx.operators[0];
     anna.set_status("active").await?;
-    // A client of the API channel (a messenger) and a widget visitor: two contacts.
-    let m = fx
-        .inbound("d-1", "tg-42", "Hello from the messenger")
-        .await?;
-    let chat_a = m["chat_id"].as_str().unwrap_or_default().to_owned();
+    // A Telegram client (through the Telegram connector plugin, on a fake Bot API) and a
+    // widget visitor: two contacts.
+    let tg = ferrydesk_tests::fakes::FakeTelegram::start(crate::plugins::TOKEN).await?;
+    let chat_a = crate::plugins::telegram_client_chat(&fx, &db, &tg, "Hello from Telegram").await?;
     anna.post_empty(&format!("/api/v1/chats/{chat_a}/accept"))
         .await?
         .ok()?;
@@ -47,7 +46,7 @@ async fn phone_rule_merge_and_redirect(b: Backend) -> Result<()> {
     // The same phone, written two ways.
     anna.put(
         &format!("/api/v1/contacts/{a}"),
-        json!({"name": "Client tg-42", "phone": "+7 (912) 345-67-89"}),
+        json!({"name": "Ivan Petrov", "phone": "+7 (912) 345-67-89"}),
     )
     .await?
     .ok()?;

@@ -20,7 +20,7 @@ on_both_backends!(
     actions_macros_and_sandbox
 );
 
-const TOKEN: &str = "123456:TEST-token_x";
+pub(crate) const TOKEN: &str = "123456:TEST-token_x";
 const HOOK_SECRET: &str = "s3cret-hook";
 /// The start of a JPEG (enough for content sniffing).
 const JPEG: &[u8] = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xdb";
@@ -44,7 +44,7 @@ pub async fn install(admin: &Api, name: &str) -> Result<Value> {
         .ok()
 }
 
-async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F) -> Result<()>
+pub(crate) async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -61,7 +61,7 @@ where
     }
 }
 
-fn update(id: i64, message_id: i64, extra: Value) -> Value {
+pub(crate) fn update(id: i64, message_id: i64, extra: Value) -> Value {
     let mut m = json!({
         "message_id": message_id,
         "from": {"id": 777, "is_bot": false, "first_name": "Ivan", "last_name": "Petrov", "username": "ivanp"},
@@ -76,7 +76,11 @@ fn update(id: i64, message_id: i64, extra: Value) -> Value {
     json!({"update_id": id, "message": m})
 }
 
-async fn telegram_channel(fx: &Fixture, tg: &FakeTelegram, mode: &str) -> Result<String> {
+pub(crate) async fn telegram_channel(
+    fx: &Fixture,
+    tg: &FakeTelegram,
+    mode: &str,
+) -> Result<String> {
     install(&fx.admin, "telegram").await?;
     // The admin grants the official API and the configured Bot API server, which is on
     // loopback here (hence private addresses).
@@ -323,6 +327,31 @@ async fn telegram_webhook(b: Backend) -> Result<()> {
     }
     assert_eq!(tg.lock().unauthorized, 0);
     Ok(())
+}
+
+/// A Telegram client (Ivan Petrov, id 777) writing to a polling Telegram channel on a fake Bot
+/// API: returns the chat once the message is stored.
+pub(crate) async fn telegram_client_chat(
+    fx: &Fixture,
+    db: &ferrydesk_tests::Db,
+    tg: &FakeTelegram,
+    text: &str,
+) -> Result<String> {
+    telegram_channel(fx, tg, "polling").await?;
+    tg.push_update(update(7001, 31, json!({ "text": text })));
+    eventually("the Telegram message is stored", 30, || async {
+        Ok(db
+            .scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id = '777:31'")
+            .await?
+            == 1)
+    })
+    .await?;
+    let mut c = db.sql().await?;
+    let chat: String =
+        sqlx::query_scalar("SELECT chat_id FROM messages WHERE external_id = '777:31'")
+            .fetch_one(&mut c)
+            .await?;
+    Ok(chat)
 }
 
 async fn telegram_polling(b: Backend) -> Result<()> {

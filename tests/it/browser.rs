@@ -347,14 +347,7 @@ async fn duplicate_review_in_chromium() -> Result<()> {
         ("r-4", "s4", "Maria Petrova"),
         ("r-5", "s5", "M. P."),
     ] {
-        let m = fx
-            .channel()
-            .post(
-                "/api/v1/channel/messages",
-                json!({"external_id": ext, "sender": {"id": sender, "name": name}, "text": "hi"}),
-            )
-            .await?
-            .ok()?;
+        let m = fx.inbound_from(ext, sender, name, "hi").await?;
         let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
         // Finished chats: two contacts with chats in progress on one channel cannot merge.
         op.post_empty(&format!("/api/v1/chats/{chat}/accept"))

@@ -141,14 +141,7 @@ async fn phone_rule_merge_and_redirect(b: Backend) -> Result<()> {
 }
 
 async fn post_as(fx: &Fixture, ext: &str, sender: &str, name: &str) -> Result<String> {
-    let m = fx
-        .channel()
-        .post(
-            "/api/v1/channel/messages",
-            json!({"external_id": ext, "sender": {"id": sender, "name": name}, "text": "hi"}),
-        )
-        .await?
-        .ok()?;
+    let m = fx.inbound_from(ext, sender, name, "hi").await?;
     Ok(m["contact_id"].as_str().unwrap_or_default().to_owned())
 }
 
@@ -284,14 +277,7 @@ async fn bulk_scan_and_review(b: Backend) -> Result<()> {
     let en = post_as(&fx, "b-2", "s2", "Ivan Ivanov").await?;
     let petrov = post_as(&fx, "b-3", "s3", "Ivan Petrov").await?;
     let p1 = post_as(&fx, "b-4", "s4", "Maria").await?;
-    let m = fx
-        .channel()
-        .post(
-            "/api/v1/channel/messages",
-            json!({"external_id": "b-5", "sender": {"id": "s5", "name": "M. K."}, "text": "hi"}),
-        )
-        .await?
-        .ok()?;
+    let m = fx.inbound_from("b-5", "s5", "M. K.", "hi").await?;
     let p2 = m["contact_id"].as_str().unwrap_or_default().to_owned();
     let p2_chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
     let alone = post_as(&fx, "b-6", "s6", "Somebody Else").await?;
@@ -473,26 +459,12 @@ async fn merge_is_atomic_under_kill(b: Backend) -> Result<()> {
             .await?;
     let fx = Fixture::new(&server, FixtureOptions::default()).await?;
     // One person, two accounts on one channel: two contacts, each with a chat.
-    let first = fx
-        .channel()
-        .post(
-            "/api/v1/channel/messages",
-            json!({"external_id": "k-1", "sender": {"id": "k1", "name": "Olga Smirnova"}, "text": "hi"}),
-        )
-        .await?
-        .ok()?;
+    let first = fx.inbound_from("k-1", "k1", "Olga Smirnova", "hi").await?;
     let (a, chat_a) = (
         first["contact_id"].as_str().unwrap_or_default().to_owned(),
         first["chat_id"].as_str().unwrap_or_default().to_owned(),
     );
-    let second = fx
-        .channel()
-        .post(
-            "/api/v1/channel/messages",
-            json!({"external_id": "k-2", "sender": {"id": "k2", "name": "Ольга Смирнова"}, "text": "hi"}),
-        )
-        .await?
-        .ok()?;
+    let second = fx.inbound_from("k-2", "k2", "Ольга Смирнова", "hi").await?;
     let (bid, chat_b) = (
         second["contact_id"].as_str().unwrap_or_default().to_owned(),
         second["chat_id"].as_str().unwrap_or_default().to_owned(),

@@ -614,12 +614,28 @@ impl Fixture {
         self.admin.with_bearer(&self.api_token)
     }
 
-    /// Posts a client message through the API channel.
-    pub async fn inbound(&self, external_id: &str, sender: &str, text: &str) -> Result<Value> {
+    /// A message from `sender` named `name` on the API channel; answers the stored message
+    /// (`message_id`, `chat_id`, `contact_id`, …).
+    pub async fn inbound_from(
+        &self,
+        external_id: &str,
+        sender: &str,
+        name: &str,
+        text: &str,
+    ) -> Result<Value> {
         self.channel()
-            .post("/api/v1/channel/messages", json!({"external_id": external_id, "sender": {"id": sender, "name": format!("Client {sender}")}, "text": text}))
+            .post(
+                "/api/v1/channel/messages",
+                json!({"external_id": external_id, "sender": {"id": sender, "name": name}, "text": text}),
+            )
             .await?
             .ok()
+    }
+
+    /// Posts a client message through the API channel (the sender named `Client <sender>`).
+    pub async fn inbound(&self, external_id: &str, sender: &str, text: &str) -> Result<Value> {
+        self.inbound_from(external_id, sender, &format!("Client {sender}"), text)
+            .await
     }
 }
 

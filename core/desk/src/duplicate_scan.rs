@@ -230,6 +230,29 @@ pub(crate) fn match_all(
             v.sort_by(|x, y| x.0.cmp(&y.0));
             v
         };
+        // Checks one pair under this rule; true when it was linked.
+        let mut try_pair = |x: u32, y: u32, out: &mut Matched| -> bool {
+            let pair = (x.min(y), x.max(y));
+            if linked.contains(&pair) || dismissed.contains(&pair) {
+                return false;
+            }
+            out.compared += 1;
+            let share = shared_of(pair.0, pair.1);
+            let a = &subjects[pair.0 as usize];
+            let b = &subjects[pair.1 as usize];
+            let Some(reasons) = evaluate(rule, a, b, share) else {
+                return false;
+            };
+            linked.insert(pair);
+            out.per_rule[ri] += 1;
+            out.links.push(Link {
+                a: pair.0,
+                b: pair.1,
+                rule: ri,
+                reasons,
+            });
+            true
+        };
         // One exact condition: every pair of a block matches, so a chain links the block.
         let chain = rule.conditions.len() == 1 && !rule.conditions[0].fuzzy;
         for (key, members) in blocks {
@@ -237,58 +260,17 @@ pub(crate) fn match_all(
                 for (pos, &m) in members.iter().enumerate().skip(1) {
                     // Link to the first earlier member not dismissed with this one.
                     for &earlier in &members[..pos] {
-                        let pair = (earlier.min(m), earlier.max(m));
-                        if dismissed.contains(&pair) || linked.contains(&pair) {
-                            continue;
-                        }
-                        out.compared += 1;
-                        let share = shared_of(pair.0, pair.1);
-                        if let Some(reasons) = evaluate(
-                            rule,
-                            &subjects[pair.0 as usize],
-                            &subjects[pair.1 as usize],
-                            share,
-                        ) {
-                            linked.insert(pair);
-                            out.per_rule[ri] += 1;
-                            out.links.push(Link {
-                                a: pair.0,
-                                b: pair.1,
-                                rule: ri,
-                                reasons,
-                            });
+                        if try_pair(earlier, m, &mut out) {
                             break;
                         }
                     }
                 }
-                continue;
-            }
-            if members.len() > MAX_PAIRWISE_BLOCK {
+            } else if members.len() > MAX_PAIRWISE_BLOCK {
                 out.oversized.push((ri, key, members.len()));
-                continue;
-            }
-            for (pos, &x) in members.iter().enumerate() {
-                for &y in &members[pos + 1..] {
-                    let pair = (x.min(y), x.max(y));
-                    if linked.contains(&pair) || dismissed.contains(&pair) {
-                        continue;
-                    }
-                    out.compared += 1;
-                    let share = shared_of(pair.0, pair.1);
-                    if let Some(reasons) = evaluate(
-                        rule,
-                        &subjects[pair.0 as usize],
-                        &subjects[pair.1 as usize],
-                        share,
-                    ) {
-                        linked.insert(pair);
-                        out.per_rule[ri] += 1;
-                        out.links.push(Link {
-                            a: pair.0,
-                            b: pair.1,
-                            rule: ri,
-                            reasons,
-                        });
+            } else {
+                for (pos, &x) in members.iter().enumerate() {
+                    for &y in &members[pos + 1..] {
+                        try_pair(x, y, &mut out);
                     }
                 }
             }

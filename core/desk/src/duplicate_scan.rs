@@ -11,9 +11,10 @@
 //! - pairs join into groups (connected components).
 //!
 //! A rule with a single exact condition matches every pair of its block, so the block is
-//! linked as a chain without pairwise work; other blocks are compared pairwise up to
-//! [`MAX_PAIRWISE_BLOCK`] members, and larger ones are counted in the scan's figures instead
-//! (they are names or keys so common that pairwise review would be noise).
+//! linked as a chain (around dismissed pairs) without pairwise work; other blocks are compared
+//! pairwise. Blocks of more than [`MAX_PAIRWISE_BLOCK`] contacts are counted in the scan's
+//! figures instead (a placeholder phone, an office email, a very common name: keys so common
+//! that a group of them would be noise).
 //!
 //! The groups replace those of the previous scan in one transaction. One scan runs at a time
 //! across all nodes (a unique index on the running state); a node that stops mid-scan leaves
@@ -32,6 +33,8 @@ use crate::{Desk, Error, Principal, Result};
 
 /// Blocks larger than this are not compared pairwise (see the module documentation).
 pub const MAX_PAIRWISE_BLOCK: usize = 400;
+/// Groups up to this size are dismissed pair by pair; larger ones by their links.
+const DISMISS_ALL_PAIRS: usize = 50;
 /// Contacts read per query.
 const PAGE: i64 = 20_000;
 /// A running scan's heartbeat interval, and the age after which it counts as stopped.
@@ -61,9 +64,20 @@ pub struct DuplicateScan {
 }
 
 fn scan_of(r: store::ScanRow) -> DuplicateScan {
+    // A running scan whose heartbeat stopped (its node died) is shown as what it is: failed.
+    // The next start takes its slot over (`store::insert_scan`).
+    let stale = r.state == "running" && r.heartbeat_at < Ts::now().0 - STALE.as_millis() as i64;
+    let (state, error) = if stale {
+        (
+            "failed".to_owned(),
+            Some("the node running the scan stopped".to_owned()),
+        )
+    } else {
+        (r.state, r.error)
+    };
     DuplicateScan {
         id: r.id,
-        state: r.state,
+        state,
         started_by: r.started_by.map(UserId),
         started_at: Ts(r.started_at),
         finished_at: r.finished_at.map(Ts),
@@ -72,7 +86,7 @@ fn scan_of(r: store::ScanRow) -> DuplicateScan {
         groups: r.groups_found,
         duration_ms: r.duration_ms,
         stats: serde_json::from_str(&r.stats).unwrap_or_default(),
-        error: r.error,
+        error,
     }
 }
 
@@ -169,6 +183,15 @@ fn name_blocks(tokens: &[String]) -> Vec<String> {
     }
 }
 
+/// The representative of `x` in a small union-find.
+fn root(part: &mut [usize], mut x: usize) -> usize {
+    while part[x] != x {
+        part[x] = part[part[x]];
+        x = part[x];
+    }
+    x
+}
+
 /// Applies the rules (in order) to every subject; see the module documentation.
 pub(crate) fn match_all(
     subjects: &[Subject],
@@ -230,10 +253,16 @@ pub(crate) fn match_all(
             v.sort_by(|x, y| x.0.cmp(&y.0));
             v
         };
-        // Checks one pair under this rule; true when it was linked.
+        // Pairs already checked under this rule (a pair can share several fuzzy blocks).
+        let mut seen: HashSet<(u32, u32)> = HashSet::new();
+        // Checks one pair under this rule; true when the two are linked (now or by an earlier
+        // rule).
         let mut try_pair = |x: u32, y: u32, out: &mut Matched| -> bool {
             let pair = (x.min(y), x.max(y));
-            if linked.contains(&pair) || dismissed.contains(&pair) {
+            if linked.contains(&pair) {
+                return true;
+            }
+            if dismissed.contains(&pair) || !seen.insert(pair) {
                 return false;
             }
             out.compared += 1;
@@ -253,20 +282,23 @@ pub(crate) fn match_all(
             });
             true
         };
-        // One exact condition: every pair of a block matches, so a chain links the block.
+        // One exact condition: every pair of a block matches, so linking each member to one
+        // member of every earlier part of the block it is not yet joined to connects the
+        // block with few links (a chain when nothing was dismissed).
         let chain = rule.conditions.len() == 1 && !rule.conditions[0].fuzzy;
         for (key, members) in blocks {
-            if chain {
-                for (pos, &m) in members.iter().enumerate().skip(1) {
-                    // Link to the first earlier member not dismissed with this one.
-                    for &earlier in &members[..pos] {
-                        if try_pair(earlier, m, &mut out) {
-                            break;
+            if members.len() > MAX_PAIRWISE_BLOCK {
+                out.oversized.push((ri, key, members.len()));
+            } else if chain {
+                let mut part: Vec<usize> = (0..members.len()).collect();
+                for pos in 1..members.len() {
+                    for earlier in 0..pos {
+                        let (pe, pp) = (root(&mut part, earlier), root(&mut part, pos));
+                        if pe != pp && try_pair(members[earlier], members[pos], &mut out) {
+                            part[pe.max(pp)] = pe.min(pp);
                         }
                     }
                 }
-            } else if members.len() > MAX_PAIRWISE_BLOCK {
-                out.oversized.push((ri, key, members.len()));
             } else {
                 for (pos, &x) in members.iter().enumerate() {
                     for &y in &members[pos + 1..] {
@@ -297,11 +329,12 @@ pub(crate) fn groups_of(n: usize, links: Vec<Link>) -> Vec<(Vec<u32>, Vec<Link>)
         }
     }
     let mut by_root: HashMap<u32, (Vec<u32>, Vec<Link>)> = HashMap::new();
+    let mut placed = vec![false; n];
     for l in links {
         let r = find(&mut parent, l.a);
         let g = by_root.entry(r).or_default();
         for m in [l.a, l.b] {
-            if !g.0.contains(&m) {
+            if !std::mem::replace(&mut placed[m as usize], true) {
                 g.0.push(m);
             }
         }
@@ -330,12 +363,29 @@ impl Desk {
         let desk = self.clone();
         let id = scan.id.clone();
         tokio::spawn(async move {
-            if let Err(e) = desk.run_duplicate_scan(&id).await {
-                tracing::warn!(scan = %id, error = %e, "duplicate scan failed");
-                if let Ok(mut tx) = desk.store().begin().await {
-                    let _ = store::fail_scan(&mut tx, &id, &e.to_string(), Ts::now()).await;
-                    let _ = tx.commit().await;
+            // The scan in its own task, so that a panic is recorded as a failure too.
+            let run = {
+                let (desk, id) = (desk.clone(), id.clone());
+                tokio::spawn(async move { desk.run_duplicate_scan(&id).await })
+            };
+            let failure = match run.await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("the scan stopped unexpectedly: {e}"),
+            };
+            tracing::warn!(scan = %id, error = %failure, "duplicate scan failed");
+            for _ in 0..3 {
+                let recorded = async {
+                    let mut tx = desk.store().begin().await?;
+                    store::fail_scan(&mut tx, &id, &failure, Ts::now()).await?;
+                    tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+                    Ok::<_, Error>(())
                 }
+                .await;
+                if recorded.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         Ok(scan)
@@ -366,8 +416,15 @@ impl Desk {
             .into_iter()
             .filter(|r| r.enabled)
             .collect();
-        // Keep the heartbeat while the scan runs.
-        let beat = {
+        // Keep the heartbeat while the scan runs; dropping the guard (return, error, panic,
+        // cancellation) stops it, so a dead scan's heartbeat goes stale.
+        struct Beat(tokio::task::JoinHandle<()>);
+        impl Drop for Beat {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _beat = Beat({
             let desk = self.clone();
             let id = id.to_owned();
             tokio::spawn(async move {
@@ -379,10 +436,8 @@ impl Desk {
                     }
                 }
             })
-        };
-        let result = self.scan_with(id, &rules, started).await;
-        beat.abort();
-        result
+        });
+        self.scan_with(id, &rules, started).await
     }
 
     async fn scan_with(
@@ -634,7 +689,7 @@ impl Desk {
         p.require(Role::Supervisor)?;
         let now = Ts::now();
         let mut tx = self.store().begin().await?;
-        let Some(_) = store::get_group(&mut tx, id).await? else {
+        let Some(group) = store::get_group(&mut tx, id).await? else {
             return Err(Error::not_found("duplicate group"));
         };
         if !store::review_group(&mut tx, id, "dismissed", p.id(), now).await? {
@@ -649,10 +704,21 @@ impl Desk {
             .filter(|(_, _, merged)| merged.is_none())
             .map(|(_, c, _)| c)
             .collect();
+        // Every pair of a small group; in a large one (a chain of similar names), the pairs
+        // the scan linked — all pairs would grow with the square of its size.
         let mut pairs = Vec::new();
-        for (i, a) in live.iter().enumerate() {
-            for b in &live[i + 1..] {
-                pairs.push((a.min(b).clone(), a.max(b).clone()));
+        if live.len() <= DISMISS_ALL_PAIRS {
+            for (i, a) in live.iter().enumerate() {
+                for b in &live[i + 1..] {
+                    pairs.push((a.min(b).clone(), a.max(b).clone()));
+                }
+            }
+        } else {
+            let links: Vec<GroupLink> = serde_json::from_str(&group.links).unwrap_or_default();
+            for l in links {
+                if live.contains(&l.a.0) && live.contains(&l.b.0) {
+                    pairs.push((l.a.0.clone().min(l.b.0.clone()), l.a.0.max(l.b.0)));
+                }
             }
         }
         store::insert_dismissals(&mut tx, &pairs, p.id(), now).await?;
@@ -735,6 +801,23 @@ mod tests {
         let dismissed: HashSet<(u32, u32)> = [(0, 1)].into_iter().collect();
         let m = match_all(&s, &Vec::new(), &rules, &dismissed);
         assert!(m.links.is_empty());
+    }
+
+    #[test]
+    fn a_dismissed_pair_does_not_drop_others_from_a_chain() {
+        let s: Vec<Subject> = ["a", "b", "c"]
+            .iter()
+            .map(|id| subject(id, id, Some("+79120000001")))
+            .collect();
+        let rules = vec![rule("phone", MatchField::Phone, false)];
+        let dismissed: HashSet<(u32, u32)> = [(0, 1)].into_iter().collect();
+        let m = match_all(&s, &Vec::new(), &rules, &dismissed);
+        let pairs: Vec<(u32, u32)> = m.links.iter().map(|l| (l.a, l.b)).collect();
+        assert_eq!(pairs, vec![(0, 2), (1, 2)]);
+        // Nothing dismissed: a chain, one link per member after the first.
+        let m = match_all(&s, &Vec::new(), &rules, &HashSet::new());
+        assert_eq!(m.links.len(), 2);
+        assert_eq!(m.compared, 2);
     }
 
     #[test]

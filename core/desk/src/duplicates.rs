@@ -371,6 +371,14 @@ impl Desk {
         }
         let now = Ts::now();
         let mut tx = self.store().begin().await?;
+        // Two merges of one contact at once: the second waits here, then sees the first.
+        store::lock_for_merge(
+            &mut tx,
+            self.store().backend(),
+            &input.master_id,
+            &input.merged_id,
+        )
+        .await?;
         let mut master = contacts::get_contact(&mut tx, &input.master_id)
             .await?
             .ok_or_else(|| Error::invalid("master_id", "no such contact"))?;

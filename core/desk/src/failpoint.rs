@@ -1,10 +1,12 @@
 //! Test-only fault injection. `FERRYDESK_FAILPOINTS="name=PATH,…"` makes the named point
 //! create the file `PATH` and then wait forever, so a test can kill -9 the process exactly
-//! there (e.g. inside a merge's transaction). Unset in production: one environment lookup at
-//! first use, then a check of an empty list.
+//! there (e.g. inside a merge's transaction). Compiled into debug builds only (the tests run
+//! the debug binary); release builds ignore the variable.
 
+#[cfg(debug_assertions)]
 use std::sync::OnceLock;
 
+#[cfg(debug_assertions)]
 fn points() -> &'static [(String, String)] {
     static POINTS: OnceLock<Vec<(String, String)>> = OnceLock::new();
     POINTS.get_or_init(|| {
@@ -18,6 +20,7 @@ fn points() -> &'static [(String, String)] {
 }
 
 /// Stops here for good if the point is armed (after creating its file).
+#[cfg(debug_assertions)]
 pub(crate) async fn hit(name: &str) {
     if let Some((_, path)) = points().iter().find(|(k, _)| k == name) {
         tracing::warn!(failpoint = name, "failpoint reached; waiting to be killed");
@@ -25,3 +28,6 @@ pub(crate) async fn hit(name: &str) {
         std::future::pending::<()>().await;
     }
 }
+
+#[cfg(not(debug_assertions))]
+pub(crate) async fn hit(_name: &str) {}

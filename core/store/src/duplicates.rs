@@ -174,6 +174,28 @@ pub async fn move_to_master(conn: &mut Conn, master: &ContactId, merged: &Contac
     Ok(())
 }
 
+/// Locks the two contacts of a merge (PostgreSQL; on SQLite the write transaction is already
+/// exclusive), in id order so that concurrent merges cannot deadlock, and answers which of
+/// them were already merged into another contact.
+pub async fn lock_for_merge(
+    conn: &mut Conn,
+    backend: crate::Backend,
+    a: &ContactId,
+    b: &ContactId,
+) -> Result<Vec<(String, Option<String>)>> {
+    let lock = match backend {
+        crate::Backend::Postgres => "FOR UPDATE",
+        crate::Backend::Sqlite => "",
+    };
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT id, merged_into FROM contacts WHERE id IN ($1, $2) ORDER BY id {lock}"
+    )))
+    .bind(a.as_str())
+    .bind(b.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
 pub async fn merged_into(conn: &mut Conn, id: &ContactId) -> Result<Option<ContactId>> {
     let v: Option<Option<String>> =
         sqlx::query_scalar("SELECT merged_into FROM contacts WHERE id = $1")
@@ -470,8 +492,36 @@ pub async fn finish_scan(
         }
         q.execute(&mut *conn).await?;
     }
+    // Reviews that happened while the scan ran: contacts merged since it read them, and
+    // pairs dismissed since it started.
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE duplicate_groups SET status = 'resolved', reviewed_at = $2 \
+         WHERE scan_id = $1 AND status = 'open' AND {LIVE_MEMBERS} < 2"
+    )))
+    .bind(id)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE duplicate_groups SET status = 'dismissed', reviewed_at = $2 \
+         WHERE scan_id = $1 AND status = 'open' AND EXISTS ( \
+           SELECT 1 FROM duplicate_group_members m1 \
+           JOIN duplicate_group_members m2 ON m2.group_id = m1.group_id \
+           JOIN duplicate_dismissals d ON d.a = m1.contact_id AND d.b = m2.contact_id \
+           WHERE m1.group_id = duplicate_groups.id \
+             AND d.at >= (SELECT started_at FROM duplicate_scans WHERE id = $1))",
+    )
+    .bind(id)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
     Ok(true)
 }
+
+/// How many distinct people a group still holds: members merged into one master count once.
+const LIVE_MEMBERS: &str = "(SELECT COUNT(DISTINCT COALESCE(c.merged_into, c.id)) \
+     FROM duplicate_group_members m JOIN contacts c ON c.id = m.contact_id \
+     WHERE m.group_id = duplicate_groups.id)";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GroupRow {
@@ -593,22 +643,20 @@ pub async fn insert_dismissals(
     Ok(())
 }
 
-/// After a merge: open groups that no longer hold two live contacts are resolved. Call inside
-/// the merge's transaction.
+/// After a merge: open groups that no longer hold two people (members merged into one master
+/// count once) are resolved. Call inside the merge's transaction.
 pub async fn resolve_groups_of(
     conn: &mut Conn,
     merged: &ContactId,
     by: Option<&UserId>,
     now: Ts,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query(AssertSqlSafe(format!(
         "UPDATE duplicate_groups SET status = 'resolved', reviewed_at = $2, reviewed_by = $3 \
          WHERE status = 'open' \
            AND id IN (SELECT group_id FROM duplicate_group_members WHERE contact_id = $1) \
-           AND (SELECT COUNT(*) FROM duplicate_group_members m \
-                JOIN contacts c ON c.id = m.contact_id \
-                WHERE m.group_id = duplicate_groups.id AND c.merged_into IS NULL) < 2",
-    )
+           AND {LIVE_MEMBERS} < 2"
+    )))
     .bind(merged.as_str())
     .bind(now.0)
     .bind(by.map(|u| u.as_str()))

@@ -253,7 +253,15 @@ pub(crate) fn match_all(
             v.sort_by(|x, y| x.0.cmp(&y.0));
             v
         };
-        // Pairs already checked under this rule (a pair can share several fuzzy blocks).
+        // Pairs already checked under this rule: a pair can meet in several blocks only when a
+        // contact has several shared identities or a name of three or more tokens.
+        let by_identity = fields.contains(&MatchField::Identity);
+        let repeats = |x: u32, y: u32| {
+            by_identity
+                || (fuzzy_only
+                    && (subjects[x as usize].tokens.len() > 2
+                        || subjects[y as usize].tokens.len() > 2))
+        };
         let mut seen: HashSet<(u32, u32)> = HashSet::new();
         // Checks one pair under this rule; true when the two are linked (now or by an earlier
         // rule).
@@ -262,7 +270,7 @@ pub(crate) fn match_all(
             if linked.contains(&pair) {
                 return true;
             }
-            if dismissed.contains(&pair) || !seen.insert(pair) {
+            if dismissed.contains(&pair) || (repeats(x, y) && !seen.insert(pair)) {
                 return false;
             }
             out.compared += 1;
@@ -818,6 +826,20 @@ mod tests {
         let m = match_all(&s, &Vec::new(), &rules, &HashSet::new());
         assert_eq!(m.links.len(), 2);
         assert_eq!(m.compared, 2);
+    }
+
+    #[test]
+    fn names_meeting_in_several_blocks_are_compared_once() {
+        let s = vec![
+            subject("a", "Anna Maria Petrova", None),
+            subject("b", "Zoya Sidorova", None),
+            subject("c", "Anna Maria Petrovna", None),
+        ];
+        let rules = vec![rule("name", MatchField::Name, true)];
+        let m = match_all(&s, &Vec::new(), &rules, &HashSet::new());
+        // a and c share all three blocks (ann|mar, ann|pet, mar|pet): one comparison.
+        assert_eq!(m.compared, 1, "{:?}", m.links);
+        assert_eq!(m.links.len(), 1);
     }
 
     #[test]

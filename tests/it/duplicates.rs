@@ -12,7 +12,8 @@ on_both_backends!(
     phone_rule_merge_and_redirect,
     fuzzy_names_and_rules,
     bulk_scan_and_review,
-    merge_is_atomic_under_kill
+    merge_is_atomic_under_kill,
+    strong_keys_survive_a_crowd_of_names
 );
 
 async fn contact_of_chat(api: &ferrydesk_tests::Api, chat: &str) -> Result<String> {
@@ -566,5 +567,49 @@ async fn merge_is_atomic_under_kill(b: Backend) -> Result<()> {
         (Some(chat_a.as_str()), Some(a.as_str()))
     );
     server.kill().await;
+    Ok(())
+}
+
+/// The one-contact search reads at most 500 name candidates; a crowd of namesakes must not push
+/// out a contact with the same phone.
+async fn strong_keys_survive_a_crowd_of_names(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let olga = post_as(&fx, "c-1", "c1", "Olga Smirnova").await?;
+    let other = post_as(&fx, "c-2", "c2", "Someone Else").await?;
+    for (id, name) in [(&olga, "Olga Smirnova"), (&other, "Someone Else")] {
+        fx.admin
+            .put(
+                &format!("/api/v1/contacts/{id}"),
+                json!({"name": name, "phone": "+7 912 777-00-00"}),
+            )
+            .await?
+            .ok()?;
+    }
+    db.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 700) \
+         INSERT INTO contacts (id, name, created_at, updated_at, name_key) \
+         SELECT 'crowd-' || i, 'Olga Smirnova', 0, 0, 'olga smirnova' FROM n",
+    )
+    .await?;
+    db.exec(
+        "INSERT INTO contact_name_tokens (prefix, contact_id) \
+         SELECT 'olg', id FROM contacts WHERE id LIKE 'crowd-%' \
+         UNION ALL SELECT 'smi', id FROM contacts WHERE id LIKE 'crowd-%'",
+    )
+    .await?;
+    let found = fx
+        .admin
+        .get(&format!("/api/v1/contacts/{olga}/duplicates"))
+        .await?
+        .ok()?;
+    let rules: Vec<(&str, &str)> = found
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| Some((d["contact"]["id"].as_str()?, d["rule"].as_str()?)))
+        .filter(|(id, _)| !id.starts_with("crowd-"))
+        .collect();
+    assert_eq!(rules, [(other.as_str(), "Same phone")], "{found}");
     Ok(())
 }

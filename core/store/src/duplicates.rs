@@ -86,10 +86,12 @@ pub async fn keys_of(conn: &mut Conn, ids: &[String]) -> Result<Vec<KeyRow>> {
 }
 
 /// Contacts that may duplicate `id`: the same phone or email key, the same external id on a
-/// channel of the same kind, or names sharing two 3-letter token prefixes (one, for a name with
-/// one prefix) — at most `limit`.
+/// channel of the same kind (at most `limit`), and names sharing two 3-letter token prefixes
+/// (one, for a name with one prefix; at most `limit` more).
 pub async fn candidates(conn: &mut Conn, id: &ContactId, limit: i64) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+    let limit = limit.clamp(1, 10_000);
+    // The strong keys first, so that a crowd of similar names cannot push them out.
+    let strong: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT c.id FROM contacts c JOIN contacts me ON me.id = $1 \
          WHERE c.id <> me.id AND c.merged_into IS NULL AND \
            ((me.phone_key IS NOT NULL AND c.phone_key = me.phone_key) OR \
@@ -100,19 +102,31 @@ pub async fn candidates(conn: &mut Conn, id: &ContactId, limit: i64) -> Result<V
            JOIN contact_identities i2 ON i2.external_id = i1.external_id AND i2.contact_id <> i1.contact_id \
            JOIN channels ch2 ON ch2.id = i2.channel_id AND ch2.kind = ch1.kind \
          WHERE i1.contact_id = $1 \
-         UNION \
-         SELECT t2.contact_id FROM contact_name_tokens t1 \
+         LIMIT {limit}"
+    )))
+    .bind(id.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let names: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT t2.contact_id FROM contact_name_tokens t1 \
            JOIN contact_name_tokens t2 ON t2.prefix = t1.prefix AND t2.contact_id <> t1.contact_id \
          WHERE t1.contact_id = $1 GROUP BY t2.contact_id \
          HAVING COUNT(*) >= (SELECT CASE WHEN COUNT(*) >= 2 THEN 2 ELSE 1 END \
                              FROM contact_name_tokens WHERE contact_id = $1) \
-         LIMIT {}",
-        limit.clamp(1, 10_000)
+         LIMIT {limit}"
     )))
     .bind(id.as_str())
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
+    let mut out: Vec<String> = strong.into_iter().map(|r| r.0).collect();
+    let known: std::collections::HashSet<String> = out.iter().cloned().collect();
+    out.extend(
+        names
+            .into_iter()
+            .map(|r| r.0)
+            .filter(|c| !known.contains(c)),
+    );
+    Ok(out)
 }
 
 /// `(other contact, external id)` for every contact sharing an external id with `id` on a

@@ -350,25 +350,14 @@ async fn duplicate_review_in_chromium() -> Result<()> {
         let m = fx.inbound_from(ext, sender, name, "hi").await?;
         let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
         // Finished chats: two contacts with chats in progress on one channel cannot merge.
-        op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
-            .await?
-            .ok()?;
-        op.post_empty(&format!("/api/v1/chats/{chat}/finish"))
-            .await?
-            .ok()?;
+        op.accept_and_finish(&chat).await?;
         ids.push(m["contact_id"].as_str().unwrap_or_default().to_owned());
     }
     for (id, name, phone) in [
         (&ids[3], "Maria Petrova", "+7 912 000-11-22"),
         (&ids[4], "M. P.", "8 (912) 000 11 22"),
     ] {
-        fx.admin
-            .put(
-                &format!("/api/v1/contacts/{id}"),
-                json!({"name": name, "phone": phone}),
-            )
-            .await?
-            .ok()?;
+        fx.admin.set_contact_phone(id, name, phone).await?;
     }
     let verdict = run_script(
         "duplicate-review.mjs",

@@ -286,13 +286,7 @@ async fn bulk_scan_and_review(b: Backend) -> Result<()> {
         (&p1, "Maria", "+7 (912) 000-11-22"),
         (&p2, "M. K.", "8 912 000 11 22"),
     ] {
-        fx.admin
-            .put(
-                &format!("/api/v1/contacts/{id}"),
-                json!({"name": name, "phone": phone}),
-            )
-            .await?
-            .ok()?;
+        fx.admin.set_contact_phone(id, name, phone).await?;
     }
     enable_all_rules(&fx).await?;
     // Operators neither start scans nor review groups.
@@ -366,12 +360,7 @@ async fn bulk_scan_and_review(b: Backend) -> Result<()> {
     assert_eq!((again.status, again.code()), (409, "not_open"));
     // (Two chats in progress on one channel cannot merge: the second one is finished first.)
     op.set_status("active").await?;
-    op.post_empty(&format!("/api/v1/chats/{p2_chat}/accept"))
-        .await?
-        .ok()?;
-    op.post_empty(&format!("/api/v1/chats/{p2_chat}/finish"))
-        .await?
-        .ok()?;
+    op.accept_and_finish(&p2_chat).await?;
     fx.admin
         .post(
             "/api/v1/contacts/merge",
@@ -485,12 +474,7 @@ async fn merge_is_atomic_under_kill(b: Backend) -> Result<()> {
     assert_eq!((r.status, r.code()), (409, "open_chats"));
     let anna = &fx.operators[0];
     anna.set_status("active").await?;
-    anna.post_empty(&format!("/api/v1/chats/{chat_b}/accept"))
-        .await?
-        .ok()?;
-    anna.post_empty(&format!("/api/v1/chats/{chat_b}/finish"))
-        .await?
-        .ok()?;
+    anna.accept_and_finish(&chat_b).await?;
     // The second contact has a phone (its keys are cleared by the merge, the master takes the
     // phone) and a scan grouped the two (the merge resolves the group).
     fx.admin

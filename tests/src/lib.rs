@@ -440,6 +440,28 @@ impl Api {
             .await
     }
 
+    /// Accepts a chat and finishes it (an operator who is active).
+    pub async fn accept_and_finish(&self, chat: &str) -> Result<()> {
+        self.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+            .await?
+            .ok()?;
+        self.post_empty(&format!("/api/v1/chats/{chat}/finish"))
+            .await?
+            .ok()?;
+        Ok(())
+    }
+
+    /// Sets a contact's name and phone.
+    pub async fn set_contact_phone(&self, contact: &str, name: &str, phone: &str) -> Result<()> {
+        self.put(
+            &format!("/api/v1/contacts/{contact}"),
+            json!({"name": name, "phone": phone}),
+        )
+        .await?
+        .ok()?;
+        Ok(())
+    }
+
     pub async fn set_status(&self, status: &str) -> Result<()> {
         self.put("/api/v1/me/status", json!({"status": status}))
             .await?

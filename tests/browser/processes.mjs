@@ -105,6 +105,7 @@ try {
   // The case page shows what the process put together.
   await caseLink.click();
   await op.getByTestId("case-page").waitFor();
+  const casePath = new URL(op.url()).pathname;
   const got = {
     subject: await textOf(op.getByTestId("case-subject")),
     description: await textOf(op.getByTestId("case-description")),
@@ -261,6 +262,32 @@ try {
     await shot(admin, "processes-09-retried");
     step("incident retried; the instance completed");
   }
+
+  // 5. S22: the operator finishes the chat, then writes to the client again from the case: a
+  // new chat, linked to the case, with a note saying where it came from.
+  await op.goto(`${base}/chats/${encodeURIComponent(chatId)}`);
+  await op.getByTestId("finish").click();
+  await op.getByTestId("finish").waitFor({ state: "detached" }).catch(() => {
+    throw new Error("the chat still offers Finish after finishing it");
+  });
+  await op.goto(`${base}${casePath}`);
+  await op.getByTestId("case-start-text").fill("About your parcel: a new one is on its way");
+  await op.getByTestId("case-start-chat").click();
+  await op.waitForURL((u) => u.pathname.startsWith("/chats/") && !u.pathname.endsWith(encodeURIComponent(chatId)), { timeout: 15000 }).catch(async () => {
+    const err = await op.getByTestId("case-start-error").innerText().catch(() => "no error shown");
+    throw new Error(`Start chat on the case page did not open a new chat (URL ${op.url()}): ${err}`);
+  });
+  await op.getByTestId("chat-case-link").waitFor().catch(() => {
+    throw new Error("the chat started from the case does not link to it");
+  });
+  await op.getByTestId("msg-outbound").filter({ hasText: "a new one is on its way" }).first().waitFor().catch(() => {
+    throw new Error("the chat started from the case does not show the operator's first message");
+  });
+  await op.getByText(/Chat started from case #\d+/).first().waitFor().catch(() => {
+    throw new Error('the new chat has no note "Chat started from case #…"');
+  });
+  await shot(op, "processes-10-start-chat");
+  step("Start chat from the case: a new chat linked to the case, with the first message and the note");
 
   ok = true;
   console.log("PASS processes ok");

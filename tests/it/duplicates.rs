@@ -13,7 +13,8 @@ on_both_backends!(
     fuzzy_names_and_rules,
     bulk_scan_and_review,
     merge_is_atomic_under_kill,
-    strong_keys_survive_a_crowd_of_names
+    strong_keys_survive_a_crowd_of_names,
+    scheduled_scans
 );
 
 async fn contact_of_chat(api: &ferrydesk_tests::Api, chat: &str) -> Result<String> {
@@ -595,5 +596,40 @@ async fn strong_keys_survive_a_crowd_of_names(b: Backend) -> Result<()> {
         .filter(|(id, _)| !id.starts_with("crowd-"))
         .collect();
     assert_eq!(rules, [(other.as_str(), "Same phone")], "{found}");
+    Ok(())
+}
+
+/// `FERRYDESK_DUPLICATE_SCAN_SECS`: the bulk search runs by itself, started by nobody.
+async fn scheduled_scans(b: Backend) -> Result<()> {
+    let Some(db) = ferrydesk_tests::Db::new(b).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let server =
+        ferrydesk_tests::Server::start_with(&db, &[("FERRYDESK_DUPLICATE_SCAN_SECS", "1")]).await?;
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let a = post_as(&fx, "s-1", "s1", "Anna").await?;
+    let c = post_as(&fx, "s-2", "s2", "Anya").await?;
+    fx.admin
+        .set_contact_phone(&a, "Anna", "+7 912 444-33-22")
+        .await?;
+    fx.admin
+        .set_contact_phone(&c, "Anya", "89124443322")
+        .await?;
+    let mut groups = Value::Null;
+    for _ in 0..100 {
+        groups = fx.admin.get("/api/v1/duplicate-groups").await?.ok()?;
+        if groups["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        groups["total"], 1,
+        "no scheduled scan found the pair: {groups}"
+    );
+    assert!(group_with(&groups, &a, &c).is_some(), "{groups}");
+    assert_eq!(groups["scan"]["started_by"], Value::Null, "{groups}");
+    assert_eq!(groups["scan"]["state"], "done");
     Ok(())
 }

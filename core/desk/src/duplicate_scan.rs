@@ -368,8 +368,13 @@ impl Desk {
     pub async fn start_duplicate_scan(&self, p: &Principal) -> Result<DuplicateScan> {
         p.require(Role::Supervisor)?;
         let scan = self.begin_scan(Some(p.id())).await?;
+        self.spawn_scan(scan.id.clone());
+        Ok(scan)
+    }
+
+    /// Runs a begun scan in the background, recording a failure (or a panic) on the scan.
+    fn spawn_scan(&self, id: String) {
         let desk = self.clone();
-        let id = scan.id.clone();
         tokio::spawn(async move {
             // The scan in its own task, so that a panic is recorded as a failure too.
             let run = {
@@ -396,7 +401,6 @@ impl Desk {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        Ok(scan)
     }
 
     /// Takes the single running slot for a new scan.
@@ -739,6 +743,49 @@ impl Desk {
             .await?
             .pop()
             .ok_or(Error::not_found("duplicate group"))
+    }
+}
+
+/// Starts a scan whenever the newest one started `every` ago or more (or none ever ran), on
+/// whichever node gets there first; checks every tenth of the interval, at most every minute.
+pub(crate) async fn schedule(
+    desk: Desk,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let check = (every / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(check) => {}
+            _ = shutdown.changed() => return,
+        }
+        let due = async {
+            let mut conn = desk.store().read().await?;
+            let latest = store::latest_scan(&mut conn).await?;
+            let now = Ts::now().0;
+            Ok::<_, Error>(latest.is_none_or(|s| {
+                if s.state == "running" {
+                    // Its node stopped: the start below takes the slot over.
+                    s.heartbeat_at < now - STALE.as_millis() as i64
+                } else {
+                    now - s.started_at >= every.as_millis() as i64
+                }
+            }))
+        }
+        .await;
+        match due {
+            Ok(true) => match desk.begin_scan(None).await {
+                Ok(scan) => {
+                    tracing::info!(scan = %scan.id, "scheduled duplicate scan started");
+                    desk.spawn_scan(scan.id);
+                }
+                // Another node started one first.
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "starting a scheduled duplicate scan"),
+            },
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "checking for a scheduled duplicate scan"),
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub struct DeskOptions {
     pub ingest_writers: usize,
     /// Hash cost parameters (tests lower them).
     pub argon2_memory_kib: u32,
+    /// Run the bulk duplicate search this often (none: only when someone starts it).
+    pub duplicate_scan_every: Option<Duration>,
 }
 
 impl Default for DeskOptions {
@@ -65,6 +67,7 @@ impl Default for DeskOptions {
             ingest_batch: 512,
             ingest_writers: 4,
             argon2_memory_kib: 19 * 1024,
+            duplicate_scan_every: None,
         }
     }
 }
@@ -161,6 +164,13 @@ impl Desk {
             desk.clone(),
             desk.inner.shutdown.subscribe(),
         ));
+        if let Some(every) = desk.options().duplicate_scan_every {
+            tokio::spawn(duplicate_scan::schedule(
+                desk.clone(),
+                every,
+                desk.inner.shutdown.subscribe(),
+            ));
+        }
         if desk.store().backend() == ferrydesk_store::Backend::Postgres {
             timers::spawn_listener(desk.clone(), desk.inner.shutdown.subscribe()).await?;
         }

@@ -42,6 +42,10 @@ pub struct ConfigArgs {
     /// First retry delay of a failed process job, milliseconds; doubles per attempt [default: 2000].
     #[arg(long, global = true, env = "FERRYDESK_JOB_BACKOFF_MS")]
     pub job_backoff_ms: Option<u64>,
+    /// Run the bulk duplicate search every this many seconds (e.g. 86400: daily); 0 = only when
+    /// started from the web app or the API [default: 0].
+    #[arg(long, global = true, env = "FERRYDESK_DUPLICATE_SCAN_SECS")]
+    pub duplicate_scan_secs: Option<u64>,
     /// Log as JSON lines.
     #[arg(long, global = true, env = "FERRYDESK_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
     pub log_json: Option<bool>,
@@ -66,6 +70,7 @@ struct FileConfig {
     processes_dir: Option<PathBuf>,
     job_lease_secs: Option<u64>,
     job_backoff_ms: Option<u64>,
+    duplicate_scan_secs: Option<u64>,
 }
 
 /// Effective configuration.
@@ -83,6 +88,7 @@ pub struct Config {
     pub processes_dir: PathBuf,
     pub job_lease_secs: u64,
     pub job_backoff_ms: u64,
+    pub duplicate_scan_secs: u64,
 }
 
 impl Config {
@@ -146,6 +152,10 @@ impl Config {
                 .or(file.job_backoff_ms)
                 .unwrap_or(2000)
                 .max(10),
+            duplicate_scan_secs: args
+                .duplicate_scan_secs
+                .or(file.duplicate_scan_secs)
+                .unwrap_or(0),
         })
     }
 

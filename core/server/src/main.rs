@@ -111,6 +111,8 @@ async fn start_desk(cfg: &Config) -> anyhow::Result<Desk> {
         timer_tick: std::time::Duration::from_millis(cfg.timer_tick_ms),
         session_ttl: std::time::Duration::from_secs(cfg.session_ttl_secs),
         max_file_bytes: cfg.max_file_bytes,
+        duplicate_scan_every: (cfg.duplicate_scan_secs > 0)
+            .then(|| std::time::Duration::from_secs(cfg.duplicate_scan_secs)),
         ..DeskOptions::default()
     };
     Ok(Desk::start(store, blobs, opts).await?)

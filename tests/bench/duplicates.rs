@@ -357,7 +357,7 @@ async fn fill(store: &Store, people: &[Person]) -> Result<()> {
             })
             .collect();
         let mut tx = store.begin().await?;
-        ferrydesk_store::contacts::insert_contacts_bulk(&mut tx, &rows).await?;
+        ferrydesk_store::contacts::insert_contacts(&mut tx, &rows).await?;
         for part in chunk.chunks(20) {
             let values: Vec<String> = (0..part.len())
                 .map(|i| {

@@ -322,24 +322,20 @@ pub(crate) fn match_all(
 /// Connected components of the links: `(members, links)` with at least two members, ordered
 /// by their strongest rule, then by size (largest first).
 pub(crate) fn groups_of(n: usize, links: Vec<Link>) -> Vec<(Vec<u32>, Vec<Link>)> {
-    let mut parent: Vec<u32> = (0..n as u32).collect();
-    fn find(p: &mut [u32], mut x: u32) -> u32 {
-        while p[x as usize] != x {
-            p[x as usize] = p[p[x as usize] as usize];
-            x = p[x as usize];
-        }
-        x
-    }
+    let mut parent: Vec<usize> = (0..n).collect();
     for l in &links {
-        let (ra, rb) = (find(&mut parent, l.a), find(&mut parent, l.b));
+        let (ra, rb) = (
+            root(&mut parent, l.a as usize),
+            root(&mut parent, l.b as usize),
+        );
         if ra != rb {
-            parent[ra.max(rb) as usize] = ra.min(rb);
+            parent[ra.max(rb)] = ra.min(rb);
         }
     }
-    let mut by_root: HashMap<u32, (Vec<u32>, Vec<Link>)> = HashMap::new();
+    let mut by_root: HashMap<usize, (Vec<u32>, Vec<Link>)> = HashMap::new();
     let mut placed = vec![false; n];
     for l in links {
-        let r = find(&mut parent, l.a);
+        let r = root(&mut parent, l.a as usize);
         let g = by_root.entry(r).or_default();
         for m in [l.a, l.b] {
             if !std::mem::replace(&mut placed[m as usize], true) {
@@ -535,17 +531,17 @@ impl Desk {
         let t = Instant::now();
         let id_of = |i: u32| ContactId(subjects[i as usize].key.id.clone());
         let new_groups: Vec<store::NewGroup> = groups
-            .iter()
+            .into_iter()
             .map(|(members, links)| {
                 let best = links.iter().map(|l| l.rule).min().unwrap_or(0);
                 let links: Vec<GroupLink> = links
-                    .iter()
+                    .into_iter()
                     .map(|l| GroupLink {
                         a: id_of(l.a),
                         b: id_of(l.b),
                         rule_id: rules[l.rule].id.clone(),
                         rule: rules[l.rule].name.clone(),
-                        reasons: l.reasons.clone(),
+                        reasons: l.reasons,
                     })
                     .collect();
                 store::NewGroup {

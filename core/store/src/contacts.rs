@@ -17,23 +17,7 @@ pub struct NewContact<'a> {
 }
 
 pub async fn insert_contact(conn: &mut Conn, c: NewContact<'_>) -> Result<()> {
-    let k = Keys::of(c.name, c.email, c.phone);
-    sqlx::query(
-        "INSERT INTO contacts (id, name, photo_url, email, phone, created_at, updated_at, \
-         phone_key, email_key, name_key) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
-    )
-    .bind(c.id.as_str())
-    .bind(c.name)
-    .bind(c.photo_url)
-    .bind(c.email)
-    .bind(c.phone)
-    .bind(c.now.0)
-    .bind(&k.phone)
-    .bind(&k.email)
-    .bind(&k.name)
-    .execute(&mut *conn)
-    .await?;
-    set_name_tokens(conn, c.id, &k.prefixes).await
+    insert_contacts(conn, std::slice::from_ref(&c)).await
 }
 
 /// The country code for phone numbers written without one (Russia; see
@@ -240,8 +224,8 @@ pub async fn delete_contact(conn: &mut Conn, id: &ContactId) -> Result<()> {
     Ok(())
 }
 
-/// Inserts many contacts at once (imports, benchmarks), keys and name tokens included.
-pub async fn insert_contacts_bulk(conn: &mut Conn, cs: &[NewContact<'_>]) -> Result<()> {
+/// Inserts contacts (many at once for imports and benchmarks), keys and name tokens included.
+pub async fn insert_contacts(conn: &mut Conn, cs: &[NewContact<'_>]) -> Result<()> {
     use crate::processes::{BIND_PARAMS, placeholders};
     let keyed: Vec<(&NewContact<'_>, Keys)> = cs
         .iter()
@@ -251,7 +235,7 @@ pub async fn insert_contacts_bulk(conn: &mut Conn, cs: &[NewContact<'_>]) -> Res
         let mut q = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO contacts (id, name, photo_url, email, phone, created_at, updated_at, \
              phone_key, email_key, name_key) VALUES {}",
-            crate::processes::placeholders(chunk.len(), 10, 0)
+            placeholders(chunk.len(), 10, 0)
         )));
         for (c, k) in chunk {
             q = q

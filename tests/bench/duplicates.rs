@@ -405,6 +405,7 @@ async fn run(backend: &'static str, url: &str, n: usize, sample: usize) -> Resul
     let store = Store::connect(&StoreOptions {
         url: url.to_owned(),
         max_connections: 4,
+        fast_lane: true,
     })
     .await?;
     store.migrate().await?;

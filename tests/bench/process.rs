@@ -14,7 +14,8 @@
 //!
 //! Environment: BENCH_N (instances, default 10000), BENCH_BATCH (instances started per
 //! transaction, 500), BENCH_PEERS (`spiff,bpmn-engine`, or `none`), BENCH_PEERS_DIR (reuse an
-//! installed peer folder instead of a new temporary one).
+//! installed peer folder instead of a new temporary one), BENCH_SQLX_LANE=0 (skip the second
+//! Ferrydesk run, whose batches go through sqlx instead of the store's SQLite fast lane).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,7 +73,12 @@ async fn main() -> Result<()> {
     let n = env_usize("BENCH_N", 10_000);
     let batch = env_usize("BENCH_BATCH", 500).max(1);
     println!("process engine benchmark: {n} instances of start → task → gateway → task → end");
-    let mut rows = vec![ferrydesk(n, batch).await?];
+    let mut rows = vec![ferrydesk(n, batch, true).await?];
+    // The same engine with the engine's batches through sqlx, as before the fast lane.
+    let sqlx_lane = std::env::var("BENCH_SQLX_LANE").as_deref() != Ok("0");
+    if sqlx_lane {
+        rows.push(ferrydesk(n, batch, false).await?);
+    }
     let peers = std::env::var("BENCH_PEERS").unwrap_or_else(|_| "spiff,bpmn-engine".into());
     if peers != "none" {
         let dir = peers_dir()?;
@@ -94,7 +100,7 @@ async fn main() -> Result<()> {
     let fd = &rows[0];
     for r in &rows[1..] {
         println!(
-            "Ferrydesk / {:<22} {:>11.1}× {:>15.1}×",
+            "Ferrydesk / {:<30} {:>9.1}× {:>15.1}×",
             r.engine,
             fd.per_sec / r.per_sec,
             fd.per_cpu_sec / r.per_cpu_sec
@@ -103,7 +109,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn ferrydesk(n: usize, batch: usize) -> Result<Figures> {
+async fn ferrydesk(n: usize, batch: usize, fast_lane: bool) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let store = Store::connect(&StoreOptions {
         url: format!(
@@ -111,6 +117,7 @@ async fn ferrydesk(n: usize, batch: usize) -> Result<Figures> {
             dir.path().join("bench.db").display()
         ),
         max_connections: 4,
+        fast_lane,
     })
     .await?;
     store.migrate().await?;
@@ -195,7 +202,12 @@ async fn ferrydesk(n: usize, batch: usize) -> Result<Figures> {
     drop(conn);
     desk.shutdown();
     Ok(Figures {
-        engine: "Ferrydesk (SQLite, every step)".into(),
+        engine: if fast_lane {
+            "Ferrydesk (SQLite, every step)"
+        } else {
+            "Ferrydesk, batches through sqlx"
+        }
+        .into(),
         per_sec: n as f64 / secs,
         per_cpu_sec: n as f64 / cpu,
         note: format!(

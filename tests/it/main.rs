@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod chats;
 mod duplicates;
+mod engine;
 mod ingest;
 mod input;
 mod plugins;

@@ -244,23 +244,30 @@ impl Engine {
 
     /// The parsed process of a definition (cached; definitions never change).
     async fn process(&self, conn: &mut ferrydesk_store::Conn, def: &str) -> Result<Arc<Process>> {
-        if let Some(p) = self
-            .inner
-            .definitions
-            .lock()
-            .ok()
-            .and_then(|m| m.get(def).cloned())
-        {
+        if let Some(p) = self.cached_process(def) {
             return Ok(p);
         }
         let row = store::get_definition(conn, def)
             .await?
             .ok_or(Error::not_found("process definition"))?;
-        let defs = ferrydesk_bpmn::parse(&row.xml).map_err(corrupt)?;
+        self.cache_process(def, &row.xml, &row.process_key)
+    }
+
+    fn cached_process(&self, def: &str) -> Option<Arc<Process>> {
+        self.inner
+            .definitions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(def).cloned())
+    }
+
+    /// Parses a stored definition's XML into the cache.
+    fn cache_process(&self, def: &str, xml: &str, key: &str) -> Result<Arc<Process>> {
+        let defs = ferrydesk_bpmn::parse(xml).map_err(corrupt)?;
         let p = defs
             .processes
             .into_iter()
-            .find(|p| p.id == row.process_key)
+            .find(|p| p.id == key)
             .ok_or_else(|| corrupt(format!("definition {def} lost its process")))?;
         let p = Arc::new(p);
         if let Ok(mut m) = self.inner.definitions.lock() {
@@ -509,6 +516,25 @@ impl Engine {
         key: &str,
         variables: Vec<serde_json::Value>,
     ) -> Result<Vec<String>> {
+        if self.store().native().is_some() {
+            let def = {
+                let mut conn = self.store().read().await?;
+                store::latest_definition(&mut conn, key)
+                    .await?
+                    .ok_or(Error::not_found("process"))?
+            };
+            match self.start_batch_native(&def, variables.clone()).await {
+                Ok(ids) => {
+                    self.wake();
+                    return Ok(ids);
+                }
+                Err(Error::Conflict {
+                    code: batch::FALLBACK,
+                    ..
+                }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let mut tx = self.store().begin().await?;
         let def = store::latest_definition(&mut tx, key)
             .await?

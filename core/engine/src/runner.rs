@@ -136,6 +136,14 @@ impl Engine {
     pub(crate) async fn claim(&self, limit: i64) -> Result<Vec<store::JobRow>> {
         let now = now();
         let lease = self.options().lease.as_millis() as i64;
+        if self.store_ref().native().is_some() {
+            let owner = self.node().to_owned();
+            return self
+                .store_ref()
+                .native_write(move |tx| tx.claim_jobs(&owner, now, now + lease, limit))
+                .await
+                .map_err(Error::from);
+        }
         let mut tx = self.store_ref().begin().await?;
         let jobs = store::claim_jobs(
             &mut tx,
@@ -192,23 +200,30 @@ impl Engine {
     /// attempt (a job another node took over is skipped). A job whose completion the process
     /// refuses (a mapping error, a gateway without a path) becomes an incident.
     pub(crate) async fn commit_finished(&self, batch: Vec<Finished>) {
-        // Fast path: the whole batch set-based in one transaction. Should it not apply (a step
-        // needs more than jobs, a job is refused), the batch is redone one job at a time, each
-        // in a savepoint, and the refused jobs become incidents.
-        let fast: Result<()> = async {
-            let mut tx = self.store_ref().begin().await?;
-            self.commit_batch_fast(&mut tx, &batch).await?;
-            tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-            Ok(())
-        }
-        .await;
+        // Fast path: the whole batch set-based in one transaction (on the store's fast lane
+        // where there is one). Should it not apply (a step needs more than jobs, a job is
+        // refused), the batch is redone one job at a time, each in a savepoint, and the
+        // refused jobs become incidents.
+        let batch = Arc::new(batch);
+        let fast: Result<()> = if self.store_ref().native().is_some() {
+            self.commit_batch_native(batch.clone()).await
+        } else {
+            async {
+                let mut tx = self.store_ref().begin().await?;
+                self.commit_batch_fast(&mut tx, &batch).await?;
+                tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+                Ok(())
+            }
+            .await
+        };
         if fast.is_ok() {
             return;
         }
+        let batch = &*batch;
         let mut refused = Vec::new();
         let r: Result<()> = async {
             let mut tx = self.store_ref().begin().await?;
-            for f in &batch {
+            for f in batch {
                 let mut sp = ferrydesk_store::savepoint(&mut tx).await?;
                 match self.apply_finished(&mut sp, f).await {
                     Ok(()) => sp.commit().await.map_err(ferrydesk_store::Error::from)?,

@@ -97,6 +97,7 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&StoreOptions {
         url: cfg.database_url(),
         max_connections: cfg.max_connections,
+        fast_lane: true,
     })
     .await
     .context("connecting to the database")?;

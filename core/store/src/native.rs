@@ -1,0 +1,314 @@
+//! The embedded fast lane: the process engine's batch commands on SQLite, run on one
+//! rusqlite connection of their own instead of through sqlx.
+//!
+//! sqlx runs each SQLite connection on a worker thread and hands every statement and every
+//! result row across a channel; for the engine's group commits (hundreds of small rows per
+//! transaction) those hand-offs cost more than SQLite's own work. Here a batch runs on one
+//! blocking thread, start to commit, with prepared statements kept between batches.
+//!
+//! Writers stay serialised: a batch holds the store's single writer slot (the sqlx write
+//! pool's only connection) while it runs, so it never contends with the desk's writes for
+//! SQLite's lock. Other processes on the same file (the CLI) are waited for by the busy
+//! timeout, as with sqlx.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::processes::{HistoryRow, InstanceRow, JobRow};
+use crate::{Error, Result, Store};
+
+/// A connection to the store's SQLite file for the engine's batches.
+#[derive(Debug)]
+pub struct Native {
+    path: PathBuf,
+    conn: Mutex<Option<rusqlite::Connection>>,
+}
+
+impl Native {
+    pub(crate) fn new(path: &Path) -> Arc<Native> {
+        Arc::new(Native {
+            path: path.to_owned(),
+            conn: Mutex::new(None),
+        })
+    }
+
+    fn open(&self) -> Result<rusqlite::Connection> {
+        let c = rusqlite::Connection::open(&self.path)?;
+        // As the sqlx connections are set up (lib.rs), and like the writer it never
+        // checkpoints inline: the store's background task does.
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
+             PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
+        )?;
+        c.set_prepared_statement_cache_capacity(32);
+        Ok(c)
+    }
+}
+
+/// One write transaction on the fast lane. Statements are prepared once per connection.
+pub struct NativeTx<'c> {
+    conn: &'c rusqlite::Connection,
+}
+
+impl Store {
+    /// The fast lane, on SQLite files.
+    pub fn native(&self) -> Option<&Arc<Native>> {
+        self.native.as_ref()
+    }
+
+    /// Runs `f` in one write transaction on the fast lane, on a blocking thread, holding the
+    /// store's writer slot. `f` returning an error rolls the transaction back.
+    pub async fn native_write<R, E, F>(&self, f: F) -> std::result::Result<R, E>
+    where
+        F: FnOnce(&mut NativeTx<'_>) -> std::result::Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let Some(native) = self.native.clone() else {
+            return Err(Error::Corrupt("the fast lane exists only on SQLite".into()).into());
+        };
+        // The writer slot: while this is held, no sqlx write transaction runs.
+        let slot = self.write.acquire().await.map_err(Error::from)?;
+        tokio::task::spawn_blocking(move || {
+            // Released when the batch is over, even if the caller stopped waiting.
+            let _slot = slot;
+            let mut guard = native
+                .conn
+                .lock()
+                .map_err(|_| Error::Corrupt("fast lane connection poisoned".into()))?;
+            if guard.is_none() {
+                *guard = Some(native.open()?);
+            }
+            let conn = guard.as_ref().expect("opened above");
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(Error::from)?;
+            let mut tx = NativeTx { conn };
+            match f(&mut tx) {
+                Ok(r) => match conn.execute_batch("COMMIT") {
+                    Ok(()) => Ok(r),
+                    Err(e) => {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        Err(Error::from(e).into())
+                    }
+                },
+                Err(e) => {
+                    if let Err(re) = conn.execute_batch("ROLLBACK") {
+                        // A connection in an unknown state is reopened for the next batch.
+                        tracing::warn!(error = %re, "fast lane rollback failed");
+                        *guard = None;
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Corrupt(format!("fast lane task failed: {e}")))?
+    }
+}
+
+const JOB_COLS: &str = "id, instance_id, token, element, kind, task_type, state, retries, due_at, \
+    attempt, lock_owner, lock_expires, payload, last_error, created_at";
+
+const INST_COLS: &str = "id, definition_id, process_key, state, data, revision, parent_id, \
+    parent_token, chat_id, contact_id, case_id, started_by, start_key, incidents, started_at, \
+    updated_at, ended_at, events";
+
+fn job_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        instance_id: r.get(1)?,
+        token: r.get(2)?,
+        element: r.get(3)?,
+        kind: r.get(4)?,
+        task_type: r.get(5)?,
+        state: r.get(6)?,
+        retries: r.get(7)?,
+        due_at: r.get(8)?,
+        attempt: r.get(9)?,
+        lock_owner: r.get(10)?,
+        lock_expires: r.get(11)?,
+        payload: r.get(12)?,
+        last_error: r.get(13)?,
+        created_at: r.get(14)?,
+    })
+}
+
+fn instance_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
+    Ok(InstanceRow {
+        id: r.get(0)?,
+        definition_id: r.get(1)?,
+        process_key: r.get(2)?,
+        state: r.get(3)?,
+        data: r.get(4)?,
+        revision: r.get(5)?,
+        parent_id: r.get(6)?,
+        parent_token: r.get(7)?,
+        chat_id: r.get(8)?,
+        contact_id: r.get(9)?,
+        case_id: r.get(10)?,
+        started_by: r.get(11)?,
+        start_key: r.get(12)?,
+        incidents: r.get(13)?,
+        started_at: r.get(14)?,
+        updated_at: r.get(15)?,
+        ended_at: r.get(16)?,
+        events: r.get(17)?,
+    })
+}
+
+/// The same statements as [`crate::processes`], one row at a time: in-process, a prepared
+/// single-row statement costs no more per row than a multi-row one.
+impl NativeTx<'_> {
+    /// See [`crate::processes::claim_jobs`] (SQLite has one writer: no row locks needed).
+    pub fn claim_jobs(
+        &mut self,
+        owner: &str,
+        now: i64,
+        lock_until: i64,
+        limit: i64,
+    ) -> Result<Vec<JobRow>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "UPDATE process_jobs SET state = 'locked', lock_owner = ?1, lock_expires = ?2, \
+             attempt = attempt + 1 \
+             WHERE id IN (SELECT id FROM process_jobs \
+               WHERE (state = 'ready' AND due_at <= ?3) OR (state = 'locked' AND lock_expires < ?3) \
+               ORDER BY due_at LIMIT ?4) \
+             RETURNING {JOB_COLS}"
+        ))?;
+        let rows = st.query_map(params![owner, lock_until, now, limit], job_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// See [`crate::processes::finish_jobs`]: removes the jobs `owner` holds among `ids` and
+    /// returns `(id, attempt)` of those removed.
+    pub fn finish_jobs(&mut self, owner: &str, ids: &[&str]) -> Result<Vec<(String, i64)>> {
+        let mut st = self.conn.prepare_cached(
+            "DELETE FROM process_jobs WHERE id = ?1 AND lock_owner = ?2 AND state = 'locked' \
+             RETURNING attempt",
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(a) = st
+                .query_row(params![id, owner], |r| r.get::<_, i64>(0))
+                .optional()?
+            {
+                out.push(((*id).to_owned(), a));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Instances by id, in id order (see [`crate::processes::lock_instances`]).
+    pub fn instances(&mut self, ids: &[&str]) -> Result<Vec<InstanceRow>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {INST_COLS} FROM process_instances WHERE id = ?1"
+        ))?;
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in sorted {
+            if let Some(r) = st.query_row(params![id], instance_from).optional()? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A definition's XML and process key, for the engine's cache.
+    pub fn definition(&mut self, id: &str) -> Result<Option<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT xml, process_key FROM process_definitions WHERE id = ?1")?;
+        Ok(st
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    pub fn insert_jobs(&mut self, jobs: &[JobRow]) -> Result<()> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "INSERT INTO process_jobs ({JOB_COLS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ))?;
+        for j in jobs {
+            st.execute(params![
+                j.id,
+                j.instance_id,
+                j.token,
+                j.element,
+                j.kind,
+                j.task_type,
+                j.state,
+                j.retries,
+                j.due_at,
+                j.attempt,
+                j.lock_owner,
+                j.lock_expires,
+                j.payload,
+                j.last_error,
+                j.created_at
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// See [`crate::processes::insert_events`].
+    pub fn insert_events(&mut self, rows: &[HistoryRow]) -> Result<()> {
+        let mut st = self.conn.prepare_cached(
+            "INSERT INTO process_events (instance_id, seq, at, element, event, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (instance, seq, at, element, event, detail) in rows {
+            st.execute(params![instance, seq, at, element, event, detail])?;
+        }
+        Ok(())
+    }
+
+    pub fn insert_instances(&mut self, rows: &[InstanceRow]) -> Result<()> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "INSERT INTO process_instances ({INST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+             ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+        ))?;
+        for i in rows {
+            st.execute(params![
+                i.id,
+                i.definition_id,
+                i.process_key,
+                i.state,
+                i.data,
+                i.revision,
+                i.parent_id,
+                i.parent_token,
+                i.chat_id,
+                i.contact_id,
+                i.case_id,
+                i.started_by,
+                i.start_key,
+                i.incidents,
+                i.started_at,
+                i.updated_at,
+                i.ended_at,
+                i.events
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// See [`crate::processes::update_instances`]: each row only if its revision is still
+    /// the one read; returns how many were written.
+    pub fn update_instances(&mut self, rows: &[InstanceRow], now: i64) -> Result<u64> {
+        let mut st = self.conn.prepare_cached(
+            "UPDATE process_instances SET state = ?2, data = ?3, revision = revision + 1, \
+             events = ?4, updated_at = ?5, ended_at = COALESCE(ended_at, ?6), \
+             case_id = COALESCE(?7, case_id) WHERE id = ?1 AND revision = ?8",
+        )?;
+        let mut n = 0;
+        for i in rows {
+            let ended = (i.state != "active").then_some(now);
+            n += st.execute(params![
+                i.id, i.state, i.data, i.events, now, ended, i.case_id, i.revision
+            ])? as u64;
+        }
+        Ok(n)
+    }
+}

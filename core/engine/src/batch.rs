@@ -243,8 +243,13 @@ impl Engine {
         written_all(written, &plan)
     }
 
-    /// [`Engine::commit_batch_fast`] in its own transaction on the fast lane.
-    pub(crate) async fn commit_batch_native(&self, batch: Arc<Vec<Finished>>) -> Result<()> {
+    /// [`Engine::commit_batch_fast`] in its own transaction on the fast lane; with `claim`,
+    /// the same transaction then claims up to that many due jobs (the next round).
+    pub(crate) async fn commit_batch_native(
+        &self,
+        batch: Arc<Vec<Finished>>,
+        claim: Option<i64>,
+    ) -> Result<Vec<store::JobRow>> {
         eligible(&batch)?;
         let engine = self.clone();
         self.store()
@@ -266,7 +271,15 @@ impl Engine {
                 tx.insert_jobs(&plan.jobs)?;
                 tx.insert_events(&plan.events)?;
                 let written = tx.update_instances(&plan.updates, plan.now)?;
-                written_all(written, &plan)
+                written_all(written, &plan)?;
+                Ok(match claim {
+                    Some(limit) => {
+                        let now = now();
+                        let lease = engine.options().lease.as_millis() as i64;
+                        tx.claim_jobs(engine.node(), now, now + lease, limit)?
+                    }
+                    None => Vec::new(),
+                })
             })
             .await
     }

@@ -30,7 +30,7 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
                     Err(_) => break,
                 }
             }
-            committer.commit_finished(batch).await;
+            committer.commit_finished(Arc::new(batch)).await;
             committer.wake();
         }
     });
@@ -160,21 +160,33 @@ impl Engine {
 
     /// Runs every due job on this task until none is left, committing each round of
     /// completions in one transaction (benchmarks and embedding programs drive an embedded
-    /// engine this way). Returns how many ran.
+    /// engine this way). On the fast lane a round's commit also claims the next round.
+    /// Returns how many ran.
     pub async fn run_due_jobs(&self) -> Result<usize> {
+        const ROUND: i64 = 512;
         let mut n = 0;
-        loop {
-            let jobs = self.claim(256).await?;
-            if jobs.is_empty() {
-                return Ok(n);
-            }
+        let mut jobs = self.claim(ROUND).await?;
+        while !jobs.is_empty() {
             n += jobs.len();
             let mut done = Vec::with_capacity(jobs.len());
             for j in jobs {
                 done.push(self.execute(j).await);
             }
-            self.commit_finished(done).await;
+            let batch = Arc::new(done);
+            if self.store_ref().native().is_some() {
+                match self.commit_batch_native(batch.clone(), Some(ROUND)).await {
+                    Ok(next) => {
+                        jobs = next;
+                        continue;
+                    }
+                    Err(_) => self.commit_one_by_one(&batch).await,
+                }
+            } else {
+                self.commit_finished(batch).await;
+            }
+            jobs = self.claim(ROUND).await?;
         }
+        Ok(n)
     }
 
     /// Runs one claimed job's worker (outside any transaction) and says how it ended.
@@ -199,14 +211,15 @@ impl Engine {
     /// Applies finished jobs in one transaction, each in a savepoint and fenced on owner and
     /// attempt (a job another node took over is skipped). A job whose completion the process
     /// refuses (a mapping error, a gateway without a path) becomes an incident.
-    pub(crate) async fn commit_finished(&self, batch: Vec<Finished>) {
+    pub(crate) async fn commit_finished(&self, batch: Arc<Vec<Finished>>) {
         // Fast path: the whole batch set-based in one transaction (on the store's fast lane
         // where there is one). Should it not apply (a step needs more than jobs, a job is
         // refused), the batch is redone one job at a time, each in a savepoint, and the
         // refused jobs become incidents.
-        let batch = Arc::new(batch);
         let fast: Result<()> = if self.store_ref().native().is_some() {
-            self.commit_batch_native(batch.clone()).await
+            self.commit_batch_native(batch.clone(), None)
+                .await
+                .map(drop)
         } else {
             async {
                 let mut tx = self.store_ref().begin().await?;
@@ -219,7 +232,11 @@ impl Engine {
         if fast.is_ok() {
             return;
         }
-        let batch = &*batch;
+        self.commit_one_by_one(&batch).await
+    }
+
+    /// The slow path of [`Engine::commit_finished`]: one savepoint per job.
+    async fn commit_one_by_one(&self, batch: &[Finished]) {
         let mut refused = Vec::new();
         let r: Result<()> = async {
             let mut tx = self.store_ref().begin().await?;

@@ -40,7 +40,8 @@ impl Native {
         // checkpoints inline: the store's background task does.
         c.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
-             PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
+             PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0; \
+             PRAGMA cache_size=-16384;",
         )?;
         c.set_prepared_statement_cache_capacity(32);
         Ok(c)

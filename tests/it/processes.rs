@@ -545,6 +545,49 @@ async fn deploy_versions_and_rejections(b: Backend) -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(count().await?, 2, "R2: two occurrences, no more");
+
+    // A non-interrupting boundary timer with a cycle reminds twice while the task waits.
+    let reminding = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d">
+  <bpmn:process id="reminding" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:userTask id="review" name="Review" />
+    <bpmn:boundaryEvent id="remind" attachedToRef="review" cancelActivity="false"><bpmn:timerEventDefinition><bpmn:timeCycle>R2/PT1S</bpmn:timeCycle></bpmn:timerEventDefinition></bpmn:boundaryEvent>
+    <bpmn:endEvent id="reminded" />
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="review" />
+    <bpmn:sequenceFlow id="f2" sourceRef="review" targetRef="e" />
+    <bpmn:sequenceFlow id="f3" sourceRef="remind" targetRef="reminded" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    deploy(&fx.admin, reminding).await?.ok()?;
+    let started = fx
+        .admin
+        .post("/api/v1/processes/reminding/instances", json!({}))
+        .await?
+        .ok()?;
+    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let reminders = || async {
+        let i = instance(&fx.admin, &id).await?;
+        let n = i["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["element"] == "remind" && h["event"] == "completed")
+            .count();
+        Ok::<_, anyhow::Error>((n, i))
+    };
+    until(20, "two reminders", || async {
+        Ok((reminders().await?.0 == 2).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (n, i) = reminders().await?;
+    assert_eq!(n, 2, "R2: two reminders, no more");
+    assert_eq!(
+        i["instance"]["state"], "active",
+        "the task still waits: {i}"
+    );
     Ok(())
 }
 

@@ -842,12 +842,7 @@ fn check(ctx: &mut Ctx, p: &Process) {
                 }
                 Timer::Duration(d) => (d, feel::parse_duration(d).is_some()),
                 Timer::Date(d) => (d, feel::parse_datetime(d).is_some()),
-                Timer::Cycle(c) => (
-                    c,
-                    c.split_once('/').is_some_and(|(r, d)| {
-                        r.starts_with('R') && feel::parse_duration(d).is_some()
-                    }),
-                ),
+                Timer::Cycle(c) => (c, parse_cycle(c).is_some()),
             };
             if !ok {
                 ctx.problem(
@@ -858,4 +853,18 @@ fn check(ctx: &mut Ctx, p: &Process) {
             }
         }
     }
+}
+
+/// An ISO 8601 repeating interval as Zeebe takes it: `R<n>/<duration>` (`n` ≥ 1) or
+/// `R/<duration>` (unbounded). Returns the repetitions and the interval in milliseconds (> 0).
+pub fn parse_cycle(c: &str) -> Option<(Option<u32>, i64)> {
+    let (r, d) = c.trim().split_once('/')?;
+    let r = r.strip_prefix('R')?;
+    let repeat = if r.is_empty() {
+        None
+    } else {
+        Some(r.parse::<u32>().ok().filter(|n| *n >= 1)?)
+    };
+    let every = feel::parse_duration(d).filter(|ms| *ms > 0)?;
+    Some((repeat, every))
 }

@@ -33,6 +33,13 @@ pub struct Token {
     /// For a boundary event's token: the activity token it is attached to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attached: Option<u64>,
+    /// For a non-interrupting cycle timer's token: how many times the timer fired before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fired: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What a token waits for.
@@ -195,6 +202,7 @@ impl Instance {
             element: element.to_owned(),
             scope,
             attached,
+            fired: 0,
         });
         self.next_id
     }
@@ -275,12 +283,32 @@ pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result
                 }
                 Kind::BoundaryEvent {
                     interrupting,
-                    trigger: BoundaryTrigger::Timer(_),
+                    trigger: BoundaryTrigger::Timer(timer),
                     ..
                 } => {
                     inst.take(token)?;
                     if *interrupting && let Some(activity) = t.attached {
                         cancel(&mut cx, inst, activity);
+                    }
+                    // A non-interrupting cycle (`R3/PT10M`, `R/PT1H`) fires again after its
+                    // interval while the activity lasts, up to its repetitions.
+                    if !*interrupting
+                        && let Some(activity) = t.attached
+                        && let Timer::Cycle(_) = timer
+                    {
+                        let (repeat, every) = cycle_of(timer, inst, cx.now, &t.element)?;
+                        let fired = t.fired + 1;
+                        if repeat.is_none_or(|r| fired < r) {
+                            let next = inst.new_token(&t.element, t.scope, Some(activity));
+                            if let Some(n) = inst.tokens.last_mut() {
+                                n.fired = fired;
+                            }
+                            cx.step.waits.push(Wait::Timer {
+                                token: next,
+                                element: t.element.clone(),
+                                due: cx.now + every,
+                            });
+                        }
                     }
                     inst.history.push(t.element.clone());
                     leave(&mut cx, inst, &t.element, t.scope)?;
@@ -484,17 +512,39 @@ fn due_of(t: &Timer, inst: &Instance, now: i64, element: &str) -> Result<i64, Ru
             .and_then(feel::parse_duration)
             .map(|d| now + d),
         Timer::Date(d) => value(d)?.as_deref().and_then(feel::parse_datetime),
-        // A cycle on a boundary fires once, after its first interval.
-        Timer::Cycle(c) => value(c)?
-            .as_deref()
-            .and_then(|c| c.split_once('/'))
-            .and_then(|(_, d)| feel::parse_duration(d))
-            .map(|d| now + d),
+        // A cycle first fires after one interval (and, non-interrupting, again: see FireTimer).
+        Timer::Cycle(_) => Some(now + cycle_of(t, inst, now, element)?.1),
     }
     .ok_or_else(|| RunError::Element {
         element: element.into(),
         message: "the timer has no valid due date".into(),
     })
+}
+
+/// A cycle's repetitions (`None`: unbounded, `R/…`) and interval in milliseconds.
+fn cycle_of(
+    t: &Timer,
+    inst: &Instance,
+    now: i64,
+    element: &str,
+) -> Result<(Option<u32>, i64), RunError> {
+    let bad = |message: String| RunError::Element {
+        element: element.into(),
+        message,
+    };
+    let Timer::Cycle(c) = t else {
+        return Err(bad("the timer is not a cycle".into()));
+    };
+    let text = if c.starts_with('=') {
+        eval(c, &inst.vars(), now, element)?
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| bad(format!("the cycle `{c}` is not a text")))?
+    } else {
+        c.clone()
+    };
+    crate::parse_cycle(&text)
+        .ok_or_else(|| bad(format!("`{text}` is not a cycle like R3/PT10M or R/PT1H")))
 }
 
 /// Creates an activity's token and the tokens of its boundary timers.

@@ -394,3 +394,145 @@ fn a_message_catch_in_a_subprocess_completes_it_and_uncaught_errors_are_refused(
         serde_json::from_str(&serde_json::to_string(&i).expect("json")).expect("parse");
     assert_eq!(back, i);
 }
+
+#[test]
+fn a_non_interrupting_cycle_repeats_while_the_task_lasts() {
+    let xml = SCOPES
+        .replace(
+            "<bpmn:timeDuration>PT1M</bpmn:timeDuration>",
+            "<bpmn:timeCycle>R3/PT1M</bpmn:timeCycle>",
+        )
+        .replace(
+            "<bpmn:timeDuration>PT1H</bpmn:timeDuration>",
+            "<bpmn:timeCycle>R5/PT1H</bpmn:timeCycle>",
+        );
+    let d = parse(&xml).expect("deploys");
+    let p = &d.processes[0];
+    let mut i = Instance::default();
+    let w = start(p, &mut i, json!({"operatorId": "u1", "chatId": "c9"}));
+    let (task, mut remind, escalate) = match &w[..] {
+        [
+            Wait::Timer {
+                token: e,
+                due: 3_600_000,
+                ..
+            },
+            Wait::Timer {
+                token: r,
+                due: 60_000,
+                ..
+            },
+            Wait::UserTask { token: t, .. },
+        ] => (*t, *r, *e),
+        other => panic!("{other:?}"),
+    };
+    // R3: the reminder fires three times, a minute apart, each time starting `notify`.
+    let mut now = 60_000;
+    for n in 1..=3 {
+        let s = apply(p, &mut i, Command::FireTimer { token: remind }, now).expect("remind");
+        let jobs = s
+            .waits
+            .iter()
+            .filter(|w| matches!(w, Wait::Job { task_type, .. } if task_type == "notify"))
+            .count();
+        assert_eq!(jobs, 1, "firing {n}");
+        let next: Vec<_> = s
+            .waits
+            .iter()
+            .filter_map(|w| match w {
+                Wait::Timer {
+                    token,
+                    element,
+                    due,
+                } if element == "remind" => Some((*token, *due)),
+                _ => None,
+            })
+            .collect();
+        if n < 3 {
+            assert_eq!(next.len(), 1, "re-armed after firing {n}: {:?}", s.waits);
+            assert_eq!(next[0].1, now + 60_000);
+            remind = next[0].0;
+        } else {
+            assert!(next.is_empty(), "R3 fires three times: {:?}", s.waits);
+        }
+        assert!(i.tokens.iter().any(|t| t.id == task), "the task stays");
+        now += 60_000;
+    }
+    // An interrupting cycle fires once: the task is cancelled, the reminder with it.
+    let s = apply(p, &mut i, Command::FireTimer { token: escalate }, 3_600_000).expect("escalate");
+    assert_eq!(s.cancelled, vec![task]);
+    assert!(!s.waits.iter().any(|w| matches!(w, Wait::Timer { .. })));
+    assert!(
+        !i.tokens
+            .iter()
+            .any(|t| t.element == "remind" || t.element == "escalate")
+    );
+}
+
+#[test]
+fn a_cycle_timer_is_dropped_when_its_task_completes() {
+    let xml = SCOPES.replace(
+        "<bpmn:timeDuration>PT1M</bpmn:timeDuration>",
+        "<bpmn:timeCycle>R/PT1M</bpmn:timeCycle>",
+    );
+    let d = parse(&xml).expect("deploys");
+    let p = &d.processes[0];
+    let mut i = Instance::default();
+    let w = start(p, &mut i, json!({"operatorId": "u1", "chatId": "c9"}));
+    let (task, remind) = match &w[..] {
+        [
+            Wait::Timer { .. },
+            Wait::Timer { token: r, .. },
+            Wait::UserTask { token: t, .. },
+        ] => (*t, *r),
+        other => panic!("{other:?}"),
+    };
+    // Unbounded: it keeps re-arming.
+    let s = apply(p, &mut i, Command::FireTimer { token: remind }, 60_000).expect("remind");
+    let again = s
+        .waits
+        .iter()
+        .find_map(|w| match w {
+            Wait::Timer { token, element, .. } if element == "remind" => Some(*token),
+            _ => None,
+        })
+        .expect("re-armed");
+    let s = apply(
+        p,
+        &mut i,
+        Command::Complete {
+            token: task,
+            variables: json!({}),
+        },
+        90_000,
+    )
+    .expect("complete");
+    assert!(s.cancelled.contains(&again), "{:?}", s.cancelled);
+    assert_eq!(
+        apply(p, &mut i, Command::FireTimer { token: again }, 120_000),
+        Err(RunError::UnknownToken(again))
+    );
+}
+
+#[test]
+fn cycles_are_checked_at_deploy() {
+    for (cycle, ok) in [
+        ("R3/PT10M", true),
+        ("R/PT1H", true),
+        ("R0/PT1M", false),
+        ("R3/PT0S", false),
+        ("3/PT1M", false),
+        ("R3", false),
+    ] {
+        let xml = SCOPES.replace(
+            "<bpmn:timeDuration>PT1M</bpmn:timeDuration>",
+            &format!("<bpmn:timeCycle>{cycle}</bpmn:timeCycle>"),
+        );
+        assert_eq!(parse(&xml).is_ok(), ok, "{cycle}");
+    }
+    assert_eq!(
+        ferrydesk_bpmn::parse_cycle("R3/PT10M"),
+        Some((Some(3), 600_000))
+    );
+    assert_eq!(ferrydesk_bpmn::parse_cycle("R/PT1S"), Some((None, 1_000)));
+}

@@ -1153,16 +1153,8 @@ fn start_timer_due(t: &Timer, from: i64, remaining: Option<i64>) -> Option<(i64,
         )),
         Timer::Date(d) => Some((ferrydesk_bpmn::feel::parse_datetime(&text(d)?)?, None)),
         Timer::Cycle(c) => {
-            let c = text(c)?;
-            let (r, d) = c.split_once('/')?;
-            let every = ferrydesk_bpmn::feel::parse_duration(d)?;
-            let count = r.strip_prefix('R')?;
-            let total = if count.is_empty() {
-                None
-            } else {
-                count.parse::<i64>().ok()
-            };
-            Some((from + every, remaining.or(total)))
+            let (total, every) = ferrydesk_bpmn::parse_cycle(&text(c)?)?;
+            Some((from + every, remaining.or(total.map(i64::from))))
         }
     }
 }

@@ -23,7 +23,9 @@ on_both_backends!(
     user_task_timer_and_reply,
     deploy_versions_and_rejections,
     incident_and_retry,
-    crash_during_a_service_task
+    crash_during_a_service_task,
+    buffered_messages,
+    buffered_chat_signal
 );
 
 /// Polls `f` until it returns `Some`, for up to `secs`.
@@ -895,5 +897,182 @@ async fn two_nodes_thousand_instances_postgres() -> Result<()> {
     }
     assert!(per_node.values().all(|v| *v > 0.0), "{per_node:?}");
     assert_eq!(per_node.values().sum::<f64>(), n as f64, "{per_node:?}");
+    Ok(())
+}
+
+/// A message published with a time to live before the instance reaches its catch is kept and
+/// taken when the catch opens; without one, or once expired, it is not.
+async fn buffered_messages(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let paying = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
+  <bpmn:message id="m" name="paid"><bpmn:extensionElements><zeebe:subscription correlationKey="=orderId" /></bpmn:extensionElements></bpmn:message>
+  <bpmn:process id="paying" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:intermediateCatchEvent id="wait"><bpmn:timerEventDefinition><bpmn:timeDuration>PT1S</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>
+    <bpmn:intermediateCatchEvent id="pay"><bpmn:messageEventDefinition messageRef="m" /></bpmn:intermediateCatchEvent>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="wait" />
+    <bpmn:sequenceFlow id="f2" sourceRef="wait" targetRef="pay" />
+    <bpmn:sequenceFlow id="f3" sourceRef="pay" targetRef="e" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    deploy(&fx.admin, paying).await?.ok()?;
+    let mut ids = Vec::new();
+    for order in ["o-1", "o-2", "o-3"] {
+        let started = fx
+            .admin
+            .post(
+                "/api/v1/processes/paying/instances",
+                json!({"variables": {"orderId": order}}),
+            )
+            .await?
+            .ok()?;
+        ids.push(started["id"].as_str().unwrap_or_default().to_owned());
+    }
+    // Bad input names the field and keeps nothing.
+    let bad = fx
+        .admin
+        .post(
+            "/api/v1/messages",
+            json!({"name": "paid", "correlation_key": "o-1", "time_to_live_ms": -1}),
+        )
+        .await?;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert_eq!(bad.body["field"], "time_to_live_ms", "{}", bad.text);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_messages")
+            .await?,
+        0
+    );
+    // All three instances sit on their timer: nothing takes the messages now.
+    let publish = |key: &'static str, ttl: i64, amount: i64| {
+        let admin = fx.admin.clone();
+        async move {
+            admin
+                .post(
+                    "/api/v1/messages",
+                    json!({"name": "paid", "correlation_key": key, "variables": {"amount": amount},
+                           "time_to_live_ms": ttl}),
+                )
+                .await?
+                .ok()
+        }
+    };
+    let kept = publish("o-1", 60_000, 42).await?;
+    assert_eq!(kept["instances"], json!([]), "{kept}");
+    assert!(kept["buffered"].is_string(), "{kept}");
+    let dropped = publish("o-2", 0, 7).await?;
+    assert_eq!(
+        (dropped["instances"].clone(), dropped["buffered"].clone()),
+        (json!([]), Value::Null)
+    );
+    let expiring = publish("o-3", 300, 9).await?;
+    assert!(expiring["buffered"].is_string(), "{expiring}");
+
+    // After the timer, o-1's catch takes the buffered message and the instance completes with
+    // its variables.
+    let done = until(20, "o-1 completes", || async {
+        let i = instance(&fx.admin, &ids[0]).await?;
+        Ok((i["instance"]["state"] == "completed").then_some(i))
+    })
+    .await?;
+    assert_eq!(done["variables"]["amount"], 42, "{done}");
+    // o-2 (no time to live) and o-3 (expired) wait at the catch.
+    until(20, "o-2 and o-3 wait at the catch", || async {
+        let mut waiting = 0;
+        for id in &ids[1..] {
+            let i = instance(&fx.admin, id).await?;
+            let at_catch = i["history"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|h| h["element"] == "wait" && h["event"] == "completed");
+            if at_catch && i["instance"]["state"] == "active" {
+                waiting += 1;
+            }
+        }
+        Ok((waiting == 2).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_messages WHERE correlation_key = 'o-1'")
+            .await?,
+        0,
+        "the buffered message was taken once"
+    );
+    // Now o-2 is waiting: publishing continues it at once.
+    let now = publish("o-2", 0, 7).await?;
+    assert_eq!(now["instances"], json!([ids[1].clone()]), "{now}");
+    assert_eq!(now["buffered"], Value::Null);
+    let i = instance(&fx.admin, &ids[2]).await?;
+    assert_eq!(
+        i["instance"]["state"], "active",
+        "the expired message was not taken: {i}"
+    );
+    Ok(())
+}
+
+/// With `FERRYDESK_CHAT_MESSAGE_TTL_SECS`, a client's message that arrives while the process is
+/// not yet at its catch is kept, and the catch takes it when it opens; a message from before
+/// the process started is not taken.
+async fn buffered_chat_signal(b: Backend) -> Result<()> {
+    let Some(db) = ferrydesk_tests::Db::new(b).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let server = Server::start_with(&db, &[("FERRYDESK_CHAT_MESSAGE_TTL_SECS", "60")]).await?;
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let anna = &fx.operators[0];
+    anna.set_status("active").await?;
+    let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
+  <bpmn:message id="m" name="chat.message.received"><bpmn:extensionElements><zeebe:subscription correlationKey="=chatId" /></bpmn:extensionElements></bpmn:message>
+  <bpmn:process id="asking" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:intermediateCatchEvent id="ask"><bpmn:timerEventDefinition><bpmn:timeDuration>PT1S</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>
+    <bpmn:receiveTask id="answer" messageRef="m" />
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="ask" />
+    <bpmn:sequenceFlow id="f2" sourceRef="ask" targetRef="answer" />
+    <bpmn:sequenceFlow id="f3" sourceRef="answer" targetRef="e" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    deploy(&fx.admin, xml).await?.ok()?;
+    let chat = accepted_chat(&fx, anna, "q-1", "quinn", "Hello").await?;
+    let started = fx
+        .admin
+        .post(
+            "/api/v1/processes/asking/instances",
+            json!({"chat_id": chat, "variables": {"chatId": chat}}),
+        )
+        .await?
+        .ok()?;
+    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    // The client answers while the process still waits on its timer.
+    fx.inbound("q-2", "quinn", "My number is 12345").await?;
+    let done = until(20, "the receive task takes the kept message", || async {
+        let i = instance(&fx.admin, &id).await?;
+        Ok((i["instance"]["state"] == "completed").then_some(i))
+    })
+    .await?;
+    assert_eq!(done["variables"]["text"], "My number is 12345", "{done}");
+    let answered = done["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["element"] == "answer" && h["event"] == "completed")
+        .count();
+    assert_eq!(answered, 1, "{done}");
+    // The answer was taken; "Hello", from before the process started, is still kept (and
+    // was not taken for an answer).
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT COUNT(*) FROM process_messages WHERE correlation_key = '{chat}'"
+        ))
+        .await?,
+        1
+    );
     Ok(())
 }

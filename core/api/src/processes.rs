@@ -164,18 +164,23 @@ async fn retry(
 pub struct Published {
     /// Instances that continued or started.
     pub instances: Vec<String>,
+    /// The buffered message's id: nothing took the message and it has a time to live.
+    pub buffered: Option<String>,
 }
 
 /// Publishes a message: waiting instances with the correlation key continue; processes with a
-/// message start event of that name start (admins, API tokens).
+/// message start event of that name start (admins, API tokens). With `time_to_live_ms`, a
+/// message nothing took is buffered for a subscription that opens within that time.
 #[utoipa::path(post, path = "/api/v1/messages", operation_id = "publish_message", tag = "processes", request_body = MessageInput, responses((status = 200, body = Published)))]
 async fn publish(
     State(s): State<AppState>,
     Auth(p): Auth,
     Json(m): Json<MessageInput>,
 ) -> ApiResult<Out<Published>> {
+    let c = s.engine.publish_message(&p, m).await?;
     Ok(Out(Published {
-        instances: s.engine.publish_message(&p, m).await?,
+        instances: c.instances,
+        buffered: c.buffered,
     }))
 }
 

@@ -51,6 +51,9 @@ pub struct EngineOptions {
     pub max_backoff: Duration,
     /// How long starting a process from a chat waits for it to settle before answering.
     pub settle: Duration,
+    /// How long a chat signal (`chat.message` …) that no instance waits for is buffered for a
+    /// subscription that opens later; zero (the default): not buffered.
+    pub chat_message_ttl: Duration,
 }
 
 impl Default for EngineOptions {
@@ -62,6 +65,7 @@ impl Default for EngineOptions {
             backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(300),
             settle: Duration::from_secs(10),
+            chat_message_ttl: Duration::ZERO,
         }
     }
 }
@@ -155,6 +159,15 @@ fn run_error(e: run::RunError) -> Error {
         run::RunError::Completed => Error::conflict("instance_ended", "the instance has ended"),
         other => Error::conflict("process_error", other.to_string()),
     }
+}
+
+/// What publishing a message did.
+#[derive(Debug, Clone, Default)]
+pub struct Correlation {
+    /// Instances that continued or started.
+    pub instances: Vec<String>,
+    /// The buffered message's id, when nothing took it and it has a time to live.
+    pub buffered: Option<String>,
 }
 
 /// Where an instance was started from.
@@ -724,10 +737,51 @@ impl Engine {
                     .await?;
             }
         }
+        let subscribed: Vec<(u64, String, String)> = step
+            .waits
+            .iter()
+            .filter_map(|w| match w {
+                Wait::Message {
+                    token,
+                    name,
+                    correlation_key,
+                    ..
+                } => Some((
+                    *token,
+                    name.clone(),
+                    correlation_key.clone().unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect();
         for w in step.waits {
             self.add_wait(tx, row, process, inst, w, now).await?;
         }
         metrics::counter!("ferrydesk_process_commands_total").increment(1);
+        // A buffered message for a new subscription is correlated at once, after every wait of
+        // this step is stored (completing the token may end the instance or cancel others; a
+        // subscription whose token went meanwhile takes nothing).
+        for (token, name, key) in subscribed {
+            let backend = self.store().backend();
+            if !store::subscription_exists(tx, id, token as i64).await? {
+                continue;
+            }
+            // A chat signal from before the instance started is no answer to anything it did.
+            let since = if name.starts_with("chat.") {
+                row.started_at
+            } else {
+                0
+            };
+            let Some(vars) = store::take_message(tx, backend, &name, &key, now, since).await?
+            else {
+                continue;
+            };
+            store::delete_subscription(tx, id, token as i64).await?;
+            let variables: serde_json::Value = serde_json::from_str(&vars).map_err(corrupt)?;
+            metrics::counter!("ferrydesk_process_buffered_messages_correlated_total").increment(1);
+            self.command(tx, id, Command::Complete { token, variables })
+                .await?;
+        }
         if inst.completed {
             store::clear_instance(tx, id, now).await?;
             store::append_events(tx, id, &[(now, String::new(), "completed".into(), None)]).await?;
@@ -965,22 +1019,29 @@ impl Engine {
     /// Publishes a message: every instance with a matching subscription continues (one
     /// subscription per instance), and every process whose message start event has this name
     /// starts. Returns the instances that moved or started.
+    ///
+    /// When nothing took it and `ttl` is not zero, the message is buffered that long: the first
+    /// subscription for its name and key that opens meanwhile takes it (`buffered` is its id).
     pub async fn correlate(
         &self,
         name: &str,
         correlation_key: &str,
         variables: serde_json::Value,
         ctx: StartContext,
-    ) -> Result<Vec<String>> {
+        ttl: Duration,
+    ) -> Result<Correlation> {
         let mut tx = self.store().begin().await?;
         let out = self
-            .correlate_in(&mut tx, name, correlation_key, variables, ctx)
+            .correlate_in(&mut tx, name, correlation_key, variables, ctx, ttl, now())
             .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         self.wake();
         Ok(out)
     }
 
+    /// `published_at`: when the message was published (a chat signal: when the chat changed);
+    /// a buffered message expires `ttl` after it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn correlate_in(
         &self,
         tx: &mut Conn,
@@ -988,7 +1049,9 @@ impl Engine {
         correlation_key: &str,
         variables: serde_json::Value,
         ctx: StartContext,
-    ) -> Result<Vec<String>> {
+        ttl: Duration,
+        published_at: i64,
+    ) -> Result<Correlation> {
         let mut moved = Vec::new();
         let subs = store::subscriptions_for(tx, name, correlation_key).await?;
         let mut seen = HashSet::new();
@@ -1032,7 +1095,25 @@ impl Engine {
                 .await?;
             moved.push(id);
         }
-        Ok(moved)
+        let buffered = if moved.is_empty() && !ttl.is_zero() {
+            let id = store::insert_message(
+                tx,
+                name,
+                correlation_key,
+                &variables.to_string(),
+                published_at,
+                published_at + ttl.as_millis() as i64,
+            )
+            .await?;
+            metrics::counter!("ferrydesk_process_messages_buffered_total").increment(1);
+            Some(id)
+        } else {
+            None
+        };
+        Ok(Correlation {
+            instances: moved,
+            buffered,
+        })
     }
 
     // ---- incidents ----------------------------------------------------------------------

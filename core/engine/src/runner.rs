@@ -36,9 +36,17 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
     });
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(engine.options().concurrency.max(1)));
+        let mut swept = std::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            // Expired buffered messages go once a minute (they are ignored once expired).
+            if swept.elapsed() >= Duration::from_secs(60) {
+                swept = std::time::Instant::now();
+                if let Err(e) = engine.sweep_messages().await {
+                    tracing::warn!(error = %e, "dropping expired process messages");
+                }
             }
             let mut busy = false;
             match engine.consume_signals().await {
@@ -123,6 +131,16 @@ fn catches(process: &Process, element: &str, code: &str) -> bool {
 }
 
 impl Engine {
+    async fn sweep_messages(&self) -> Result<()> {
+        let mut tx = self.store_ref().begin().await?;
+        let n = store::delete_expired_messages(&mut tx, now()).await?;
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        if n > 0 {
+            tracing::debug!(messages = n, "expired buffered process messages dropped");
+        }
+        Ok(())
+    }
+
     async fn next_due(&self) -> Option<i64> {
         let mut conn = self.store_ref().read().await.ok()?;
         store::next_due(&mut conn).await.ok().flatten()
@@ -583,7 +601,15 @@ impl Engine {
                 continue;
             }
             match self
-                .correlate_in(&mut tx, &s.name, &s.correlation_key, vars, ctx)
+                .correlate_in(
+                    &mut tx,
+                    &s.name,
+                    &s.correlation_key,
+                    vars,
+                    ctx,
+                    self.options().chat_message_ttl,
+                    s.created_at,
+                )
                 .await
             {
                 Ok(_) => tx.commit().await.map_err(ferrydesk_store::Error::from)?,

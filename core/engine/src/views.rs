@@ -8,7 +8,7 @@ use ferrydesk_store::processes as store;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{Engine, StartContext, corrupt, now};
+use crate::{Correlation, Engine, StartContext, corrupt, now};
 
 /// A deployed version of a process.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -225,6 +225,10 @@ pub struct MessageInput {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub variables: serde_json::Value,
+    /// When no instance takes the message at once: how long it is kept for a subscription that
+    /// opens later, in milliseconds (0, the default: not kept; at most 7 days).
+    #[serde(default)]
+    pub time_to_live_ms: i64,
 }
 
 /// Starting an instance through the API.
@@ -433,10 +437,17 @@ impl Engine {
         self.start_instance(key, None, input.variables, ctx).await
     }
 
-    pub async fn publish_message(&self, p: &Principal, m: MessageInput) -> Result<Vec<String>> {
+    pub async fn publish_message(&self, p: &Principal, m: MessageInput) -> Result<Correlation> {
         p.require(Role::Admin)?;
         if m.name.trim().is_empty() {
             return Err(Error::invalid("name", "is required"));
+        }
+        const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
+        if !(0..=WEEK_MS).contains(&m.time_to_live_ms) {
+            return Err(Error::invalid(
+                "time_to_live_ms",
+                format!("must be between 0 and {WEEK_MS} (7 days)"),
+            ));
         }
         if !m.variables.is_object() && !m.variables.is_null() {
             return Err(Error::invalid("variables", "must be a JSON object"));
@@ -454,6 +465,7 @@ impl Engine {
                 started_by: Some(p.id().clone()),
                 ..Default::default()
             },
+            std::time::Duration::from_millis(m.time_to_live_ms as u64),
         )
         .await
     }

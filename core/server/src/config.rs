@@ -46,6 +46,10 @@ pub struct ConfigArgs {
     /// started from the web app or the API [default: 0].
     #[arg(long, global = true, env = "FERRYDESK_DUPLICATE_SCAN_SECS")]
     pub duplicate_scan_secs: Option<u64>,
+    /// Buffer chat signals (`chat.message` …) that no process instance waits for this many
+    /// seconds, for a message catch that opens later; 0 = not buffered [default: 0].
+    #[arg(long, global = true, env = "FERRYDESK_CHAT_MESSAGE_TTL_SECS")]
+    pub chat_message_ttl_secs: Option<u64>,
     /// Log as JSON lines.
     #[arg(long, global = true, env = "FERRYDESK_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
     pub log_json: Option<bool>,
@@ -71,6 +75,7 @@ struct FileConfig {
     job_lease_secs: Option<u64>,
     job_backoff_ms: Option<u64>,
     duplicate_scan_secs: Option<u64>,
+    chat_message_ttl_secs: Option<u64>,
 }
 
 /// Effective configuration.
@@ -89,6 +94,7 @@ pub struct Config {
     pub job_lease_secs: u64,
     pub job_backoff_ms: u64,
     pub duplicate_scan_secs: u64,
+    pub chat_message_ttl_secs: u64,
 }
 
 impl Config {
@@ -156,6 +162,11 @@ impl Config {
                 .duplicate_scan_secs
                 .or(file.duplicate_scan_secs)
                 .unwrap_or(0),
+            chat_message_ttl_secs: args
+                .chat_message_ttl_secs
+                .or(file.chat_message_ttl_secs)
+                .unwrap_or(0)
+                .min(7 * 24 * 3600),
         })
     }
 

@@ -130,6 +130,7 @@ pub(crate) fn engine_options(cfg: &Config) -> ferrydesk_engine::EngineOptions {
     ferrydesk_engine::EngineOptions {
         lease: std::time::Duration::from_secs(cfg.job_lease_secs),
         backoff: std::time::Duration::from_millis(cfg.job_backoff_ms),
+        chat_message_ttl: std::time::Duration::from_secs(cfg.chat_message_ttl_secs),
         ..Default::default()
     }
 }

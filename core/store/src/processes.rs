@@ -309,13 +309,25 @@ pub async fn children_of(conn: &mut Conn, parent: &str) -> Result<Vec<InstanceRo
     .await?)
 }
 
-pub async fn delete_subscription(conn: &mut Conn, instance: &str, token: i64) -> Result<()> {
-    sqlx::query("DELETE FROM process_subscriptions WHERE instance_id = $1 AND token = $2")
+pub async fn subscription_exists(conn: &mut Conn, instance: &str, token: i64) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM process_subscriptions WHERE instance_id = $1 AND token = $2",
+    )
+    .bind(instance)
+    .bind(token)
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Removes a subscription; false if it was not there (its token was cancelled meanwhile).
+pub async fn delete_subscription(conn: &mut Conn, instance: &str, token: i64) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM process_subscriptions WHERE instance_id = $1 AND token = $2")
         .bind(instance)
         .bind(token)
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(r.rows_affected() == 1)
 }
 
 pub async fn list_events(conn: &mut Conn, instance: &str) -> Result<Vec<EventRow>> {
@@ -1008,4 +1020,65 @@ pub async fn update_instances(conn: &mut Conn, rows: &[InstanceRow], now: i64) -
         n += q.execute(&mut *conn).await?.rows_affected();
     }
     Ok(n)
+}
+
+/// Buffers a message until `expires_at` (see migration 0008).
+pub async fn insert_message(
+    conn: &mut Conn,
+    name: &str,
+    key: &str,
+    variables: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO process_messages (id, name, correlation_key, variables, created_at, \
+         expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind(key)
+    .bind(variables)
+    .bind(now)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Takes (deletes and returns the variables of) the oldest live buffered message with this name
+/// and correlation key, published at `since` or later. On PostgreSQL a message another
+/// transaction is taking is skipped, so a message is taken once.
+pub async fn take_message(
+    conn: &mut Conn,
+    backend: Backend,
+    name: &str,
+    key: &str,
+    now: i64,
+    since: i64,
+) -> Result<Option<String>> {
+    let skip = backend.skip_locked();
+    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+        "DELETE FROM process_messages WHERE id = (SELECT id FROM process_messages \
+         WHERE name = $1 AND correlation_key = $2 AND expires_at > $3 AND created_at >= $4 \
+         ORDER BY created_at, id LIMIT 1 {skip}) RETURNING variables"
+    )))
+    .bind(name)
+    .bind(key)
+    .bind(now)
+    .bind(since)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Drops expired buffered messages; returns how many.
+pub async fn delete_expired_messages(conn: &mut Conn, now: i64) -> Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM process_messages WHERE expires_at <= $1")
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }

@@ -874,7 +874,8 @@ export interface paths {
         put?: never;
         /**
          * Publishes a message: waiting instances with the correlation key continue; processes with a
-         *     message start event of that name start (admins, API tokens).
+         *     message start event of that name start (admins, API tokens). With `time_to_live_ms`, a
+         *     message nothing took is buffered for a subscription that opens within that time.
          */
         post: operations["publish_message"];
         delete?: never;
@@ -2106,6 +2107,12 @@ export interface components {
         MessageInput: {
             correlation_key?: string;
             name: string;
+            /**
+             * Format: int64
+             * @description When no instance takes the message at once: how long it is kept for a subscription that
+             *     opens later, in milliseconds (0, the default: not kept; at most 7 days).
+             */
+            time_to_live_ms?: number;
             variables?: Record<string, never>;
         };
         NewUserInput: {
@@ -2176,6 +2183,8 @@ export interface components {
             variables: Record<string, never>;
         };
         Published: {
+            /** @description The buffered message's id: nothing took the message and it has a time to live. */
+            buffered?: string | null;
             /** @description Instances that continued or started. */
             instances: string[];
         };

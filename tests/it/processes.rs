@@ -1076,3 +1076,90 @@ async fn buffered_chat_signal(b: Backend) -> Result<()> {
     );
     Ok(())
 }
+
+/// Two nodes on one PostgreSQL: instances open their message catch on node A while node B
+/// publishes the matching messages (with a time to live) at the same moment. Whichever comes
+/// first, each message is either correlated at once or buffered and taken: every instance
+/// completes, and no message is left over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn buffered_messages_two_nodes_postgres() -> Result<()> {
+    let Some(db) = ferrydesk_tests::Db::new(Backend::Postgres).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let a = Server::start(&db).await?;
+    let b = Server::start(&db).await?;
+    let fx = Fixture::new(
+        &a,
+        FixtureOptions {
+            operators: 0,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let admin_b = b.login("admin", ferrydesk_tests::ADMIN_PASSWORD).await?;
+    let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
+  <bpmn:message id="m" name="go"><bpmn:extensionElements><zeebe:subscription correlationKey="=key" /></bpmn:extensionElements></bpmn:message>
+  <bpmn:process id="racing" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:intermediateCatchEvent id="go"><bpmn:messageEventDefinition messageRef="m" /></bpmn:intermediateCatchEvent>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="go" />
+    <bpmn:sequenceFlow id="f2" sourceRef="go" targetRef="e" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    deploy(&fx.admin, xml).await?.ok()?;
+    const N: usize = 60;
+    let starts = futures::future::join_all((0..N).map(|k| {
+        let admin = fx.admin.clone();
+        async move {
+            admin
+                .post(
+                    "/api/v1/processes/racing/instances",
+                    json!({"variables": {"key": format!("k-{k}")}}),
+                )
+                .await?
+                .ok()
+        }
+    }));
+    let publishes = futures::future::join_all((0..N).map(|k| {
+        let admin = admin_b.clone();
+        async move {
+            admin
+                .post(
+                    "/api/v1/messages",
+                    json!({"name": "go", "correlation_key": format!("k-{k}"),
+                           "time_to_live_ms": 60_000}),
+                )
+                .await?
+                .ok()
+        }
+    }));
+    let (started, published) = tokio::join!(starts, publishes);
+    for r in started.into_iter().chain(published) {
+        r?;
+    }
+    until(30, "every instance completes", || async {
+        let done = db
+            .scalar_i64(
+                "SELECT COUNT(*) FROM process_instances WHERE process_key = 'racing' \
+                 AND state = 'completed'",
+            )
+            .await?;
+        Ok((done == N as i64).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_messages")
+            .await?,
+        0,
+        "every buffered message was taken"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_subscriptions")
+            .await?,
+        0
+    );
+    Ok(())
+}

@@ -766,6 +766,7 @@ impl Engine {
             if !store::subscription_exists(tx, id, token as i64).await? {
                 continue;
             }
+            store::lock_message_key(tx, backend, &name, &key).await?;
             // A chat signal from before the instance started is no answer to anything it did.
             let since = if name.starts_with("chat.") {
                 row.started_at
@@ -1053,6 +1054,7 @@ impl Engine {
         published_at: i64,
     ) -> Result<Correlation> {
         let mut moved = Vec::new();
+        store::lock_message_key(tx, self.store().backend(), name, correlation_key).await?;
         let subs = store::subscriptions_for(tx, name, correlation_key).await?;
         let mut seen = HashSet::new();
         for (instance, token) in subs {

@@ -1022,6 +1022,25 @@ pub async fn update_instances(conn: &mut Conn, rows: &[InstanceRow], now: i64) -
     Ok(n)
 }
 
+/// Serialises, until the transaction ends, everything that correlates or subscribes to this
+/// message name and correlation key (PostgreSQL; SQLite has one writer anyway). Without it a
+/// message published on one node while another node opens the matching subscription could
+/// see neither the subscription nor, there, the buffered message.
+pub async fn lock_message_key(
+    conn: &mut Conn,
+    backend: Backend,
+    name: &str,
+    key: &str,
+) -> Result<()> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::text")
+            .bind(format!("process-message:{name}\u{1f}{key}"))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Buffers a message until `expires_at` (see migration 0008).
 pub async fn insert_message(
     conn: &mut Conn,

@@ -217,6 +217,20 @@ async fn workload(
         c == [N, N / 2 + 1, N / 2],
         "each worker ran once per instance, the failed one twice: {c:?}"
     );
+    // The set-based path did the work; only the batch with the failed job was redone one job
+    // at a time. On the fast lane, its transactions committed there.
+    let (set_based, one_by_one) = n.engine.batch_counts();
+    ensure!(
+        set_based >= 4 && one_by_one == 1,
+        "batches: {set_based} set-based, {one_by_one} one by one"
+    );
+    if let Some(native) = n.store.native() {
+        ensure!(
+            native.commits() >= set_based + 3,
+            "fast lane commits: {} for {set_based} set-based batches and 3 starts",
+            native.commits()
+        );
+    }
     Ok(Some(stored(&db).await?))
 }
 

@@ -135,6 +135,8 @@ struct Inner {
     node: String,
     workers: RwLock<HashMap<String, Worker>>,
     definitions: Mutex<HashMap<String, Arc<Process>>>,
+    batches_set_based: std::sync::atomic::AtomicU64,
+    batches_one_by_one: std::sync::atomic::AtomicU64,
     wake: tokio::sync::Notify,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -198,6 +200,8 @@ impl Engine {
                 node: format!("node-{}", uuid::Uuid::new_v4()),
                 workers: RwLock::new(HashMap::new()),
                 definitions: Mutex::new(HashMap::new()),
+                batches_set_based: Default::default(),
+                batches_one_by_one: Default::default(),
                 wake: tokio::sync::Notify::new(),
                 shutdown,
             }),
@@ -219,6 +223,8 @@ impl Engine {
                 node: format!("node-{}", uuid::Uuid::new_v4()),
                 workers: RwLock::new(HashMap::new()),
                 definitions: Mutex::new(HashMap::new()),
+                batches_set_based: Default::default(),
+                batches_one_by_one: Default::default(),
                 wake: tokio::sync::Notify::new(),
                 shutdown,
             }),
@@ -773,15 +779,38 @@ impl Engine {
             } else {
                 0
             };
-            let Some(vars) = store::take_message(tx, backend, &name, &key, now, since).await?
-            else {
-                continue;
-            };
-            store::delete_subscription(tx, id, token as i64).await?;
-            let variables: serde_json::Value = serde_json::from_str(&vars).map_err(corrupt)?;
-            metrics::counter!("ferrydesk_process_buffered_messages_correlated_total").increment(1);
-            self.command(tx, id, Command::Complete { token, variables })
-                .await?;
+            // In a savepoint: a kept message the catch refuses (its output mapping fails on
+            // the message's variables) stays kept, the subscription keeps waiting, and the
+            // command that opened it still commits.
+            let mut sp = ferrydesk_store::savepoint(tx).await?;
+            let taken: Result<bool> = async {
+                let Some(vars) =
+                    store::take_message(&mut sp, backend, &name, &key, now, since).await?
+                else {
+                    return Ok(false);
+                };
+                store::delete_subscription(&mut sp, id, token as i64).await?;
+                let variables: serde_json::Value = serde_json::from_str(&vars).map_err(corrupt)?;
+                self.command(&mut sp, id, Command::Complete { token, variables })
+                    .await?;
+                Ok(true)
+            }
+            .await;
+            match taken {
+                Ok(took) => {
+                    sp.commit().await.map_err(ferrydesk_store::Error::from)?;
+                    if took {
+                        metrics::counter!("ferrydesk_process_buffered_messages_correlated_total")
+                            .increment(1);
+                    }
+                }
+                // A deadlock or serialisation failure: the whole command is retried.
+                Err(Error::Store(e)) if e.is_retryable() => return Err(Error::Store(e)),
+                Err(e) => {
+                    sp.rollback().await.map_err(ferrydesk_store::Error::from)?;
+                    tracing::warn!(instance = %id, message = %name, error = %e, "a kept message was refused by the catch; it stays kept");
+                }
+            }
         }
         if inst.completed {
             store::clear_instance(tx, id, now).await?;
@@ -1054,25 +1083,8 @@ impl Engine {
         published_at: i64,
     ) -> Result<Correlation> {
         let mut moved = Vec::new();
-        store::lock_message_key(tx, self.store().backend(), name, correlation_key).await?;
-        let subs = store::subscriptions_for(tx, name, correlation_key).await?;
-        let mut seen = HashSet::new();
-        for (instance, token) in subs {
-            if !seen.insert(instance.clone()) {
-                continue;
-            }
-            store::delete_subscription(tx, &instance, token).await?;
-            self.command(
-                tx,
-                &instance,
-                Command::Complete {
-                    token: token as u64,
-                    variables: variables.clone(),
-                },
-            )
+        self.continue_subscribers(tx, name, correlation_key, &variables, &mut moved)
             .await?;
-            moved.push(instance);
-        }
         for d in store::latest_definitions(tx).await? {
             let names: Vec<String> = serde_json::from_str(&d.start_messages).unwrap_or_default();
             if !names.iter().any(|n| n == name) {
@@ -1097,25 +1109,66 @@ impl Engine {
                 .await?;
             moved.push(id);
         }
-        let buffered = if moved.is_empty() && !ttl.is_zero() {
-            let id = store::insert_message(
-                tx,
-                name,
-                correlation_key,
-                &variables.to_string(),
-                published_at,
-                published_at + ttl.as_millis() as i64,
-            )
-            .await?;
-            metrics::counter!("ferrydesk_process_messages_buffered_total").increment(1);
-            Some(id)
-        } else {
-            None
-        };
+        let mut buffered = None;
+        if moved.is_empty() && !ttl.is_zero() {
+            // Serialised with subscriptions opening on other nodes (they take the same lock
+            // before looking for a kept message), then a second look: a subscription that
+            // committed meanwhile takes the message now; otherwise it is kept, and one that
+            // opens later waits for this lock and then finds it.
+            store::lock_message_key(tx, self.store().backend(), name, correlation_key).await?;
+            self.continue_subscribers(tx, name, correlation_key, &variables, &mut moved)
+                .await?;
+            if moved.is_empty() {
+                let id = store::insert_message(
+                    tx,
+                    name,
+                    correlation_key,
+                    &variables.to_string(),
+                    published_at,
+                    published_at + ttl.as_millis() as i64,
+                )
+                .await?;
+                metrics::counter!("ferrydesk_process_messages_buffered_total").increment(1);
+                buffered = Some(id);
+            }
+        }
         Ok(Correlation {
             instances: moved,
             buffered,
         })
+    }
+
+    /// Continues every instance with a subscription for the message (one per instance).
+    async fn continue_subscribers(
+        &self,
+        tx: &mut Conn,
+        name: &str,
+        correlation_key: &str,
+        variables: &serde_json::Value,
+        moved: &mut Vec<String>,
+    ) -> Result<()> {
+        let subs = store::subscriptions_for(tx, name, correlation_key).await?;
+        let mut seen: HashSet<String> = moved.iter().cloned().collect();
+        for (instance, token) in subs {
+            if !seen.insert(instance.clone()) {
+                continue;
+            }
+            // Cancelled meanwhile (an interrupting boundary on another node): nothing waits.
+            if !store::delete_subscription(tx, &instance, token).await? {
+                continue;
+            }
+            self.command(
+                tx,
+                &instance,
+                Command::Complete {
+                    token: token as u64,
+                    variables: variables.clone(),
+                },
+            )
+            .await?;
+            moved.push(instance);
+        }
+        Ok(())
     }
 
     // ---- incidents ----------------------------------------------------------------------

@@ -194,10 +194,14 @@ impl Engine {
             if self.store_ref().native().is_some() {
                 match self.commit_batch_native(batch.clone(), Some(ROUND)).await {
                     Ok(next) => {
+                        self.count_batch(true);
                         jobs = next;
                         continue;
                     }
-                    Err(_) => self.commit_one_by_one(&batch).await,
+                    Err(_) => {
+                        self.count_batch(false);
+                        self.commit_one_by_one(&batch).await
+                    }
                 }
             } else {
                 self.commit_finished(batch).await;
@@ -247,10 +251,31 @@ impl Engine {
             }
             .await
         };
+        self.count_batch(fast.is_ok());
         if fast.is_ok() {
             return;
         }
         self.commit_one_by_one(&batch).await
+    }
+
+    fn count_batch(&self, set_based: bool) {
+        let c = if set_based {
+            &self.inner.batches_set_based
+        } else {
+            metrics::counter!("ferrydesk_process_batch_fallbacks_total").increment(1);
+            &self.inner.batches_one_by_one
+        };
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Completion batches committed set-based, and those redone one job at a time (a failed
+    /// job, a step that needs more than jobs and timers), since this engine started.
+    pub fn batch_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.batches_set_based.load(Relaxed),
+            self.inner.batches_one_by_one.load(Relaxed),
+        )
     }
 
     /// The slow path of [`Engine::commit_finished`]: one savepoint per job.
@@ -613,6 +638,12 @@ impl Engine {
                 .await
             {
                 Ok(_) => tx.commit().await.map_err(ferrydesk_store::Error::from)?,
+                Err(Error::Store(e)) if e.is_retryable() => {
+                    // A deadlock or serialisation failure (several nodes): the signal stays,
+                    // and is claimed again when its lease runs out.
+                    drop(tx);
+                    tracing::info!(signal = %s.name, chat = %s.correlation_key, error = %e, "process signal will be retried");
+                }
                 Err(e) => {
                     // A signal a process cannot take (e.g. its gateway has no path) is logged
                     // and dropped, not retried forever; the chat itself is unaffected.

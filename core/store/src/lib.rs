@@ -19,7 +19,6 @@ pub mod processes;
 pub mod rows;
 pub mod security;
 
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -188,12 +187,17 @@ impl Store {
                         }
                     }
                 });
+                // Only a plain, writable file: an in-memory database (sqlx names those
+                // `file:sqlx-in-memory-…`) or a read-only one keeps everything on sqlx.
                 let file = sqlx::sqlite::SqliteConnectOptions::from_str(&opts.url)?;
                 let file = file.get_filename();
-                let native = (opts.fast_lane
-                    && !file.as_os_str().is_empty()
-                    && file != Path::new(":memory:"))
-                .then(|| native::Native::new(file));
+                let name = file.to_string_lossy();
+                let plain = !name.is_empty()
+                    && !name.starts_with("file:")
+                    && !name.contains(":memory:")
+                    && !opts.url.contains("mode=memory")
+                    && !opts.url.contains("mode=ro");
+                let native = (opts.fast_lane && plain).then(|| native::Native::new(file));
                 Ok(Store {
                     read,
                     write,

@@ -12,6 +12,7 @@
 //! timeout, as with sqlx.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{OptionalExtension, params};
@@ -24,6 +25,8 @@ use crate::{Error, Result, Store};
 pub struct Native {
     path: PathBuf,
     conn: Mutex<Option<rusqlite::Connection>>,
+    /// Transactions committed on this lane (tests check that the lane is really used).
+    commits: AtomicU64,
 }
 
 impl Native {
@@ -31,11 +34,21 @@ impl Native {
         Arc::new(Native {
             path: path.to_owned(),
             conn: Mutex::new(None),
+            commits: AtomicU64::new(0),
         })
     }
 
+    /// Transactions committed on this lane so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
     fn open(&self) -> Result<rusqlite::Connection> {
-        let c = rusqlite::Connection::open(&self.path)?;
+        // The file exists: the store's own connections created it and ran the migrations.
+        let c = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         // As the sqlx connections are set up (lib.rs), and like the writer it never
         // checkpoints inline: the store's background task does.
         c.execute_batch(
@@ -75,33 +88,38 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             // Released when the batch is over, even if the caller stopped waiting.
             let _slot = slot;
-            let mut guard = native
-                .conn
-                .lock()
-                .map_err(|_| Error::Corrupt("fast lane connection poisoned".into()))?;
+            // A batch that panicked left its connection in an unknown state: reopen it.
+            let mut guard = native.conn.lock().unwrap_or_else(|poisoned| {
+                let mut g = poisoned.into_inner();
+                *g = None;
+                g
+            });
             if guard.is_none() {
                 *guard = Some(native.open()?);
             }
             let conn = guard.as_ref().expect("opened above");
             conn.execute_batch("BEGIN IMMEDIATE").map_err(Error::from)?;
             let mut tx = NativeTx { conn };
-            match f(&mut tx) {
-                Ok(r) => match conn.execute_batch("COMMIT") {
-                    Ok(()) => Ok(r),
-                    Err(e) => {
-                        let _ = conn.execute_batch("ROLLBACK");
-                        Err(Error::from(e).into())
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut tx)));
+            let ok = match ran {
+                Ok(Ok(r)) => match conn.execute_batch("COMMIT") {
+                    Ok(()) => {
+                        native.commits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(r);
                     }
+                    Err(e) => Err(Error::from(e).into()),
                 },
-                Err(e) => {
-                    if let Err(re) = conn.execute_batch("ROLLBACK") {
-                        // A connection in an unknown state is reopened for the next batch.
-                        tracing::warn!(error = %re, "fast lane rollback failed");
-                        *guard = None;
-                    }
-                    Err(e)
-                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(Error::Corrupt("a fast lane batch panicked".into()).into()),
+            };
+            // Anything but a commit rolls back; a connection that cannot is closed (which
+            // rolls back too) and reopened for the next batch, so SQLite's write lock is never
+            // left held.
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "fast lane rollback failed; reopening");
+                *guard = None;
             }
+            ok
         })
         .await
         .map_err(|e| Error::Corrupt(format!("fast lane task failed: {e}")))?

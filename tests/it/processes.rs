@@ -1011,6 +1011,73 @@ async fn buffered_messages(b: Backend) -> Result<()> {
         i["instance"]["state"], "active",
         "the expired message was not taken: {i}"
     );
+
+    // A kept message the process cannot take (its gateway has no path for it) stays kept; the
+    // timer that opened the catch still fires, and a good message later continues it.
+    let strict = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
+  <bpmn:message id="m" name="paid-strict"><bpmn:extensionElements><zeebe:subscription correlationKey="=orderId" /></bpmn:extensionElements></bpmn:message>
+  <bpmn:process id="strict" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:intermediateCatchEvent id="wait"><bpmn:timerEventDefinition><bpmn:timeDuration>PT1S</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>
+    <bpmn:intermediateCatchEvent id="pay"><bpmn:messageEventDefinition messageRef="m" /></bpmn:intermediateCatchEvent>
+    <bpmn:exclusiveGateway id="gw" />
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="wait" />
+    <bpmn:sequenceFlow id="f2" sourceRef="wait" targetRef="pay" />
+    <bpmn:sequenceFlow id="f3" sourceRef="pay" targetRef="gw" />
+    <bpmn:sequenceFlow id="f4" sourceRef="gw" targetRef="e"><bpmn:conditionExpression xsi:type="bpmn:tFormalExpression">=amount &gt; 0</bpmn:conditionExpression></bpmn:sequenceFlow>
+  </bpmn:process>
+</bpmn:definitions>"#;
+    deploy(&fx.admin, strict).await?.ok()?;
+    let started = fx
+        .admin
+        .post(
+            "/api/v1/processes/strict/instances",
+            json!({"variables": {"orderId": "o-9"}}),
+        )
+        .await?
+        .ok()?;
+    let sid = started["id"].as_str().unwrap_or_default().to_owned();
+    let bad = fx
+        .admin
+        .post(
+            "/api/v1/messages",
+            json!({"name": "paid-strict", "correlation_key": "o-9", "variables": {"amount": -1},
+                   "time_to_live_ms": 60_000}),
+        )
+        .await?
+        .ok()?;
+    assert!(bad["buffered"].is_string(), "{bad}");
+    until(20, "the timer fires and the catch opens", || async {
+        let i = instance(&fx.admin, &sid).await?;
+        let fired = i["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| h["element"] == "wait" && h["event"] == "completed");
+        Ok(fired.then_some(()))
+    })
+    .await?;
+    let i = instance(&fx.admin, &sid).await?;
+    assert_eq!(i["instance"]["state"], "active", "{i}");
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_messages WHERE correlation_key = 'o-9'")
+            .await?,
+        1,
+        "the refused message stays kept"
+    );
+    let good = fx
+        .admin
+        .post(
+            "/api/v1/messages",
+            json!({"name": "paid-strict", "correlation_key": "o-9", "variables": {"amount": 5}}),
+        )
+        .await?
+        .ok()?;
+    assert_eq!(good["instances"], json!([sid.clone()]), "{good}");
+    let i = instance(&fx.admin, &sid).await?;
+    assert_eq!(i["instance"]["state"], "completed", "{i}");
     Ok(())
 }
 

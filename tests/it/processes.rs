@@ -805,12 +805,11 @@ async fn crash_during_a_service_task(b: Backend) -> Result<()> {
     Ok(())
 }
 
-/// Two server processes on one PostgreSQL run 1,000 instances together: every service job runs,
-/// every instance completes once, and both nodes did work.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_nodes_thousand_instances_postgres() -> Result<()> {
+/// A PostgreSQL database with an admin, two server processes on it, and a fixture (no
+/// operators) on the first; `None` when PostgreSQL is unavailable and not required.
+async fn two_nodes() -> Result<Option<(ferrydesk_tests::Db, Server, Server, Fixture)>> {
     let Some(db) = ferrydesk_tests::Db::new(Backend::Postgres).await? else {
-        return Ok(());
+        return Ok(None);
     };
     db.add_admin().await?;
     let a = Server::start(&db).await?;
@@ -823,6 +822,16 @@ async fn two_nodes_thousand_instances_postgres() -> Result<()> {
         },
     )
     .await?;
+    Ok(Some((db, a, b, fx)))
+}
+
+/// Two server processes on one PostgreSQL run 1,000 instances together: every service job runs,
+/// every instance completes once, and both nodes did work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_thousand_instances_postgres() -> Result<()> {
+    let Some((db, _a, b, fx)) = two_nodes().await? else {
+        return Ok(());
+    };
     enable(&fx.admin, "evil", json!({})).await?;
     let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
@@ -1150,20 +1159,9 @@ async fn buffered_chat_signal(b: Backend) -> Result<()> {
 /// completes, and no message is left over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn buffered_messages_two_nodes_postgres() -> Result<()> {
-    let Some(db) = ferrydesk_tests::Db::new(Backend::Postgres).await? else {
+    let Some((db, _a, b, fx)) = two_nodes().await? else {
         return Ok(());
     };
-    db.add_admin().await?;
-    let a = Server::start(&db).await?;
-    let b = Server::start(&db).await?;
-    let fx = Fixture::new(
-        &a,
-        FixtureOptions {
-            operators: 0,
-            ..Default::default()
-        },
-    )
-    .await?;
     let admin_b = b.login("admin", ferrydesk_tests::ADMIN_PASSWORD).await?;
     let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">

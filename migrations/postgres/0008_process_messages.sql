@@ -7,7 +7,9 @@ CREATE TABLE process_messages (
     correlation_key TEXT NOT NULL,
     variables       TEXT NOT NULL,
     created_at      BIGINT NOT NULL,
-    expires_at      BIGINT NOT NULL
+    expires_at      BIGINT NOT NULL,
+    -- 1: only an instance that started before the message may take it (chat signals).
+    earlier_only    BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX process_messages_key ON process_messages(name, correlation_key, created_at);
 CREATE INDEX process_messages_expiry ON process_messages(expires_at);

@@ -163,6 +163,18 @@ fn run_error(e: run::RunError) -> Error {
     }
 }
 
+/// Whether and how a message that nothing takes at once is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    /// How long it is kept; zero: not kept.
+    pub ttl: Duration,
+    /// When it was published (a chat signal: when the chat changed); it expires `ttl` later.
+    pub published_at: i64,
+    /// Only an instance that started before it may take it (chat signals: a client's message
+    /// from before a process started answers nothing the process asked).
+    pub earlier_only: bool,
+}
+
 /// What publishing a message did.
 #[derive(Debug, Clone, Default)]
 pub struct Correlation {
@@ -773,19 +785,13 @@ impl Engine {
                 continue;
             }
             store::lock_message_key(tx, backend, &name, &key).await?;
-            // A chat signal from before the instance started is no answer to anything it did.
-            let since = if name.starts_with("chat.") {
-                row.started_at
-            } else {
-                0
-            };
             // In a savepoint: a kept message the catch refuses (its output mapping fails on
             // the message's variables) stays kept, the subscription keeps waiting, and the
             // command that opened it still commits.
             let mut sp = ferrydesk_store::savepoint(tx).await?;
             let taken: Result<bool> = async {
                 let Some(vars) =
-                    store::take_message(&mut sp, backend, &name, &key, now, since).await?
+                    store::take_message(&mut sp, backend, &name, &key, now, row.started_at).await?
                 else {
                     return Ok(false);
                 };
@@ -1062,16 +1068,24 @@ impl Engine {
     ) -> Result<Correlation> {
         let mut tx = self.store().begin().await?;
         let out = self
-            .correlate_in(&mut tx, name, correlation_key, variables, ctx, ttl, now())
+            .correlate_in(
+                &mut tx,
+                name,
+                correlation_key,
+                variables,
+                ctx,
+                Keep {
+                    ttl,
+                    published_at: now(),
+                    earlier_only: false,
+                },
+            )
             .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         self.wake();
         Ok(out)
     }
 
-    /// `published_at`: when the message was published (a chat signal: when the chat changed);
-    /// a buffered message expires `ttl` after it.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn correlate_in(
         &self,
         tx: &mut Conn,
@@ -1079,8 +1093,7 @@ impl Engine {
         correlation_key: &str,
         variables: serde_json::Value,
         ctx: StartContext,
-        ttl: Duration,
-        published_at: i64,
+        keep: Keep,
     ) -> Result<Correlation> {
         let mut moved = Vec::new();
         self.continue_subscribers(tx, name, correlation_key, &variables, &mut moved)
@@ -1110,7 +1123,7 @@ impl Engine {
             moved.push(id);
         }
         let mut buffered = None;
-        if moved.is_empty() && !ttl.is_zero() {
+        if moved.is_empty() && !keep.ttl.is_zero() {
             // Serialised with subscriptions opening on other nodes (they take the same lock
             // before looking for a kept message), then a second look: a subscription that
             // committed meanwhile takes the message now; otherwise it is kept, and one that
@@ -1124,8 +1137,9 @@ impl Engine {
                     name,
                     correlation_key,
                     &variables.to_string(),
-                    published_at,
-                    published_at + ttl.as_millis() as i64,
+                    keep.published_at,
+                    keep.published_at + keep.ttl.as_millis() as i64,
+                    keep.earlier_only,
                 )
                 .await?;
                 metrics::counter!("ferrydesk_process_messages_buffered_total").increment(1);

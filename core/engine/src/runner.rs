@@ -30,7 +30,7 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
                     Err(_) => break,
                 }
             }
-            committer.commit_finished(Arc::new(batch)).await;
+            committer.commit_finished(batch, None).await;
             committer.wake();
         }
     });
@@ -190,23 +190,10 @@ impl Engine {
             for j in jobs {
                 done.push(self.execute(j).await);
             }
-            let batch = Arc::new(done);
-            if self.store_ref().native().is_some() {
-                match self.commit_batch_native(batch.clone(), Some(ROUND)).await {
-                    Ok(next) => {
-                        self.count_batch(true);
-                        jobs = next;
-                        continue;
-                    }
-                    Err(_) => {
-                        self.count_batch(false);
-                        self.commit_one_by_one(&batch).await
-                    }
-                }
-            } else {
-                self.commit_finished(batch).await;
-            }
-            jobs = self.claim(ROUND).await?;
+            jobs = match self.commit_finished(done, Some(ROUND)).await {
+                Some(next) => next,
+                None => self.claim(ROUND).await?,
+            };
         }
         Ok(n)
     }
@@ -233,29 +220,40 @@ impl Engine {
     /// Applies finished jobs in one transaction, each in a savepoint and fenced on owner and
     /// attempt (a job another node took over is skipped). A job whose completion the process
     /// refuses (a mapping error, a gateway without a path) becomes an incident.
-    pub(crate) async fn commit_finished(&self, batch: Arc<Vec<Finished>>) {
+    ///
+    /// With `claim`, on the fast lane, the same transaction also claims up to that many due
+    /// jobs and they are returned; `None` means the caller claims the next round itself.
+    pub(crate) async fn commit_finished(
+        &self,
+        batch: Vec<Finished>,
+        claim: Option<i64>,
+    ) -> Option<Vec<store::JobRow>> {
         // Fast path: the whole batch set-based in one transaction (on the store's fast lane
         // where there is one). Should it not apply (a step needs more than jobs, a job is
         // refused), the batch is redone one job at a time, each in a savepoint, and the
         // refused jobs become incidents.
-        let fast: Result<()> = if self.store_ref().native().is_some() {
-            self.commit_batch_native(batch.clone(), None)
+        let batch = Arc::new(batch);
+        let fast: Result<Option<Vec<store::JobRow>>> = if self.store_ref().native().is_some() {
+            self.commit_batch_native(batch.clone(), claim)
                 .await
-                .map(drop)
+                .map(|next| claim.map(|_| next))
         } else {
             async {
                 let mut tx = self.store_ref().begin().await?;
                 self.commit_batch_fast(&mut tx, &batch).await?;
                 tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-                Ok(())
+                Ok(None)
             }
             .await
         };
         self.count_batch(fast.is_ok());
-        if fast.is_ok() {
-            return;
+        match fast {
+            Ok(next) => next,
+            Err(_) => {
+                self.commit_one_by_one(&batch).await;
+                None
+            }
         }
-        self.commit_one_by_one(&batch).await
     }
 
     fn count_batch(&self, set_based: bool) {
@@ -632,8 +630,11 @@ impl Engine {
                     &s.correlation_key,
                     vars,
                     ctx,
-                    self.options().chat_message_ttl,
-                    s.created_at,
+                    crate::Keep {
+                        ttl: self.options().chat_message_ttl,
+                        published_at: s.created_at,
+                        earlier_only: true,
+                    },
                 )
                 .await
             {

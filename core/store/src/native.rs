@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::processes::{HistoryRow, InstanceRow, JobRow};
+use crate::processes::{HistoryRow, INST_COLS, InstanceRow, JOB_COLS, JobRow};
 use crate::{Error, Result, Store};
 
 /// A connection to the store's SQLite file for the engine's batches.
@@ -125,13 +125,6 @@ impl Store {
         .map_err(|e| Error::Corrupt(format!("fast lane task failed: {e}")))?
     }
 }
-
-const JOB_COLS: &str = "id, instance_id, token, element, kind, task_type, state, retries, due_at, \
-    attempt, lock_owner, lock_expires, payload, last_error, created_at";
-
-const INST_COLS: &str = "id, definition_id, process_key, state, data, revision, parent_id, \
-    parent_token, chat_id, contact_id, case_id, started_by, start_key, incidents, started_at, \
-    updated_at, ended_at, events";
 
 fn job_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {

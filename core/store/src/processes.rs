@@ -103,7 +103,7 @@ pub struct InstanceRow {
     pub events: i64,
 }
 
-const INST_COLS: &str = "id, definition_id, process_key, state, data, revision, parent_id, \
+pub(crate) const INST_COLS: &str = "id, definition_id, process_key, state, data, revision, parent_id, \
     parent_token, chat_id, contact_id, case_id, started_by, start_key, incidents, started_at, \
     updated_at, ended_at, events";
 
@@ -359,7 +359,7 @@ pub struct JobRow {
     pub created_at: i64,
 }
 
-const JOB_COLS: &str = "id, instance_id, token, element, kind, task_type, state, retries, due_at, \
+pub(crate) const JOB_COLS: &str = "id, instance_id, token, element, kind, task_type, state, retries, due_at, \
     attempt, lock_owner, lock_expires, payload, last_error, created_at";
 
 pub async fn insert_job(conn: &mut Conn, j: &JobRow) -> Result<()> {
@@ -1047,46 +1047,49 @@ pub async fn insert_message(
     name: &str,
     key: &str,
     variables: &str,
-    now: i64,
+    published_at: i64,
     expires_at: i64,
+    earlier_only: bool,
 ) -> Result<String> {
     let id = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "INSERT INTO process_messages (id, name, correlation_key, variables, created_at, \
-         expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+         expires_at, earlier_only) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&id)
     .bind(name)
     .bind(key)
     .bind(variables)
-    .bind(now)
+    .bind(published_at)
     .bind(expires_at)
+    .bind(earlier_only as i64)
     .execute(conn)
     .await?;
     Ok(id)
 }
 
 /// Takes (deletes and returns the variables of) the oldest live buffered message with this name
-/// and correlation key, published at `since` or later. On PostgreSQL a message another
-/// transaction is taking is skipped, so a message is taken once.
+/// and correlation key that an instance started at `started_at` may take. On PostgreSQL a
+/// message another transaction is taking is skipped, so a message is taken once.
 pub async fn take_message(
     conn: &mut Conn,
     backend: Backend,
     name: &str,
     key: &str,
     now: i64,
-    since: i64,
+    started_at: i64,
 ) -> Result<Option<String>> {
     let skip = backend.skip_locked();
     Ok(sqlx::query_scalar(AssertSqlSafe(format!(
         "DELETE FROM process_messages WHERE id = (SELECT id FROM process_messages \
-         WHERE name = $1 AND correlation_key = $2 AND expires_at > $3 AND created_at >= $4 \
+         WHERE name = $1 AND correlation_key = $2 AND expires_at > $3 \
+         AND (earlier_only = 0 OR created_at >= $4) \
          ORDER BY created_at, id LIMIT 1 {skip}) RETURNING variables"
     )))
     .bind(name)
     .bind(key)
     .bind(now)
-    .bind(since)
+    .bind(started_at)
     .fetch_optional(conn)
     .await?)
 }

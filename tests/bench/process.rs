@@ -13,7 +13,8 @@
 //!   cargo bench -p ferrydesk-tests --bench process
 //!
 //! Environment: BENCH_N (instances, default 10000), BENCH_BATCH (instances started per
-//! transaction, 500), BENCH_PEERS (`spiff,bpmn-engine`, or `none`), BENCH_PEERS_DIR (reuse an
+//! transaction, 500), BENCH_DRIVERS (tasks starting and driving instances concurrently, 2),
+//! BENCH_PEERS (`spiff,bpmn-engine`, or `none`), BENCH_PEERS_DIR (reuse an
 //! installed peer folder instead of a new temporary one), BENCH_SQLX_LANE=0 (skip the second
 //! Ferrydesk run, whose batches go through sqlx instead of the store's SQLite fast lane).
 
@@ -72,12 +73,16 @@ struct Figures {
 async fn main() -> Result<()> {
     let n = env_usize("BENCH_N", 10_000);
     let batch = env_usize("BENCH_BATCH", 500).max(1);
-    println!("process engine benchmark: {n} instances of start → task → gateway → task → end");
-    let mut rows = vec![ferrydesk(n, batch, true).await?];
+    let drivers = env_usize("BENCH_DRIVERS", 2).max(1);
+    println!(
+        "process engine benchmark: {n} instances of start → task → gateway → task → end \
+         ({drivers} drivers)"
+    );
+    let mut rows = vec![ferrydesk(n, batch, drivers, true).await?];
     // The same engine with the engine's batches through sqlx, as before the fast lane.
     let sqlx_lane = std::env::var("BENCH_SQLX_LANE").as_deref() != Ok("0");
     if sqlx_lane {
-        rows.push(ferrydesk(n, batch, false).await?);
+        rows.push(ferrydesk(n, batch, drivers, false).await?);
     }
     let peers = std::env::var("BENCH_PEERS").unwrap_or_else(|_| "spiff,bpmn-engine".into());
     if peers != "none" {
@@ -109,7 +114,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn ferrydesk(n: usize, batch: usize, fast_lane: bool) -> Result<Figures> {
+async fn ferrydesk(n: usize, batch: usize, drivers: usize, fast_lane: bool) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let store = Store::connect(&StoreOptions {
         url: format!(
@@ -179,8 +184,21 @@ async fn ferrydesk(n: usize, batch: usize, fast_lane: bool) -> Result<Figures> {
         c.store(0, Ordering::Relaxed);
     }
     let cpu0 = cpu_seconds();
+    let busy0 = store
+        .native()
+        .map(|n| n.busy().as_secs_f64())
+        .unwrap_or(0.0);
     let t0 = Instant::now();
-    run(0, n).await?;
+    // Each driver (a task of its own, so that one plans while another's batch is written)
+    // starts and drives its share of the instances; the engine's writes all go through the
+    // one SQLite writer.
+    let share = n.div_ceil(drivers);
+    let tasks: Vec<_> = (0..drivers)
+        .map(|d| tokio::spawn(run(d * share, ((d + 1) * share).min(n))))
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     // Everything happened, and is on disk.
@@ -192,14 +210,23 @@ async fn ferrydesk(n: usize, batch: usize, fast_lane: bool) -> Result<Figures> {
     let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM process_jobs")
         .fetch_one(&mut *conn)
         .await?;
-    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM process_events")
-        .fetch_one(&mut *conn)
-        .await?;
+    let (history_rows, events): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(json_array_length(events)), 0) FROM process_history",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     let c: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     if completed != (n + 200) as i64 || jobs != 0 || c != [n, n / 2, n - n / 2] {
         bail!("wrong result: completed {completed}, jobs left {jobs}, worker calls {c:?}");
     }
     drop(conn);
+    let (set_based, one_by_one) = engine.batch_counts();
+    let (ahead, replanned) = engine.plan_counts();
+    let writer = store
+        .native()
+        .map(|n| n.busy().as_secs_f64())
+        .unwrap_or(0.0)
+        - busy0;
     desk.shutdown();
     Ok(Figures {
         engine: if fast_lane {
@@ -211,8 +238,14 @@ async fn ferrydesk(n: usize, batch: usize, fast_lane: bool) -> Result<Figures> {
         per_sec: n as f64 / secs,
         per_cpu_sec: n as f64 / cpu,
         note: format!(
-            "{secs:.2} s, {cpu:.2} CPU-s, {:.1} history rows/instance",
-            events as f64 / (n + 200) as f64
+            "{secs:.2} s, {cpu:.2} CPU-s, fast lane busy {:.0} %, history: {:.1} events in \
+             {:.1} rows per instance; \
+             completion batches: \
+             {set_based} set-based ({ahead} planned ahead, {replanned} planned again), \
+             {one_by_one} one by one",
+            writer / secs * 100.0,
+            events as f64 / (n + 200) as f64,
+            history_rows as f64 / (n + 200) as f64
         ),
     })
 }

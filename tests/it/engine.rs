@@ -17,7 +17,11 @@ use serde_json::json;
 
 use crate::on_both_backends;
 
-on_both_backends!(lanes_agree, stale_completion_is_fenced);
+on_both_backends!(
+    lanes_agree,
+    stale_completion_is_fenced,
+    another_writer_beats_the_cache
+);
 
 const BPMN: &str = include_str!("../../core/bpmn/tests/bench_process.bpmn");
 const N: usize = 120;
@@ -82,12 +86,21 @@ async fn stored(db: &Db) -> Result<(BTreeMap<i64, Vec<String>>, Vec<(String, Str
     for (id, state, data, case) in rows {
         let v: serde_json::Value = serde_json::from_str(&data)?;
         let amount = v["variables"]["amount"].as_i64().unwrap_or(-1);
-        let events: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT seq, element, event FROM process_events WHERE instance_id = $1 ORDER BY seq",
+        // History rows hold a command's events each (JSON [element, event, detail] from the
+        // row's `seq` on).
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, events FROM process_history WHERE instance_id = $1 ORDER BY seq",
         )
         .bind(&id)
         .fetch_all(&mut c)
         .await?;
+        let mut events: Vec<(i64, String, String)> = Vec::new();
+        for (seq, list) in rows {
+            let list: Vec<(String, String, Option<String>)> = serde_json::from_str(&list)?;
+            for (k, (el, ev, _)) in list.into_iter().enumerate() {
+                events.push((seq + k as i64, el, ev));
+            }
+        }
         for (k, (seq, _, _)) in events.iter().enumerate() {
             ensure!(
                 *seq == k as i64 + 1,
@@ -343,6 +356,15 @@ async fn stale_completion_is_fenced(b: Backend) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure!(ran >= 1, "node B ran no job");
     slow.await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if a.store.native().is_some() {
+        // A had the instance cached from its start and planned the late completion ahead;
+        // the fence check failed and A planned it again from what is stored.
+        let (ahead, replanned) = a.engine.plan_counts();
+        ensure!(
+            ahead >= 1 && replanned >= 1,
+            "node A: {ahead} batches planned ahead, {replanned} planned again"
+        );
+    }
     let keys = keys.lock().expect("keys").clone();
     let create: Vec<_> = keys
         .iter()
@@ -372,5 +394,99 @@ async fn stale_completion_is_fenced(b: Backend) -> Result<()> {
         db.scalar_i64("SELECT COUNT(*) FROM process_jobs").await? == 0,
         "no job is left"
     );
+    Ok(())
+}
+
+/// The fast lane plans a node's next step of an instance from the state it last wrote. Another
+/// writer changes one instance while its first task runs (here the stored `amount`, which the
+/// gateway reads next): that batch must be planned again from what is stored, so the changed
+/// instance takes the VIP branch and every other instance the normal one.
+async fn another_writer_beats_the_cache(b: Backend) -> Result<()> {
+    let Some(db) = Db::new(b).await? else {
+        return Ok(());
+    };
+    let n = node(&db, true, Duration::from_secs(60)).await?;
+    let calls = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let store = n.store.clone();
+    n.engine.register(
+        "cases.create",
+        Arc::new(move |job| {
+            let store = store.clone();
+            let instance = job.instance_id.clone();
+            let marked = job.variables["amount"].as_i64() == Some(3);
+            Box::pin(async move {
+                if marked {
+                    // Another writer (an admin tool, another node): a new revision of the
+                    // instance with amount 5003.
+                    let mut tx = store
+                        .begin()
+                        .await
+                        .map_err(|e| JobError::failed(e.to_string()))?;
+                    let (data,): (String,) =
+                        sqlx::query_as("SELECT data FROM process_instances WHERE id = $1")
+                            .bind(&instance)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(|e| JobError::failed(e.to_string()))?;
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(&data).map_err(|e| JobError::failed(e.to_string()))?;
+                    v["variables"]["amount"] = json!(5003);
+                    sqlx::query(
+                        "UPDATE process_instances SET data = $1, revision = revision + 1 \
+                         WHERE id = $2",
+                    )
+                    .bind(v.to_string())
+                    .bind(&instance)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| JobError::failed(e.to_string()))?;
+                    tx.commit()
+                        .await
+                        .map_err(|e| JobError::failed(e.to_string()))?;
+                }
+                Ok(json!({"caseId": "c"}))
+            })
+        }),
+    );
+    for (i, ty) in ["notify.vip", "notify.normal"].into_iter().enumerate() {
+        let calls = calls.clone();
+        n.engine.register(
+            ty,
+            Arc::new(move |_| {
+                calls[i].fetch_add(1, Ordering::Relaxed);
+                Box::pin(async { Ok(json!({})) })
+            }),
+        );
+    }
+    let vars = (0..20).map(|k| json!({"amount": k})).collect();
+    n.engine
+        .start_many("create_case", vars)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    n.engine
+        .run_due_jobs()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c: Vec<usize> = calls.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    ensure!(
+        c == [1, 19],
+        "the changed instance went VIP, the others normal: {c:?}"
+    );
+    let (histories, finals) = stored(&db).await?;
+    ensure!(
+        histories.get(&5003) == Some(&expected_history(5003)),
+        "the changed instance's history: {histories:?}"
+    );
+    ensure!(
+        finals.iter().filter(|(s, _)| s == "completed").count() == 20,
+        "all completed: {finals:?}"
+    );
+    if n.store.native().is_some() {
+        let (ahead, replanned) = n.engine.plan_counts();
+        ensure!(
+            ahead >= 1 && replanned == 1,
+            "{ahead} batches planned ahead, {replanned} planned again (expected 1)"
+        );
+    }
     Ok(())
 }

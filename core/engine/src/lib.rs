@@ -135,8 +135,17 @@ struct Inner {
     node: String,
     workers: RwLock<HashMap<String, Worker>>,
     definitions: Mutex<HashMap<String, Arc<Process>>>,
+    /// Instance states this node wrote last (see [`batch::StateCache`]).
+    states: Mutex<batch::StateCache>,
+    /// Jobs `start_many` created already claimed by this node, for its next round to run
+    /// (see [`Engine::take_pushed`]).
+    pushed: Mutex<std::collections::VecDeque<store::JobRow>>,
     batches_set_based: std::sync::atomic::AtomicU64,
     batches_one_by_one: std::sync::atomic::AtomicU64,
+    /// Fast-lane batches planned from cached states before taking the writer, and those
+    /// whose check failed and were planned again from what is stored.
+    planned_ahead: std::sync::atomic::AtomicU64,
+    replanned: std::sync::atomic::AtomicU64,
     wake: tokio::sync::Notify,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -212,8 +221,12 @@ impl Engine {
                 node: format!("node-{}", uuid::Uuid::new_v4()),
                 workers: RwLock::new(HashMap::new()),
                 definitions: Mutex::new(HashMap::new()),
+                states: Mutex::new(batch::StateCache::default()),
+                pushed: Mutex::new(Default::default()),
                 batches_set_based: Default::default(),
                 batches_one_by_one: Default::default(),
+                planned_ahead: Default::default(),
+                replanned: Default::default(),
                 wake: tokio::sync::Notify::new(),
                 shutdown,
             }),
@@ -235,8 +248,12 @@ impl Engine {
                 node: format!("node-{}", uuid::Uuid::new_v4()),
                 workers: RwLock::new(HashMap::new()),
                 definitions: Mutex::new(HashMap::new()),
+                states: Mutex::new(batch::StateCache::default()),
+                pushed: Mutex::new(Default::default()),
                 batches_set_based: Default::default(),
                 batches_one_by_one: Default::default(),
+                planned_ahead: Default::default(),
+                replanned: Default::default(),
                 wake: tokio::sync::Notify::new(),
                 shutdown,
             }),
@@ -541,7 +558,10 @@ impl Engine {
         Ok(id)
     }
 
-    /// Starts many instances of `key` in one transaction (bulk starts; the benchmark).
+    /// Starts many instances of `key` in one transaction (bulk starts; the benchmark). On the
+    /// SQLite fast lane their first jobs are claimed by this node in that transaction: this
+    /// node's job loop or next `run_due_jobs` runs them (should the node stop first, another
+    /// takes them when their lease expires).
     pub async fn start_many(
         &self,
         key: &str,
@@ -1360,7 +1380,7 @@ pub(crate) fn service_payload(
     })
 }
 
-/// An instance's state as stored: without the in-memory history, which is in `process_events`.
+/// An instance's state as stored: without the in-memory history, which is in `process_history`.
 pub(crate) fn stored_state(inst: &run::Instance) -> Result<String> {
     let mut copy = inst.clone();
     copy.history.clear();

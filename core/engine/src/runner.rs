@@ -10,17 +10,25 @@ use ferrydesk_bpmn::{BoundaryTrigger, Kind, Process};
 use ferrydesk_desk::{Error, Result};
 use ferrydesk_domain::*;
 use ferrydesk_store::processes as store;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use ferrydesk_store::Conn;
 
 use crate::{Engine, Job, JobError, StartContext, now};
 
 pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(engine.options().concurrency.max(1)));
     // Finished jobs go to one committer, which applies whatever has piled up in one
     // transaction (group commit; each job in its own savepoint).
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Finished>(1024);
-    let committer = engine.clone();
+    // The job loop holds the channel open; the committer's copy of the dispatcher does not,
+    // so the committer ends once the loop and the jobs in flight have.
+    let dispatcher = Dispatcher {
+        engine: engine.clone(),
+        slots: slots.clone(),
+        done: done_tx.downgrade(),
+    };
+    let committer = dispatcher.clone();
     tokio::spawn(async move {
         while let Some(first) = done_rx.recv().await {
             let mut batch = vec![first];
@@ -30,12 +38,23 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
                     Err(_) => break,
                 }
             }
-            committer.commit_finished(batch, None).await;
-            committer.wake();
+            // On the fast lane the commit also claims what the free slots can run (jobs
+            // already due, then the ones its steps created), so a busy node goes from one step
+            // to the next without waiting for the claim loop.
+            let permits = committer.reserve();
+            let free = permits.len() as i64;
+            let next = committer
+                .engine
+                .commit_finished(batch, (free > 0).then_some(free))
+                .await;
+            match next {
+                Some(jobs) if !jobs.is_empty() => committer.dispatch(jobs, permits),
+                _ => committer.engine.wake(),
+            }
         }
     });
     tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(engine.options().concurrency.max(1)));
+        let _open = done_tx;
         let mut swept = std::time::Instant::now();
         loop {
             if *shutdown.borrow() {
@@ -53,23 +72,16 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
                 Ok(n) => busy |= n > 0,
                 Err(e) => tracing::warn!(error = %e, "process signals"),
             }
-            let free = slots.available_permits();
-            if free > 0 {
-                match engine.claim(free as i64).await {
+            let permits = dispatcher.reserve();
+            let pushed = engine.take_pushed(permits.len());
+            if !pushed.is_empty() {
+                busy = true;
+                dispatcher.dispatch(pushed, permits);
+            } else if !permits.is_empty() {
+                match engine.claim(permits.len() as i64).await {
                     Ok(jobs) => {
                         busy |= !jobs.is_empty();
-                        for j in jobs {
-                            let Ok(permit) = slots.clone().acquire_owned().await else {
-                                return;
-                            };
-                            let e = engine.clone();
-                            let done = done_tx.clone();
-                            tokio::spawn(async move {
-                                let f = e.execute(j).await;
-                                let _ = done.send(f).await;
-                                drop(permit);
-                            });
-                        }
+                        dispatcher.dispatch(jobs, permits);
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming process jobs"),
                 }
@@ -89,6 +101,48 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
+}
+
+/// Runs claimed jobs, each on its own task holding one of the node's slots, and hands the
+/// results to the committer.
+#[derive(Clone)]
+struct Dispatcher {
+    engine: Engine,
+    slots: Arc<Semaphore>,
+    done: tokio::sync::mpsc::WeakSender<Finished>,
+}
+
+impl Dispatcher {
+    /// Every free slot, taken before claiming: jobs are claimed only for slots in hand, so a
+    /// claimed job never waits for one while its lease runs (the job loop and the committer
+    /// both claim).
+    fn reserve(&self) -> Vec<OwnedSemaphorePermit> {
+        let mut permits = Vec::new();
+        while let Ok(p) = self.slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        permits
+    }
+
+    /// Runs each job on its own task holding one of `permits` (those left over are given
+    /// back).
+    fn dispatch(&self, jobs: Vec<store::JobRow>, permits: Vec<OwnedSemaphorePermit>) {
+        // Shutting down: the jobs go back to the queue when their leases expire.
+        let Some(done) = self.done.upgrade() else {
+            return;
+        };
+        let mut permits = permits.into_iter();
+        for j in jobs {
+            let permit = permits.next();
+            let e = self.engine.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let f = e.execute(j).await;
+                let _ = done.send(f).await;
+                drop(permit);
+            });
+        }
+    }
 }
 
 /// How a claimed job ended, before it is committed.
@@ -178,12 +232,16 @@ impl Engine {
 
     /// Runs every due job on this task until none is left, committing each round of
     /// completions in one transaction (benchmarks and embedding programs drive an embedded
-    /// engine this way). On the fast lane a round's commit also claims the next round.
+    /// engine this way). On the fast lane a round's commit also claims the next round, and
+    /// the first round is the jobs `start_many` handed to this node, if any.
     /// Returns how many ran.
     pub async fn run_due_jobs(&self) -> Result<usize> {
         const ROUND: i64 = 512;
         let mut n = 0;
-        let mut jobs = self.claim(ROUND).await?;
+        let mut jobs = self.take_pushed(ROUND as usize);
+        if jobs.is_empty() {
+            jobs = self.claim(ROUND).await?;
+        }
         while !jobs.is_empty() {
             n += jobs.len();
             let mut done = Vec::with_capacity(jobs.len());
@@ -367,34 +425,37 @@ impl Engine {
     /// The worker's view of a job, from the job row alone (the instance's context travels in
     /// its payload).
     fn job_of(&self, j: &store::JobRow) -> Job {
-        let payload: serde_json::Value =
-            serde_json::from_str(&j.payload).unwrap_or(serde_json::Value::Null);
-        let obj = |k: &str| {
-            payload
-                .get(k)
-                .and_then(|v| v.as_object())
-                .cloned()
-                .unwrap_or_default()
-        };
-        let text = |k: &str| payload.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        /// A service job's payload (see `service_payload`), read straight into owned values.
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Payload {
+            variables: Option<serde_json::Value>,
+            inputs: serde_json::Map<String, serde_json::Value>,
+            headers: serde_json::Map<String, serde_json::Value>,
+            process: Option<String>,
+            chat: Option<String>,
+            contact: Option<String>,
+            started_by: Option<String>,
+        }
+        let p: Payload = serde_json::from_str(&j.payload).unwrap_or_default();
         Job {
             id: j.id.clone(),
             key: format!("{}:{}", j.instance_id, j.token),
             instance_id: j.instance_id.clone(),
-            process_key: text("process").unwrap_or_default(),
+            process_key: p.process.unwrap_or_default(),
             element: j.element.clone(),
             task_type: j.task_type.clone(),
-            headers: obj("headers"),
-            variables: payload
-                .get("variables")
-                .cloned()
-                .unwrap_or(serde_json::json!({})),
-            inputs: obj("inputs"),
+            headers: p.headers,
+            variables: p
+                .variables
+                .filter(|v| !v.is_null())
+                .unwrap_or_else(|| serde_json::json!({})),
+            inputs: p.inputs,
             retries: j.retries,
             attempt: j.attempt,
-            chat_id: text("chat").map(ChatId),
-            contact_id: text("contact").map(ContactId),
-            started_by: text("started_by").map(UserId),
+            chat_id: p.chat.map(ChatId),
+            contact_id: p.contact.map(ContactId),
+            started_by: p.started_by.map(UserId),
         }
     }
 

@@ -170,7 +170,9 @@ pub async fn move_to_master(conn: &mut Conn, master: &ContactId, merged: &Contac
         "UPDATE contact_identities SET contact_id = $1 WHERE contact_id = $2",
         "UPDATE chats SET contact_id = $1 WHERE contact_id = $2",
         "UPDATE cases SET contact_id = $1 WHERE contact_id = $2",
-        "UPDATE process_instances SET contact_id = $1 WHERE contact_id = $2",
+        // The revision moves so that an engine's cached copy of the instance is not used.
+        "UPDATE process_instances SET contact_id = $1, revision = revision + 1 \
+         WHERE contact_id = $2",
         "UPDATE contacts SET merged_into = $1 WHERE merged_into = $2",
         "UPDATE contacts SET merged_into = $1, phone_key = NULL, email_key = NULL, name_key = NULL \
          WHERE id = $2",

@@ -27,6 +27,8 @@ pub struct Native {
     conn: Mutex<Option<rusqlite::Connection>>,
     /// Transactions committed on this lane (tests check that the lane is really used).
     commits: AtomicU64,
+    /// Time spent in this lane's transactions, begin to commit, in microseconds.
+    busy_us: AtomicU64,
 }
 
 impl Native {
@@ -35,12 +37,19 @@ impl Native {
             path: path.to_owned(),
             conn: Mutex::new(None),
             commits: AtomicU64::new(0),
+            busy_us: AtomicU64::new(0),
         })
     }
 
     /// Transactions committed on this lane so far.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Time this lane has spent in transactions (begin to commit or rollback) so far: how
+    /// busy SQLite's one writer was with the engine's batches.
+    pub fn busy(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.busy_us.load(Ordering::Relaxed))
     }
 
     fn open(&self) -> Result<rusqlite::Connection> {
@@ -98,6 +107,8 @@ impl Store {
                 *guard = Some(native.open()?);
             }
             let conn = guard.as_ref().expect("opened above");
+            let started = std::time::Instant::now();
+            let _busy = Busy(&native.busy_us, started);
             conn.execute_batch("BEGIN IMMEDIATE").map_err(Error::from)?;
             let mut tx = NativeTx { conn };
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut tx)));
@@ -123,6 +134,16 @@ impl Store {
         })
         .await
         .map_err(|e| Error::Corrupt(format!("fast lane task failed: {e}")))?
+    }
+}
+
+/// Adds the time since its start to a counter when dropped.
+struct Busy<'a>(&'a AtomicU64, std::time::Instant);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0
+            .fetch_add(self.1.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -192,20 +213,18 @@ impl NativeTx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// See [`crate::processes::finish_jobs`]: removes the jobs `owner` holds among `ids` and
-    /// returns `(id, attempt)` of those removed.
-    pub fn finish_jobs(&mut self, owner: &str, ids: &[&str]) -> Result<Vec<(String, i64)>> {
+    /// See [`crate::processes::finish_jobs`]: removes each of `jobs` (id, attempt) that
+    /// `owner` still holds at that attempt, and returns those removed. (Fenced in the
+    /// statement itself: a job this node claimed again since is not removed.)
+    pub fn finish_jobs(&mut self, owner: &str, jobs: &[(&str, i64)]) -> Result<Vec<(String, i64)>> {
         let mut st = self.conn.prepare_cached(
             "DELETE FROM process_jobs WHERE id = ?1 AND lock_owner = ?2 AND state = 'locked' \
-             RETURNING attempt",
+             AND attempt = ?3",
         )?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(a) = st
-                .query_row(params![id, owner], |r| r.get::<_, i64>(0))
-                .optional()?
-            {
-                out.push(((*id).to_owned(), a));
+        let mut out = Vec::with_capacity(jobs.len());
+        for (id, attempt) in jobs {
+            if st.execute(params![id, owner, attempt])? == 1 {
+                out.push(((*id).to_owned(), *attempt));
             }
         }
         Ok(out)
@@ -267,11 +286,10 @@ impl NativeTx<'_> {
     /// See [`crate::processes::insert_events`].
     pub fn insert_events(&mut self, rows: &[HistoryRow]) -> Result<()> {
         let mut st = self.conn.prepare_cached(
-            "INSERT INTO process_events (instance_id, seq, at, element, event, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO process_history (instance_id, seq, at, events) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for (instance, seq, at, element, event, detail) in rows {
-            st.execute(params![instance, seq, at, element, event, detail])?;
+        for (instance, seq, at, events) in rows {
+            st.execute(params![instance, seq, at, events])?;
         }
         Ok(())
     }
@@ -306,19 +324,25 @@ impl NativeTx<'_> {
         Ok(())
     }
 
-    /// See [`crate::processes::update_instances`]: each row only if its revision is still
-    /// the one read; returns how many were written.
-    pub fn update_instances(&mut self, rows: &[InstanceRow], now: i64) -> Result<u64> {
+    /// See [`crate::processes::update_instances`]: each row only if its revision and its
+    /// history count (`read_events`, one per row) are still the ones planned from; returns
+    /// how many were written.
+    pub fn update_instances(
+        &mut self,
+        rows: &[InstanceRow],
+        read_events: &[i64],
+        now: i64,
+    ) -> Result<u64> {
         let mut st = self.conn.prepare_cached(
             "UPDATE process_instances SET state = ?2, data = ?3, revision = revision + 1, \
              events = ?4, updated_at = ?5, ended_at = COALESCE(ended_at, ?6), \
-             case_id = COALESCE(?7, case_id) WHERE id = ?1 AND revision = ?8",
+             case_id = COALESCE(?7, case_id) WHERE id = ?1 AND revision = ?8 AND events = ?9",
         )?;
         let mut n = 0;
-        for i in rows {
+        for (i, read) in rows.iter().zip(read_events) {
             let ended = (i.state != "active").then_some(now);
             n += st.execute(params![
-                i.id, i.state, i.data, i.events, now, ended, i.case_id, i.revision
+                i.id, i.state, i.data, i.events, now, ended, i.case_id, i.revision, read
             ])? as u64;
         }
         Ok(n)

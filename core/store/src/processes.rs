@@ -3,7 +3,7 @@
 
 use sqlx::AssertSqlSafe;
 
-use crate::{Backend, Conn, Result};
+use crate::{Backend, Conn, Error, Result};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DefinitionRow {
@@ -246,8 +246,32 @@ pub struct EventRow {
     pub detail: Option<String>,
 }
 
-/// Appends history rows after the instance's last one: the instance row's `events` counter
-/// hands out the sequence numbers (one update, then one multi-row insert per 40 rows).
+/// One history event as stored: element (empty for the instance itself), event, detail.
+pub type HistoryEvent = (String, String, Option<String>);
+
+/// History rows for `events` (time, element, event, detail) numbered from `first`: one row per
+/// run of events with the same time (a command's events share it).
+pub fn history_rows(
+    instance: &str,
+    first: i64,
+    events: &[(i64, String, String, Option<String>)],
+) -> Result<Vec<HistoryRow>> {
+    let mut rows = Vec::new();
+    let mut seq = first;
+    for run in events.chunk_by(|a, b| a.0 == b.0) {
+        let folded: Vec<(&str, &str, Option<&str>)> = run
+            .iter()
+            .map(|(_, el, ev, d)| (el.as_str(), ev.as_str(), d.as_deref()))
+            .collect();
+        let json = serde_json::to_string(&folded).map_err(|e| Error::Corrupt(e.to_string()))?;
+        rows.push((instance.to_owned(), seq, run[0].0, json));
+        seq += run.len() as i64;
+    }
+    Ok(rows)
+}
+
+/// Appends history after the instance's last event: the instance row's `events` counter
+/// hands out the sequence numbers (one update, then the rows).
 pub async fn append_events(
     conn: &mut Conn,
     instance: &str,
@@ -263,40 +287,8 @@ pub async fn append_events(
     .bind(instance)
     .fetch_one(&mut *conn)
     .await?;
-    let mut seq = last - events.len() as i64;
-    for chunk in events.chunks(40) {
-        let mut sql = String::from(
-            "INSERT INTO process_events (instance_id, seq, at, element, event, detail) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let b = i * 6;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${},${},${},${},${},${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6
-            ));
-        }
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (at, element, event, detail) in chunk {
-            seq += 1;
-            q = q
-                .bind(instance)
-                .bind(seq)
-                .bind(*at)
-                .bind(element)
-                .bind(event)
-                .bind(detail);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
+    let rows = history_rows(instance, last - events.len() as i64 + 1, events)?;
+    insert_events(conn, &rows).await
 }
 
 /// Active instances called by `parent` (its call activities).
@@ -330,14 +322,29 @@ pub async fn delete_subscription(conn: &mut Conn, instance: &str, token: i64) ->
     Ok(r.rows_affected() == 1)
 }
 
+/// An instance's history, one entry per event, in order.
 pub async fn list_events(conn: &mut Conn, instance: &str) -> Result<Vec<EventRow>> {
-    Ok(sqlx::query_as(
-        "SELECT seq, at, element, event, detail FROM process_events WHERE instance_id = $1 \
-         ORDER BY seq",
+    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+        "SELECT seq, at, events FROM process_history WHERE instance_id = $1 ORDER BY seq",
     )
     .bind(instance)
     .fetch_all(conn)
-    .await?)
+    .await?;
+    let mut out = Vec::new();
+    for (seq, at, events) in rows {
+        let events: Vec<HistoryEvent> = serde_json::from_str(&events)
+            .map_err(|e| Error::Corrupt(format!("history of {instance}: {e}")))?;
+        for (k, (element, event, detail)) in events.into_iter().enumerate() {
+            out.push(EventRow {
+                seq: seq + k as i64,
+                at,
+                element,
+                event,
+                detail,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -932,25 +939,24 @@ pub async fn insert_jobs(conn: &mut Conn, jobs: &[JobRow]) -> Result<()> {
     Ok(())
 }
 
-/// A history row to insert: instance id, sequence number, time, element, event, detail.
-pub type HistoryRow = (String, i64, i64, String, String, Option<String>);
+/// A history row to insert: instance id, the first event's sequence number, time, and the
+/// events as a JSON array of [`HistoryEvent`]s (see [`history_rows`]).
+pub type HistoryRow = (String, i64, i64, String);
 
 /// History rows with their sequence numbers already assigned (`events` counters kept by the
 /// caller and written with [`update_instances`]).
 pub async fn insert_events(conn: &mut Conn, rows: &[HistoryRow]) -> Result<()> {
-    for chunk in rows.chunks(BIND_PARAMS / 6) {
+    for chunk in rows.chunks(BIND_PARAMS / 4) {
         let mut q = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO process_events (instance_id, seq, at, element, event, detail) VALUES {}",
-            placeholders(chunk.len(), 6, 0)
+            "INSERT INTO process_history (instance_id, seq, at, events) VALUES {}",
+            placeholders(chunk.len(), 4, 0)
         )));
-        for (instance, seq, at, element, event, detail) in chunk {
+        for (instance, seq, at, events) in chunk {
             q = q
                 .bind(instance.clone())
                 .bind(*seq)
                 .bind(*at)
-                .bind(element.clone())
-                .bind(event.clone())
-                .bind(detail.clone());
+                .bind(events.clone());
         }
         q.execute(&mut *conn).await?;
     }

@@ -20,7 +20,8 @@ use crate::on_both_backends;
 on_both_backends!(
     lanes_agree,
     stale_completion_is_fenced,
-    another_writer_beats_the_cache
+    another_writer_beats_the_cache,
+    start_many_hands_its_jobs_to_its_node
 );
 
 const BPMN: &str = include_str!("../../core/bpmn/tests/bench_process.bpmn");
@@ -488,5 +489,94 @@ async fn another_writer_beats_the_cache(b: Backend) -> Result<()> {
             "{ahead} batches planned ahead, {replanned} planned again (expected 1)"
         );
     }
+    Ok(())
+}
+
+/// On the fast lane `start_many` inserts the first jobs claimed by the starting node: another
+/// node finds nothing to claim until their lease expires (the starting node stopped, say),
+/// then takes them all, more than one round's worth, and every instance completes once.
+async fn start_many_hands_its_jobs_to_its_node(b: Backend) -> Result<()> {
+    let Some(db) = Db::new(b).await? else {
+        return Ok(());
+    };
+    let lease = Duration::from_millis(500);
+    let a = node(&db, true, lease).await?;
+    let bn = node(&db, true, lease).await?;
+    let calls = Arc::new(AtomicUsize::new(0));
+    for n in [&a, &bn] {
+        for ty in ["cases.create", "notify.vip", "notify.normal"] {
+            let calls = calls.clone();
+            n.engine.register(
+                ty,
+                Arc::new(move |_| {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    Box::pin(async { Ok(json!({"caseId": "c"})) })
+                }),
+            );
+        }
+    }
+    const M: usize = 700;
+    let vars = (0..M).map(|k| json!({"amount": k})).collect();
+    a.engine
+        .start_many("create_case", vars)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let locked = db
+        .scalar_i64("SELECT COUNT(*) FROM process_jobs WHERE state = 'locked'")
+        .await?;
+    if a.store.native().is_some() {
+        ensure!(locked == M as i64, "{locked} of {M} jobs handed to node A");
+        let ran = bn
+            .engine
+            .run_due_jobs()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ensure!(
+            ran == 0,
+            "node B ran {ran} of node A's jobs within their lease"
+        );
+        tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    } else {
+        ensure!(
+            locked == 0,
+            "{locked} jobs claimed at start without the fast lane"
+        );
+    }
+    // Node A is gone (its engine never runs them); B takes them over, 512 a round.
+    let ran = bn
+        .engine
+        .run_due_jobs()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(ran == 2 * M, "node B ran {ran} jobs, expected {}", 2 * M);
+    ensure!(
+        calls.load(Ordering::Relaxed) == 2 * M,
+        "each task ran once: {}",
+        calls.load(Ordering::Relaxed)
+    );
+    ensure!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_instances WHERE state = 'completed'")
+            .await?
+            == M as i64,
+        "all completed"
+    );
+    ensure!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_jobs").await? == 0,
+        "no job is left"
+    );
+    // Node A's own list of handed-over jobs, now stale, runs to nothing: every completion is
+    // refused by the fence and no instance moves again.
+    let ran = a
+        .engine
+        .run_due_jobs()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_instances WHERE state = 'completed'")
+            .await?
+            == M as i64
+            && db.scalar_i64("SELECT COUNT(*) FROM process_jobs").await? == 0,
+        "node A's stale round ({ran} jobs) changed nothing"
+    );
     Ok(())
 }

@@ -1368,16 +1368,27 @@ pub(crate) fn service_payload(
     inputs: serde_json::Map<String, serde_json::Value>,
     headers: std::collections::BTreeMap<String, String>,
 ) -> serde_json::Value {
-    serde_json::json!({
-        "variables": variables,
-        "inputs": inputs,
-        "headers": headers,
-        "definition": row.definition_id,
-        "process": row.process_key,
-        "chat": row.chat_id,
-        "contact": row.contact_id,
-        "started_by": row.started_by,
-    })
+    // Empty and absent parts are left out (the reader defaults them): a smaller job row.
+    let mut p = serde_json::Map::with_capacity(8);
+    p.insert("variables".into(), variables);
+    if !inputs.is_empty() {
+        p.insert("inputs".into(), inputs.into());
+    }
+    if !headers.is_empty() {
+        p.insert("headers".into(), serde_json::json!(headers));
+    }
+    p.insert("definition".into(), row.definition_id.clone().into());
+    p.insert("process".into(), row.process_key.clone().into());
+    for (k, v) in [
+        ("chat", &row.chat_id),
+        ("contact", &row.contact_id),
+        ("started_by", &row.started_by),
+    ] {
+        if let Some(v) = v {
+            p.insert(k.into(), v.clone().into());
+        }
+    }
+    p.into()
 }
 
 /// An instance's state as stored: without the in-memory history, which is in `process_history`.

@@ -236,21 +236,30 @@ impl Engine {
     /// the first round is the jobs `start_many` handed to this node, if any.
     /// Returns how many ran.
     pub async fn run_due_jobs(&self) -> Result<usize> {
-        const ROUND: i64 = 512;
+        const ROUND: usize = 512;
         let mut n = 0;
-        let mut jobs = self.take_pushed(ROUND as usize);
-        if jobs.is_empty() {
-            jobs = self.claim(ROUND).await?;
-        }
-        while !jobs.is_empty() {
+        let mut jobs = Vec::new();
+        let mut first = true;
+        loop {
+            // Jobs handed to this node by `start_many` fill what room the round has.
+            if jobs.len() < ROUND {
+                jobs.extend(self.take_pushed(ROUND - jobs.len()));
+            }
+            if jobs.is_empty() && first {
+                jobs = self.claim(ROUND as i64).await?;
+            }
+            first = false;
+            if jobs.is_empty() {
+                break;
+            }
             n += jobs.len();
             let mut done = Vec::with_capacity(jobs.len());
             for j in jobs {
                 done.push(self.execute(j).await);
             }
-            jobs = match self.commit_finished(done, Some(ROUND)).await {
+            jobs = match self.commit_finished(done, Some(ROUND as i64)).await {
                 Some(next) => next,
-                None => self.claim(ROUND).await?,
+                None => self.claim(ROUND as i64).await?,
             };
         }
         Ok(n)

@@ -77,6 +77,7 @@ impl StateCache {
         if self.young.len() >= Self::GENERATION {
             self.old = std::mem::take(&mut self.young);
         }
+        self.old.remove(&c.row.id);
         self.young.insert(c.row.id.clone(), c);
     }
 }
@@ -139,7 +140,7 @@ pub(crate) struct StartPlan {
 }
 
 /// What completing a batch of jobs writes.
-struct CompletePlan {
+pub(crate) struct CompletePlan {
     jobs: Vec<store::JobRow>,
     events: Vec<store::HistoryRow>,
     updates: Vec<store::InstanceRow>,
@@ -153,7 +154,7 @@ struct CompletePlan {
 
 impl CompletePlan {
     /// Its metrics, once committed.
-    fn count(&self) {
+    pub(crate) fn count(&self) {
         let [timers, jobs, instances] = self.counts;
         metrics::counter!("ferrydesk_process_timers_fired_total").increment(timers);
         metrics::counter!("ferrydesk_process_jobs_completed_total").increment(jobs);
@@ -310,7 +311,12 @@ impl Engine {
     /// the instances, the state machine in memory, then one insert of new jobs, one of history
     /// rows and one update of the instances. `Err(FALLBACK)` (or any error) means: roll back
     /// and take the one-by-one path.
-    pub(crate) async fn commit_batch_fast(&self, tx: &mut Conn, batch: &[Finished]) -> Result<()> {
+    /// The plan is returned for its metrics ([`CompletePlan::count`] once committed).
+    pub(crate) async fn commit_batch_fast(
+        &self,
+        tx: &mut Conn,
+        batch: &[Finished],
+    ) -> Result<CompletePlan> {
         eligible(batch)?;
         let ids: Vec<&str> = batch.iter().map(|f| f.job.id.as_str()).collect();
         let removed: HashMap<String, i64> = store::finish_jobs(tx, self.node(), &ids)
@@ -338,8 +344,7 @@ impl Engine {
         store::insert_events(tx, &plan.events).await?;
         let written = store::update_instances(tx, &plan.updates, plan.now).await?;
         written_all(written, &plan)?;
-        plan.count();
-        Ok(())
+        Ok(plan)
     }
 
     /// [`Engine::commit_batch_fast`] in its own transaction on the fast lane; with `claim`,
@@ -523,15 +528,25 @@ impl Engine {
         self.cache_states(plan.updates, plan.states, 1);
     }
 
-    /// Up to `limit` jobs that `start_many` created claimed by this node. A job that waits
-    /// here longer than its lease may meanwhile be claimed by another node; running it then
-    /// is a duplicate run, whose completion the fence refuses.
+    /// Up to `limit` jobs that `start_many` created claimed by this node. Jobs whose lease
+    /// has (almost) run out while they waited here are dropped instead: any node's next claim
+    /// takes them as it takes any expired job, so they never run twice from here.
     pub(crate) fn take_pushed(&self, limit: usize) -> Vec<store::JobRow> {
         let Ok(mut q) = self.inner.pushed.lock() else {
             return Vec::new();
         };
-        let n = limit.min(q.len());
-        q.drain(..n).collect()
+        // What is left must be worth running: a quarter of the lease, at most a second.
+        let margin = (self.options().lease.as_millis() as i64 / 4).min(1_000);
+        let fresh = now() + margin;
+        let mut out = Vec::with_capacity(limit.min(q.len()));
+        while out.len() < limit
+            && let Some(j) = q.pop_front()
+        {
+            if j.lock_expires.is_some_and(|e| e > fresh) {
+                out.push(j);
+            }
+        }
+        out
     }
 
     /// The cached states of the batch's instances, taken out of the cache.
@@ -718,7 +733,8 @@ fn fenced<'b>(batch: &'b [Finished], removed: &HashMap<String, i64>) -> Result<V
     for f in batch {
         match removed.get(&f.job.id) {
             Some(a) if *a == f.job.attempt => live_jobs.push(f),
-            // Claimed again by this node since: the fence needs the one-by-one path.
+            // Claimed again by this node since (the sqlx lane; the fast lane's removal is
+            // fenced on the attempt itself): the fence needs the one-by-one path.
             Some(_) => return Err(fallback()),
             None => {
                 metrics::counter!("ferrydesk_process_stale_completions_total").increment(1);

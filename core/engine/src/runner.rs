@@ -22,13 +22,16 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
     // transaction (group commit; each job in its own savepoint).
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Finished>(1024);
     // The job loop holds the channel open; the committer's copy of the dispatcher does not,
-    // so the committer ends once the loop and the jobs in flight have.
+    // and once the node is stopping the committer claims nothing more, so it ends once the
+    // loop and the jobs in flight have.
     let dispatcher = Dispatcher {
         engine: engine.clone(),
         slots: slots.clone(),
         done: done_tx.downgrade(),
     };
     let committer = dispatcher.clone();
+    let stopping = shutdown.clone();
+    let fast_lane = engine.store_ref().native().is_some();
     tokio::spawn(async move {
         while let Some(first) = done_rx.recv().await {
             let mut batch = vec![first];
@@ -41,7 +44,19 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
             // On the fast lane the commit also claims what the free slots can run (jobs
             // already due, then the ones its steps created), so a busy node goes from one step
             // to the next without waiting for the claim loop.
-            let permits = committer.reserve();
+            // (Only the fast lane claims in the commit, and not once the node is stopping.)
+            let mut permits = if fast_lane && !*stopping.borrow() {
+                committer.reserve()
+            } else {
+                Vec::new()
+            };
+            // Jobs `start_many` handed to this node go first.
+            let pushed = committer.engine.take_pushed(permits.len());
+            if !pushed.is_empty() {
+                let rest = permits.split_off(pushed.len());
+                committer.dispatch(pushed, permits);
+                permits = rest;
+            }
             let free = permits.len() as i64;
             let next = committer
                 .engine
@@ -114,8 +129,8 @@ struct Dispatcher {
 
 impl Dispatcher {
     /// Every free slot, taken before claiming: jobs are claimed only for slots in hand, so a
-    /// claimed job never waits for one while its lease runs (the job loop and the committer
-    /// both claim).
+    /// claimed job does not wait for one while its lease runs (the job loop and the committer
+    /// both claim; `start_many`'s handed-over jobs may wait, see `Engine::take_pushed`).
     fn reserve(&self) -> Vec<OwnedSemaphorePermit> {
         let mut permits = Vec::new();
         while let Ok(p) = self.slots.clone().try_acquire_owned() {
@@ -307,8 +322,9 @@ impl Engine {
         } else {
             async {
                 let mut tx = self.store_ref().begin().await?;
-                self.commit_batch_fast(&mut tx, &batch).await?;
+                let plan = self.commit_batch_fast(&mut tx, &batch).await?;
                 tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+                plan.count();
                 Ok(None)
             }
             .await
@@ -495,10 +511,13 @@ impl Engine {
             .read()
             .ok()
             .and_then(|w| w.get(&j.task_type).cloned());
-        // The worker must answer within the lease, or another node may run the job again.
-        let budget = self
-            .options()
-            .lease
+        // The worker must answer within what is left of the lease, or another node may run
+        // the job again.
+        let left = j
+            .lock_expires
+            .map(|e| Duration::from_millis((e - now()).max(0) as u64))
+            .unwrap_or(self.options().lease);
+        let budget = left
             .saturating_sub(Duration::from_secs(1))
             .max(Duration::from_millis(500));
         let started = std::time::Instant::now();

@@ -46,8 +46,9 @@ impl Native {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Time this lane has spent in transactions (begin to commit or rollback) so far: how
-    /// busy SQLite's one writer was with the engine's batches.
+    /// Time this lane has spent in transactions (from `BEGIN IMMEDIATE`, which may wait for
+    /// another process's lock, to commit or rollback) so far: how busy SQLite's one writer
+    /// was with the engine's batches.
     pub fn busy(&self) -> std::time::Duration {
         std::time::Duration::from_micros(self.busy_us.load(Ordering::Relaxed))
     }

@@ -428,11 +428,7 @@ impl Engine {
             .store()
             .native_write(move |tx: &mut NativeTx<'_>| {
                 // The plan assumed every job still held by this node at its attempt.
-                let ids: Vec<(&str, i64)> = batch
-                    .iter()
-                    .map(|f| (f.job.id.as_str(), f.job.attempt))
-                    .collect();
-                if tx.finish_jobs(engine.node(), &ids)?.len() != batch.len() {
+                if finish_batch(tx, engine.node(), &batch)?.len() != batch.len() {
                     return Err(changed());
                 }
                 engine.write_plan(tx, plan, claim)
@@ -454,12 +450,7 @@ impl Engine {
         let (next, plan) = self
             .store()
             .native_write(move |tx: &mut NativeTx<'_>| {
-                let ids: Vec<(&str, i64)> = batch
-                    .iter()
-                    .map(|f| (f.job.id.as_str(), f.job.attempt))
-                    .collect();
-                let removed: HashMap<String, i64> =
-                    tx.finish_jobs(engine.node(), &ids)?.into_iter().collect();
+                let removed = finish_batch(tx, engine.node(), &batch)?;
                 let live_jobs = fenced(&batch, &removed)?;
                 let mut loaded = Vec::with_capacity(live_jobs.len());
                 let mut missing = Vec::new();
@@ -724,6 +715,20 @@ fn eligible(batch: &[Finished]) -> Result<()> {
         return Err(fallback());
     }
     Ok(())
+}
+
+/// Removes the batch's jobs that `owner` still holds at their attempt (the fast lane's fence);
+/// returns those removed, by id.
+fn finish_batch(
+    tx: &mut NativeTx<'_>,
+    owner: &str,
+    batch: &[Finished],
+) -> Result<HashMap<String, i64>> {
+    let ids: Vec<(&str, i64)> = batch
+        .iter()
+        .map(|f| (f.job.id.as_str(), f.job.attempt))
+        .collect();
+    Ok(tx.finish_jobs(owner, &ids)?.into_iter().collect())
 }
 
 /// The finished jobs whose removal passed the fence (owner and attempt); stale ones are

@@ -164,11 +164,39 @@ pub struct Process {
     pub name: Option<String>,
     pub elements: BTreeMap<String, Element>,
     pub flows: BTreeMap<String, Flow>,
+    /// Every FEEL expression of the process (`=…`: conditions, mappings, timers, assignees,
+    /// correlation keys), compiled once at deploy, by source text: evaluating one never parses.
+    pub expressions: BTreeMap<String, feel::Expression>,
+    /// Per element: its outgoing flows' ids (in id order) and how many flows come in; built
+    /// by [`Process::link`] so a token walk does not scan every flow at each element.
+    pub links: HashMap<String, (Vec<String>, usize)>,
 }
 
 impl Process {
+    /// The compiled expression for `source` (a text starting with `=`), if the process has it.
+    pub fn expression(&self, source: &str) -> Option<&feel::Expression> {
+        self.expressions.get(source)
+    }
+
     pub fn outgoing<'a>(&'a self, element: &'a str) -> impl Iterator<Item = &'a Flow> {
-        self.flows.values().filter(move |f| f.source == element)
+        self.links
+            .get(element)
+            .into_iter()
+            .flat_map(|(out, _)| out.iter())
+            .filter_map(|id| self.flows.get(id))
+    }
+    /// How many sequence flows lead to the element.
+    pub fn incoming_count(&self, element: &str) -> usize {
+        self.links.get(element).map(|l| l.1).unwrap_or(0)
+    }
+    /// Builds [`Process::links`] from the flows (after changing them).
+    pub fn link(&mut self) {
+        let mut links: HashMap<String, (Vec<String>, usize)> = HashMap::new();
+        for f in self.flows.values() {
+            links.entry(f.source.clone()).or_default().0.push(f.id.clone());
+            links.entry(f.target.clone()).or_default().1 += 1;
+        }
+        self.links = links;
     }
     pub fn incoming<'a>(&'a self, element: &'a str) -> impl Iterator<Item = &'a Flow> {
         self.flows.values().filter(move |f| f.target == element)
@@ -576,8 +604,26 @@ fn is_ignorable(name: &str) -> bool {
     )
 }
 
+/// Largest BPMN file accepted, in bytes (Modeler files are tens of kilobytes).
+pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Deepest element nesting accepted in a BPMN file.
+pub const MAX_XML_DEPTH: usize = xml::MAX_DEPTH;
+
 /// Parses and validates a BPMN file.
 pub fn parse(text: &str) -> Result<Definitions, Error> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(Error {
+            problems: vec![Problem {
+                element: String::new(),
+                line: 0,
+                message: format!(
+                    "the file has {} bytes; the limit is {MAX_FILE_BYTES}",
+                    text.len()
+                ),
+            }],
+        });
+    }
     let root = xml::parse(text).map_err(|e| Error {
         problems: vec![Problem {
             element: String::new(),
@@ -640,6 +686,8 @@ pub fn parse(text: &str) -> Result<Definitions, Error> {
             name: p.attr("name").map(str::to_owned),
             elements: BTreeMap::new(),
             flows: BTreeMap::new(),
+            expressions: BTreeMap::new(),
+            links: HashMap::new(),
         };
         ctx.forms = p
             .child(BPMN_NS, "extensionElements")
@@ -654,7 +702,9 @@ pub fn parse(text: &str) -> Result<Definitions, Error> {
                 element(&mut ctx, c, None, &mut process);
             }
         }
-        check(&mut ctx, &process);
+        process.link();
+        process.expressions = check(&mut ctx, &process);
+        cycles(&mut ctx, &process);
         processes.push(process);
     }
     for c in &root.children {
@@ -681,15 +731,47 @@ pub fn parse(text: &str) -> Result<Definitions, Error> {
     }
 }
 
+/// Compiles `src` when it is an expression (`=…`) into `exprs`; a problem names the element.
+fn compile_expr(
+    ctx: &mut Ctx,
+    exprs: &mut BTreeMap<String, feel::Expression>,
+    element: &str,
+    line: usize,
+    what: &str,
+    src: &str,
+) -> bool {
+    if !src.starts_with('=') || exprs.contains_key(src) {
+        return true;
+    }
+    match feel::compile(src) {
+        Ok(e) => {
+            exprs.insert(src.to_owned(), e);
+            true
+        }
+        Err(why) => {
+            ctx.problem(element, line, format!("{what} `{}`: {why}", shorten(src)));
+            false
+        }
+    }
+}
+
+/// An expression as quoted in a problem: at most 80 characters.
+fn shorten(src: &str) -> String {
+    if src.chars().count() <= 80 {
+        src.to_owned()
+    } else {
+        format!("{}…", src.chars().take(80).collect::<String>())
+    }
+}
+
 /// Structural rules: flows connect existing elements of the same scope, every scope has one
-/// none start event, gateways and boundaries are wired consistently.
-fn check(ctx: &mut Ctx, p: &Process) {
+/// none start event, gateways and boundaries are wired consistently. Returns the process's
+/// expressions, compiled.
+fn check(ctx: &mut Ctx, p: &Process) -> BTreeMap<String, feel::Expression> {
+    let mut exprs = BTreeMap::new();
     for f in p.flows.values() {
-        if let Some(c) = &f.condition
-            && c.starts_with('=')
-            && let Err(why) = feel::compile(c)
-        {
-            ctx.problem(&f.id, 0, format!("condition `{c}`: {why}"));
+        if let Some(c) = &f.condition {
+            compile_expr(ctx, &mut exprs, &f.id, 0, "condition", c);
         }
         for (end, what) in [(&f.source, "sourceRef"), (&f.target, "targetRef")] {
             if !p.elements.contains_key(end) {
@@ -820,11 +902,31 @@ fn check(ctx: &mut Ctx, p: &Process) {
             if src.is_empty() || target.is_empty() {
                 ctx.problem(&e.id, e.line, "an io mapping needs a source and a target");
             }
-            if src.starts_with('=')
-                && let Err(why) = feel::compile(src)
-            {
-                ctx.problem(&e.id, e.line, format!("mapping `{src}`: {why}"));
+            compile_expr(ctx, &mut exprs, &e.id, e.line, "mapping", src);
+        }
+        match &e.kind {
+            Kind::UserTask {
+                assignee,
+                candidate_groups,
+                ..
+            } => {
+                for (what, x) in [("assignee", assignee), ("candidateGroups", candidate_groups)] {
+                    if let Some(x) = x {
+                        compile_expr(ctx, &mut exprs, &e.id, e.line, what, x);
+                    }
+                }
             }
+            Kind::ReceiveTask {
+                correlation_key: Some(k),
+                ..
+            }
+            | Kind::IntermediateMessage {
+                correlation_key: Some(k),
+                ..
+            } => {
+                compile_expr(ctx, &mut exprs, &e.id, e.line, "correlationKey", k);
+            }
+            _ => {}
         }
         let timer = match &e.kind {
             Kind::IntermediateTimer(t)
@@ -838,7 +940,7 @@ fn check(ctx: &mut Ctx, p: &Process) {
         if let Some(t) = timer {
             let (text, ok) = match t {
                 Timer::Duration(d) | Timer::Date(d) | Timer::Cycle(d) if d.starts_with('=') => {
-                    (d, feel::compile(d).is_ok())
+                    (d, compile_expr(ctx, &mut exprs, &e.id, e.line, "timer", d))
                 }
                 Timer::Duration(d) => (d, feel::parse_duration(d).is_some()),
                 Timer::Date(d) => (d, feel::parse_datetime(d).is_some()),
@@ -853,6 +955,210 @@ fn check(ctx: &mut Ctx, p: &Process) {
             }
         }
     }
+    exprs
+}
+
+/// Whether entering the element makes its token wait (a job, a user task, a message or timer
+/// catch, a called process); every other element passes the token straight on.
+fn waits(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::ServiceTask { .. }
+            | Kind::UserTask { .. }
+            | Kind::ReceiveTask { .. }
+            | Kind::IntermediateTimer(_)
+            | Kind::IntermediateMessage { .. }
+            | Kind::CallActivity { .. }
+    )
+}
+
+/// Rejects every cycle of elements that do not wait (gateways, subprocesses, events passing
+/// the token on): a token entering one would loop within one command forever. As Zeebe does
+/// not run what it cannot finish, such a loop is refused at deploy with its elements named;
+/// a loop through a task, a catch event or a call activity is fine.
+///
+/// The graph: sequence flows between non-waiting elements; a subprocess leads to its none
+/// start event, and a path's last element inside it (no outgoing flow) leads on through the
+/// subprocess's outgoing flows; an error end event leads to the error boundary events of its
+/// enclosing subprocesses. Cycles are the strongly connected components (Tarjan's algorithm,
+/// iterative: a large model must not recurse deeply).
+fn cycles(ctx: &mut Ctx, p: &Process) {
+    let ids: Vec<&str> = p
+        .elements
+        .values()
+        .filter(|e| !waits(&e.kind))
+        .map(|e| e.id.as_str())
+        .collect();
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut out: Vec<HashMap<usize, ()>> = vec![HashMap::new(); ids.len()];
+    let mut has_out: HashMap<&str, bool> = HashMap::new();
+    for f in p.flows.values() {
+        has_out.insert(f.source.as_str(), true);
+        if let (Some(&a), Some(&b)) = (index.get(f.source.as_str()), index.get(f.target.as_str())) {
+            out[a].insert(b, ());
+        }
+    }
+    let targets_of = |element: &str| -> Vec<usize> {
+        p.outgoing(element)
+            .filter_map(|f| index.get(f.target.as_str()).copied())
+            .collect()
+    };
+    for e in p.elements.values() {
+        let Some(&from) = index.get(e.id.as_str()) else {
+            continue;
+        };
+        match &e.kind {
+            Kind::SubProcess { .. } => {
+                for inner in p.elements.values().filter(|x| {
+                    x.parent.as_deref() == Some(&e.id)
+                        && x.kind == Kind::StartEvent(StartTrigger::None)
+                }) {
+                    if let Some(&s) = index.get(inner.id.as_str()) {
+                        out[from].insert(s, ());
+                    }
+                }
+            }
+            Kind::EndEvent(EndKind::Error(_)) => {
+                // To every error boundary of the enclosing subprocesses.
+                let mut scope = e.parent.clone();
+                while let Some(sub) = scope {
+                    for b in p.elements.values() {
+                        if let Kind::BoundaryEvent {
+                            attached_to,
+                            trigger: BoundaryTrigger::Error(_),
+                            ..
+                        } = &b.kind
+                            && *attached_to == sub
+                            && let Some(&t) = index.get(b.id.as_str())
+                        {
+                            out[from].insert(t, ());
+                        }
+                    }
+                    scope = p.elements.get(&sub).and_then(|s| s.parent.clone());
+                }
+                continue;
+            }
+            _ => {}
+        }
+        // A path's end inside a subprocess continues after the subprocess.
+        if !has_out.contains_key(e.id.as_str())
+            && let Some(sub) = &e.parent
+        {
+            for t in targets_of(sub) {
+                out[from].insert(t, ());
+            }
+        }
+    }
+    let adj: Vec<Vec<usize>> = out
+        .into_iter()
+        .map(|m| {
+            let mut v: Vec<usize> = m.into_keys().collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    for component in strongly_connected(&adj) {
+        let looped = component.len() > 1 || adj[component[0]].contains(&component[0]);
+        if !looped {
+            continue;
+        }
+        let path = cycle_path(&adj, &component);
+        let names: Vec<&str> = path.iter().map(|i| ids[*i]).collect();
+        let first = p.elements.get(names[0]);
+        ctx.problem(
+            names[0],
+            first.map(|e| e.line).unwrap_or(0),
+            format!(
+                "sequence flows form a loop with no wait state: {} → {}; a token would loop \
+                 forever without waiting (put a task, a message or timer catch event or a call \
+                 activity on the loop)",
+                names.join(" → "),
+                names[0]
+            ),
+        );
+    }
+}
+
+/// Strongly connected components of a graph (Tarjan's algorithm with an explicit stack).
+fn strongly_connected(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let n = adj.len();
+    let mut index = vec![usize::MAX; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut stack = Vec::new();
+    let mut next = 0;
+    let mut out = Vec::new();
+    for root in 0..n {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        // (node, next edge to look at)
+        let mut work = vec![(root, 0usize)];
+        while let Some(top) = work.last_mut() {
+            let v = top.0;
+            if top.1 == 0 && index[v] == usize::MAX {
+                index[v] = next;
+                low[v] = next;
+                next += 1;
+                stack.push(v);
+                on_stack[v] = true;
+            }
+            if let Some(&w) = adj[v].get(top.1) {
+                top.1 += 1;
+                if index[w] == usize::MAX {
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut component = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    component.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                component.sort_unstable();
+                out.push(component);
+            }
+        }
+    }
+    out
+}
+
+/// One cycle through a component's first node, staying inside the component (breadth-first,
+/// so the shortest).
+fn cycle_path(adj: &[Vec<usize>], component: &[usize]) -> Vec<usize> {
+    let start = component[0];
+    let inside: std::collections::HashSet<usize> = component.iter().copied().collect();
+    let mut prev: HashMap<usize, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(v) = queue.pop_front() {
+        for &w in &adj[v] {
+            if w == start {
+                let mut path = vec![v];
+                let mut cur = v;
+                while let Some(&p) = prev.get(&cur).filter(|_| cur != start) {
+                    cur = p;
+                    path.push(cur);
+                }
+                path.reverse();
+                return path;
+            }
+            if inside.contains(&w) && !prev.contains_key(&w) {
+                prev.insert(w, v);
+                queue.push_back(w);
+            }
+        }
+    }
+    component.to_vec()
 }
 
 /// An ISO 8601 repeating interval as Zeebe takes it: `R<n>/<duration>` (`n` ≥ 1) or

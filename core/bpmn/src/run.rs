@@ -13,6 +13,11 @@
 //!
 //! Variables live in one map per instance (no local scopes). When [`apply`] returns an error
 //! the instance is left half-changed: the caller discards it (the engine rolls back).
+//!
+//! The walk is iterative (an explicit work-list, no recursion between entering and leaving
+//! elements) and bounded: at most [`MAX_STEPS`] element entries and
+//! [`feel::MAX_EVAL_STEPS`] expression work units per command. Expressions are the ones the
+//! process compiled at deploy ([`Process::expression`]); nothing is parsed here.
 
 use std::collections::BTreeMap;
 
@@ -148,8 +153,20 @@ pub struct Instance {
     pub history: Vec<String>,
 }
 
+/// Element entries one command may make (a token entering a gateway, task, event or
+/// subprocess counts one). Deploy refuses loops without a wait state, so only a very large
+/// fan-out (a parallel split feeding splits) comes near; past it the command fails with
+/// [`RunError::Budget`] and changes nothing (the engine raises an incident).
+pub const MAX_STEPS: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RunError {
+    #[error(
+        "`{element}`: the command entered more than {limit} elements without reaching a wait state (a loop or a very large fan-out)"
+    )]
+    Budget { element: String, limit: usize },
+    #[error("the token walk failed unexpectedly: {0}")]
+    Panic(String),
     #[error("`{0}`: no outgoing flow's condition is true and there is no default flow")]
     NoPath(String),
     #[error("no token {0} is waiting in this instance")]
@@ -208,14 +225,58 @@ impl Instance {
     }
 }
 
+/// What the walk does next. Each item finishes before the items it pushes, which run before
+/// the items below it: the order of the recursive walk it replaces (depth first, flows in
+/// their order).
+enum Work {
+    /// The element completed: take its outgoing flows.
+    Leave {
+        element: String,
+        scope: Option<u64>,
+    },
+    /// A token arrives at `element` over `flow`.
+    Enter {
+        flow: String,
+        element: String,
+        scope: Option<u64>,
+    },
+    /// A path in the scope ended.
+    ScopeDone(Option<u64>),
+}
+
 struct Cx<'a> {
     p: &'a Process,
     now: i64,
     step: Step,
+    work: Vec<Work>,
+    /// Element entries so far.
+    steps: usize,
+    /// Expression work units left.
+    feel: usize,
 }
 
 /// Applies one command; returns the new waits and the cancelled tokens.
+///
+/// A panic inside the walk (a bug) is caught and returned as [`RunError::Panic`]: the
+/// caller discards the instance as for any error, and the server carries on.
 pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result<Step, RunError> {
+    let mut copy = std::panic::AssertUnwindSafe(&mut *inst);
+    std::panic::catch_unwind(move || apply_inner(p, &mut copy, cmd, now)).unwrap_or_else(|e| {
+        let why = e
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(RunError::Panic(why))
+    })
+}
+
+fn apply_inner(
+    p: &Process,
+    inst: &mut Instance,
+    cmd: Command,
+    now: i64,
+) -> Result<Step, RunError> {
     if inst.completed {
         return Err(RunError::Completed);
     }
@@ -223,6 +284,9 @@ pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result
         p,
         now,
         step: Step::default(),
+        work: Vec::new(),
+        steps: 0,
+        feel: feel::MAX_EVAL_STEPS,
     };
     match cmd {
         Command::Start { start, variables } => {
@@ -245,11 +309,11 @@ pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result
                 },
             })?;
             inst.history.push(start.id.clone());
-            leave(&mut cx, inst, &start.id, None)?;
+            cx.leave(&start.id, None);
         }
         Command::Complete { token, variables } => {
             let t = inst.token(token)?.clone();
-            let e = &p.elements[&t.element];
+            let e = element(p, &t.element)?;
             if t.attached.is_some() || matches!(e.kind, Kind::SubProcess { .. }) {
                 return Err(RunError::UnknownToken(token));
             }
@@ -265,21 +329,21 @@ pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result
                     }
                 }
                 for (src, target) in &e.io.outputs {
-                    let v = eval(src, &scope, now, &e.id)?;
+                    let v = eval(&mut cx, src, &scope, &e.id)?;
                     inst.variables.insert(target.clone(), v);
                 }
             }
             drop_boundaries(&mut cx, inst, token);
             inst.history.push(t.element.clone());
-            leave(&mut cx, inst, &t.element, t.scope)?;
+            cx.leave(&t.element, t.scope);
         }
         Command::FireTimer { token } => {
             let t = inst.token(token)?.clone();
-            match &p.elements[&t.element].kind {
+            match &element(p, &t.element)?.kind {
                 Kind::IntermediateTimer(_) => {
                     inst.take(token)?;
                     inst.history.push(t.element.clone());
-                    leave(&mut cx, inst, &t.element, t.scope)?;
+                    cx.leave(&t.element, t.scope);
                 }
                 Kind::BoundaryEvent {
                     interrupting,
@@ -296,22 +360,23 @@ pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result
                         && let Some(activity) = t.attached
                         && let Timer::Cycle(_) = timer
                     {
-                        let (repeat, every) = cycle_of(timer, inst, cx.now, &t.element)?;
+                        let (repeat, every) = cycle_of(&mut cx, timer, inst, &t.element)?;
                         let fired = t.fired + 1;
                         if repeat.is_none_or(|r| fired < r) {
                             let next = inst.new_token(&t.element, t.scope, Some(activity));
                             if let Some(n) = inst.tokens.last_mut() {
                                 n.fired = fired;
                             }
+                            let due = after(cx.now, every, &t.element)?;
                             cx.step.waits.push(Wait::Timer {
                                 token: next,
                                 element: t.element.clone(),
-                                due: cx.now + every,
+                                due,
                             });
                         }
                     }
                     inst.history.push(t.element.clone());
-                    leave(&mut cx, inst, &t.element, t.scope)?;
+                    cx.leave(&t.element, t.scope);
                 }
                 _ => return Err(RunError::UnknownToken(token)),
             }
@@ -328,10 +393,10 @@ pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result
             throw(&mut cx, inst, token, &code, &message)?;
         }
     }
+    walk(&mut cx, inst)?;
     // Waits of tokens that were created and cancelled within this step never reach the engine.
-    cx.step
-        .waits
-        .retain(|w| inst.tokens.iter().any(|t| t.id == w.token()));
+    let alive: std::collections::HashSet<u64> = inst.tokens.iter().map(|t| t.id).collect();
+    cx.step.waits.retain(|w| alive.contains(&w.token()));
     if inst.tokens.is_empty() {
         inst.completed = true;
         inst.joins.clear();
@@ -339,21 +404,86 @@ pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result
     Ok(cx.step)
 }
 
+impl Cx<'_> {
+    fn leave(&mut self, element: &str, scope: Option<u64>) {
+        self.work.push(Work::Leave {
+            element: element.to_owned(),
+            scope,
+        });
+    }
+}
+
+/// Runs the work-list to its end, within the step budget.
+fn walk(cx: &mut Cx, inst: &mut Instance) -> Result<(), RunError> {
+    while let Some(w) = cx.work.pop() {
+        match w {
+            Work::Leave { element, scope } => leave(cx, inst, &element, scope)?,
+            Work::Enter {
+                flow,
+                element,
+                scope,
+            } => {
+                cx.steps += 1;
+                if cx.steps > MAX_STEPS {
+                    return Err(RunError::Budget {
+                        element,
+                        limit: MAX_STEPS,
+                    });
+                }
+                enter(cx, inst, &flow, &element, scope)?;
+            }
+            Work::ScopeDone(scope) => scope_done(cx, inst, scope)?,
+        }
+    }
+    Ok(())
+}
+
+/// An element of the process (a missing one means a corrupt state, not a panic).
+fn element<'a>(p: &'a Process, id: &str) -> Result<&'a crate::Element, RunError> {
+    p.elements.get(id).ok_or_else(|| RunError::Element {
+        element: id.to_owned(),
+        message: "is not an element of this process version".into(),
+    })
+}
+
+/// `now + ms`, or an error naming the element when it leaves the date range.
+fn after(now: i64, ms: i64, element: &str) -> Result<i64, RunError> {
+    now.checked_add(ms)
+        .filter(|t| t.abs() <= feel::MAX_DATETIME_MS)
+        .ok_or_else(|| RunError::Element {
+            element: element.into(),
+            message: "the timer's due date is beyond the year 9999".into(),
+        })
+}
+
+/// Evaluates a mapping or key: an expression (`=…`, compiled at deploy) or a literal text.
 fn eval(
+    cx: &mut Cx,
     src: &str,
     vars: &serde_json::Value,
-    now: i64,
     element: &str,
 ) -> Result<serde_json::Value, RunError> {
     if !src.starts_with('=') {
         return Ok(serde_json::Value::String(src.to_owned()));
     }
-    feel::compile(src)
-        .map(|e| e.eval(vars, now).to_json())
+    compiled(cx.p, src, element)?
+        .eval_budget(vars, cx.now, &mut cx.feel)
+        .map(|v| v.to_json())
         .map_err(|m| RunError::Element {
             element: element.into(),
             message: m,
         })
+}
+
+fn compiled<'a>(
+    p: &'a Process,
+    src: &str,
+    element: &str,
+) -> Result<&'a feel::Expression, RunError> {
+    p.expression(src).ok_or_else(|| RunError::Element {
+        element: element.into(),
+        message: format!("expression `{src}` was not compiled at deploy"),
+    })
 }
 
 /// Removes the boundary tokens attached to an activity token (it completed or was cancelled).
@@ -372,29 +502,35 @@ fn drop_boundaries(cx: &mut Cx, inst: &mut Instance, activity: u64) {
 /// boundary tokens.
 fn cancel(cx: &mut Cx, inst: &mut Instance, token: u64) {
     let mut doomed = vec![token];
+    let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::from([token]);
     let mut i = 0;
     while i < doomed.len() {
         let t = doomed[i];
-        doomed.extend(
-            inst.tokens
-                .iter()
-                .filter(|x| x.scope == Some(t) || x.attached == Some(t))
-                .map(|x| x.id),
-        );
+        for x in inst
+            .tokens
+            .iter()
+            .filter(|x| x.scope == Some(t) || x.attached == Some(t))
+        {
+            if seen.insert(x.id) {
+                doomed.push(x.id);
+            }
+        }
         i += 1;
     }
     // Joins inside a cancelled subprocess forget their arrivals.
-    for id in &doomed {
-        if let Some(t) = inst.tokens.iter().find(|t| t.id == *id)
-            && matches!(cx.p.elements[&t.element].kind, Kind::SubProcess { .. })
+    let p = cx.p;
+    for t in inst.tokens.iter().filter(|t| seen.contains(&t.id)) {
+        if p
+            .elements
+            .get(&t.element)
+            .is_some_and(|e| matches!(e.kind, Kind::SubProcess { .. }))
         {
             let sub = t.element.clone();
-            let p = cx.p;
             inst.joins
                 .retain(|g, _| p.elements.get(g).and_then(|e| e.parent.as_deref()) != Some(&sub));
         }
     }
-    inst.tokens.retain(|t| !doomed.contains(&t.id));
+    inst.tokens.retain(|t| !seen.contains(&t.id));
     cx.step.cancelled.extend(doomed);
 }
 
@@ -426,7 +562,8 @@ fn throw(
                 serde_json::json!({"code": code, "message": message, "element": origin}),
             );
             inst.history.push(b.clone());
-            return leave(cx, inst, &b, t.scope);
+            cx.leave(&b, t.scope);
+            return Ok(());
         }
         current = t.scope;
     }
@@ -441,30 +578,43 @@ fn throw(
 fn leave(
     cx: &mut Cx,
     inst: &mut Instance,
-    element: &str,
+    element_id: &str,
     scope: Option<u64>,
 ) -> Result<(), RunError> {
     let p = cx.p;
-    let e = &p.elements[element];
-    let outgoing: Vec<_> = p.outgoing(element).collect();
+    let e = element(p, element_id)?;
+    let outgoing: Vec<_> = p.outgoing(element_id).collect();
     let chosen: Vec<(String, String)> = match &e.kind {
         Kind::ExclusiveGateway { default } => {
-            let vars = inst.vars();
-            let hit = outgoing
+            let mut hit = None;
+            for f in outgoing
                 .iter()
                 .filter(|f| default.as_deref() != Some(f.id.as_str()))
-                .find(|f| {
-                    f.condition.as_deref().is_some_and(|c| {
-                        feel::compile(c)
-                            .map(|x| x.truthy(&vars, cx.now))
-                            .unwrap_or(false)
-                    })
-                });
+            {
+                let Some(c) = f.condition.as_deref() else {
+                    continue;
+                };
+                // A condition that cannot be evaluated is an error (an incident), not `false`.
+                let yes = compiled(p, c, &f.id)?
+                    .eval_map(&inst.variables, cx.now, &mut cx.feel)
+                    .map_err(|m| RunError::Element {
+                        element: f.id.clone(),
+                        message: m,
+                    })?
+                    == feel::Value::Bool(true);
+                if yes {
+                    hit = Some(f);
+                    break;
+                }
+            }
             match (hit, default) {
                 (Some(f), _) => vec![(f.id.clone(), f.target.clone())],
-                (None, Some(d)) => vec![(d.clone(), p.flows[d].target.clone())],
+                (None, Some(d)) => match p.flows.get(d) {
+                    Some(f) => vec![(d.clone(), f.target.clone())],
+                    None => return Err(RunError::NoPath(element_id.into())),
+                },
                 (None, None) if outgoing.is_empty() => vec![],
-                (None, None) => return Err(RunError::NoPath(element.into())),
+                (None, None) => return Err(RunError::NoPath(element_id.into())),
             }
         }
         _ => outgoing
@@ -474,10 +624,16 @@ fn leave(
     };
     if chosen.is_empty() {
         // An element without outgoing flows ends its path (BPMN's implicit end).
-        return scope_done(cx, inst, scope);
+        cx.work.push(Work::ScopeDone(scope));
+        return Ok(());
     }
-    for (flow, target) in chosen {
-        enter(cx, inst, &flow, &target, scope)?;
+    // Reversed: the first flow's walk runs first.
+    for (flow, target) in chosen.into_iter().rev() {
+        cx.work.push(Work::Enter {
+            flow,
+            element: target,
+            scope,
+        });
     }
     Ok(())
 }
@@ -490,30 +646,43 @@ fn scope_done(cx: &mut Cx, inst: &mut Instance, scope: Option<u64>) -> Result<()
     if inst.tokens.iter().any(|t| t.scope == Some(sub)) {
         return Ok(());
     }
+    // Already completed by an earlier path's end in this command.
+    if !inst.tokens.iter().any(|t| t.id == sub) {
+        return Ok(());
+    }
     let t = inst.take(sub)?;
     drop_boundaries(cx, inst, sub);
     inst.history.push(t.element.clone());
-    leave(cx, inst, &t.element, t.scope)
+    cx.leave(&t.element, t.scope);
+    Ok(())
 }
 
-fn due_of(t: &Timer, inst: &Instance, now: i64, element: &str) -> Result<i64, RunError> {
-    let value = |d: &str| -> Result<Option<String>, RunError> {
+fn due_of(cx: &mut Cx, t: &Timer, inst: &Instance, element: &str) -> Result<i64, RunError> {
+    let now = cx.now;
+    let mut value = |d: &str| -> Result<Option<String>, RunError> {
         if d.starts_with('=') {
-            Ok(eval(d, &inst.vars(), now, element)?
+            Ok(eval(cx, d, &inst.vars(), element)?
                 .as_str()
                 .map(str::to_owned))
         } else {
             Ok(Some(d.to_owned()))
         }
     };
+    let bad = |message: String| RunError::Element {
+        element: element.into(),
+        message,
+    };
     match t {
-        Timer::Duration(d) => value(d)?
-            .as_deref()
-            .and_then(feel::parse_duration)
-            .map(|d| now + d),
+        Timer::Duration(d) => match value(d)? {
+            Some(text) => match feel::duration_checked(&text).map_err(bad)? {
+                Some(ms) => Some(after(now, ms, element)?),
+                None => None,
+            },
+            None => None,
+        },
         Timer::Date(d) => value(d)?.as_deref().and_then(feel::parse_datetime),
         // A cycle first fires after one interval (and, non-interrupting, again: see FireTimer).
-        Timer::Cycle(_) => Some(now + cycle_of(t, inst, now, element)?.1),
+        Timer::Cycle(_) => Some(after(now, cycle_of(cx, t, inst, element)?.1, element)?),
     }
     .ok_or_else(|| RunError::Element {
         element: element.into(),
@@ -523,9 +692,9 @@ fn due_of(t: &Timer, inst: &Instance, now: i64, element: &str) -> Result<i64, Ru
 
 /// A cycle's repetitions (`None`: unbounded, `R/…`) and interval in milliseconds.
 fn cycle_of(
+    cx: &mut Cx,
     t: &Timer,
     inst: &Instance,
-    now: i64,
     element: &str,
 ) -> Result<(Option<u32>, i64), RunError> {
     let bad = |message: String| RunError::Element {
@@ -536,7 +705,7 @@ fn cycle_of(
         return Err(bad("the timer is not a cycle".into()));
     };
     let text = if c.starts_with('=') {
-        eval(c, &inst.vars(), now, element)?
+        eval(cx, c, &inst.vars(), element)?
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| bad(format!("the cycle `{c}` is not a text")))?
@@ -564,7 +733,7 @@ fn activity(
         } = &b.kind
             && attached_to == element
         {
-            let due = due_of(t, inst, cx.now, &b.id)?;
+            let due = due_of(cx, t, inst, &b.id)?;
             let bt = inst.new_token(&b.id, scope, Some(id));
             cx.step.waits.push(Wait::Timer {
                 token: bt,
@@ -577,13 +746,13 @@ fn activity(
 }
 
 fn correlation(
+    cx: &mut Cx,
     key: &Option<String>,
     inst: &Instance,
-    now: i64,
     element: &str,
 ) -> Result<Option<String>, RunError> {
     let Some(k) = key else { return Ok(None) };
-    let v = eval(k, &inst.vars(), now, element)?;
+    let v = eval(cx, k, &inst.vars(), element)?;
     Ok(match v {
         serde_json::Value::Null => None,
         serde_json::Value::String(s) => Some(s),
@@ -596,12 +765,12 @@ fn enter(
     cx: &mut Cx,
     inst: &mut Instance,
     flow: &str,
-    element: &str,
+    element_id: &str,
     scope: Option<u64>,
 ) -> Result<(), RunError> {
     let p = cx.p;
-    let now = cx.now;
-    let e = &p.elements[element];
+    let e = element(p, element_id)?;
+    let element = element_id;
     match &e.kind {
         Kind::ServiceTask {
             task_type,
@@ -612,7 +781,7 @@ fn enter(
             let all = vars.clone();
             let mut inputs = serde_json::Map::new();
             for (src, target) in &e.io.inputs {
-                let v = eval(src, &all, now, &e.id)?;
+                let v = eval(cx, src, &all, &e.id)?;
                 inputs.insert(target.clone(), v.clone());
                 if let Some(o) = vars.as_object_mut() {
                     o.insert(target.clone(), v);
@@ -638,7 +807,7 @@ fn enter(
         } => {
             let vars = inst.vars();
             let assignee = match assignee {
-                Some(a) => match eval(a, &vars, now, &e.id)? {
+                Some(a) => match eval(cx, a, &vars, &e.id)? {
                     serde_json::Value::String(s) => Some(s),
                     serde_json::Value::Null => None,
                     other => Some(other.to_string()),
@@ -646,7 +815,7 @@ fn enter(
                 None => None,
             };
             let candidate_groups = match candidate_groups {
-                Some(g) if g.starts_with('=') => match eval(g, &vars, now, &e.id)? {
+                Some(g) if g.starts_with('=') => match eval(cx, g, &vars, &e.id)? {
                     serde_json::Value::String(s) => Some(s),
                     serde_json::Value::Array(a) => Some(
                         a.iter()
@@ -676,7 +845,7 @@ fn enter(
             message,
             correlation_key,
         } => {
-            let key = correlation(correlation_key, inst, now, &e.id)?;
+            let key = correlation(cx, correlation_key, inst, &e.id)?;
             let token = if matches!(e.kind, Kind::ReceiveTask { .. }) {
                 activity(cx, inst, element, scope)?
             } else {
@@ -690,7 +859,7 @@ fn enter(
             });
         }
         Kind::IntermediateTimer(t) => {
-            let due = due_of(t, inst, now, element)?;
+            let due = due_of(cx, t, inst, element)?;
             let token = inst.new_token(element, scope, None);
             cx.step.waits.push(Wait::Timer {
                 token,
@@ -712,13 +881,13 @@ fn enter(
                     message: "has no none start event".into(),
                 })?;
             inst.history.push(start.id.clone());
-            leave(cx, inst, &start.id, Some(sub))?;
+            cx.leave(&start.id, Some(sub));
         }
         Kind::CallActivity { process_id } => {
             let mut vars = inst.vars();
             let all = vars.clone();
             for (src, target) in &e.io.inputs {
-                let v = eval(src, &all, now, &e.id)?;
+                let v = eval(cx, src, &all, &e.id)?;
                 if let Some(o) = vars.as_object_mut() {
                     o.insert(target.clone(), v);
                 }
@@ -733,10 +902,10 @@ fn enter(
         }
         Kind::ExclusiveGateway { .. } => {
             inst.history.push(element.into());
-            leave(cx, inst, element, scope)?;
+            cx.leave(element, scope);
         }
         Kind::ParallelGateway => {
-            let incoming = p.incoming(element).count();
+            let incoming = p.incoming_count(element);
             let arrived = inst.joins.entry(element.to_owned()).or_default();
             if !arrived.iter().any(|f| f == flow) {
                 arrived.push(flow.to_owned());
@@ -744,23 +913,25 @@ fn enter(
             if arrived.len() >= incoming {
                 inst.joins.remove(element);
                 inst.history.push(element.into());
-                leave(cx, inst, element, scope)?;
+                cx.leave(element, scope);
             }
         }
         Kind::EndEvent(EndKind::None) => {
             inst.history.push(element.into());
-            scope_done(cx, inst, scope)?;
+            cx.work.push(Work::ScopeDone(scope));
         }
         Kind::EndEvent(EndKind::Terminate) => {
             inst.history.push(element.into());
             match scope {
-                // Terminates the instance: every token goes.
+                // Terminates the instance: every token goes, and nothing else of this
+                // command's walk runs.
                 None => {
                     let all: Vec<u64> = inst.tokens.iter().map(|t| t.id).collect();
                     cx.step.cancelled.extend(all);
                     inst.tokens.clear();
                     inst.joins.clear();
                     cx.step.waits.clear();
+                    cx.work.clear();
                 }
                 // Terminates the subprocess, which then completes.
                 Some(sub) => {
@@ -777,7 +948,7 @@ fn enter(
                     }
                     let cancelled = cx.step.cancelled.clone();
                     cx.step.waits.retain(|w| !cancelled.contains(&w.token()));
-                    scope_done(cx, inst, scope)?;
+                    cx.work.push(Work::ScopeDone(scope));
                 }
             }
         }
@@ -785,8 +956,10 @@ fn enter(
             inst.history.push(element.into());
             match scope {
                 Some(sub) => {
+                    let before = cx.step.cancelled.len();
                     throw(cx, inst, sub, code, "error end event")?;
-                    let cancelled = cx.step.cancelled.clone();
+                    let cancelled: std::collections::HashSet<u64> =
+                        cx.step.cancelled[before..].iter().copied().collect();
                     cx.step.waits.retain(|w| !cancelled.contains(&w.token()));
                 }
                 None => {

@@ -45,27 +45,47 @@ fn local(s: &str) -> String {
     }
 }
 
+/// How deeply elements may nest. Modeler files nest about 10 deep (subprocesses inside
+/// subprocesses add a few levels each); the limit keeps the tree, and the recursive walks over
+/// it (validation, drop), far away from the thread's stack size.
+pub const MAX_DEPTH: usize = 128;
+
 /// Parses a document into its root element.
 pub fn parse(text: &str) -> Result<Node, String> {
     let mut reader = NsReader::from_str(text);
     let mut stack: Vec<Node> = Vec::new();
-    let line_of = |pos: u64| text[..(pos as usize).min(text.len())].matches('\n').count() + 1;
+    // Lines are counted incrementally (positions only grow): counting from the start for each
+    // element would make a large file quadratic.
+    let (mut counted_to, mut lines) = (0usize, 1usize);
     loop {
-        let pos = reader.buffer_position();
+        let pos = (reader.buffer_position() as usize).min(text.len());
+        if pos > counted_to {
+            lines += text.as_bytes()[counted_to..pos]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            counted_to = pos;
+        }
         let (ns, ev) = reader
             .read_resolved_event()
-            .map_err(|e| format!("line {}: {e}", line_of(pos)))?;
+            .map_err(|e| format!("line {}: {e}", lines))?;
         let ns = match ns {
             ResolveResult::Bound(n) => n.as_ref().to_owned(),
             _ => String::new(),
         };
         match ev {
             Event::Start(e) => {
-                let node = element(&ns, &e, line_of(pos))?;
+                let node = element(&ns, &e, lines)?;
+                if stack.len() >= MAX_DEPTH {
+                    return Err(format!(
+                        "line {}: elements nest deeper than {MAX_DEPTH} levels",
+                        lines
+                    ));
+                }
                 stack.push(node);
             }
             Event::Empty(e) => {
-                let node = element(&ns, &e, line_of(pos))?;
+                let node = element(&ns, &e, lines)?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(node),
                     None => return Ok(node),

@@ -329,10 +329,10 @@ impl Engine {
     /// Deploys a BPMN file: each process in it becomes a new version, unless the newest
     /// version has the same content. Problems name the element id and line.
     pub async fn deploy(&self, actor: Option<&UserId>, xml: &str) -> Result<Vec<Definition>> {
-        if xml.len() > 4 * 1024 * 1024 {
+        if xml.len() > ferrydesk_bpmn::MAX_FILE_BYTES {
             return Err(Error::TooLarge {
                 what: "BPMN file",
-                limit: 4 * 1024 * 1024,
+                limit: ferrydesk_bpmn::MAX_FILE_BYTES as u64,
             });
         }
         let defs = ferrydesk_bpmn::parse(xml).map_err(|e| {
@@ -1309,6 +1309,7 @@ fn start_timer_due(t: &Timer, from: i64, remaining: Option<i64>) -> Option<(i64,
             ferrydesk_bpmn::feel::compile(s)
                 .ok()?
                 .eval(&serde_json::json!({}), from)
+                .ok()?
                 .to_json()
                 .as_str()
                 .map(str::to_owned)
@@ -1318,13 +1319,13 @@ fn start_timer_due(t: &Timer, from: i64, remaining: Option<i64>) -> Option<(i64,
     };
     match t {
         Timer::Duration(d) => Some((
-            from + ferrydesk_bpmn::feel::parse_duration(&text(d)?)?,
+            from.checked_add(ferrydesk_bpmn::feel::parse_duration(&text(d)?)?)?,
             None,
         )),
         Timer::Date(d) => Some((ferrydesk_bpmn::feel::parse_datetime(&text(d)?)?, None)),
         Timer::Cycle(c) => {
             let (total, every) = ferrydesk_bpmn::parse_cycle(&text(c)?)?;
-            Some((from + every, remaining.or(total.map(i64::from))))
+            Some((from.checked_add(every)?, remaining.or(total.map(i64::from))))
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Outbound HTTP for plugins: only to origins the manifest declares **and** the admin granted,
-//! checked after DNS resolution and again on every redirect hop; private, loopback and
-//! link-local addresses are denied unless both the manifest and the admin allow them; the
+//! checked after DNS resolution and again on every redirect hop; private and loopback
+//! addresses are denied unless both the manifest and the admin allow them (per granted host);
+//! link-local and cloud metadata addresses are denied always; IPv6 addresses that embed an
+//! IPv4 address (mapped, compatible, 6to4, Teredo, NAT64) are judged by what they embed; the
 //! response size and the number of requests per call are capped. The connection goes to the
 //! address that was checked (`resolve` pins it), so DNS rebinding between check and connect
 //! cannot redirect it.
@@ -108,7 +110,8 @@ impl Origin {
 #[derive(Debug, Clone)]
 pub struct Grant {
     pub origins: Vec<Origin>,
-    pub allow_private: bool,
+    /// Granted origins whose hosts may resolve to private addresses (a subset of `origins`).
+    pub private: Vec<Origin>,
     pub max_requests: u32,
     pub max_response_bytes: usize,
     pub timeout: Duration,
@@ -119,7 +122,7 @@ impl Grant {
     pub fn none() -> Grant {
         Grant {
             origins: Vec::new(),
-            allow_private: false,
+            private: Vec::new(),
             max_requests: 0,
             max_response_bytes: 0,
             timeout: Duration::from_secs(1),
@@ -151,7 +154,73 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Addresses a plugin may not reach unless private access is granted.
+/// How the filter treats a destination address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AddressClass {
+    /// Reachable under a plain host grant.
+    Public,
+    /// Reachable only where the admin granted private addresses for that host.
+    Private,
+    /// Never reachable: link-local addresses and cloud metadata endpoints.
+    Forbidden,
+}
+
+/// Cloud instance metadata endpoints that are not link-local (those are forbidden anyway).
+const METADATA_V4: [[u8; 4]; 1] = [[100, 100, 100, 200]]; // Alibaba Cloud
+const METADATA_V6: [u16; 8] = [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254]; // AWS IMDS over IPv6
+
+/// Classifies `ip`: IPv6 forms that embed an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`,
+/// IPv4-compatible `::a.b.c.d`, 6to4 `2002:aabb:ccdd::/16`, NAT64 `64:ff9b::/96`, Teredo
+/// `2001:0::/32`, whose server and client addresses both count) are judged by the embedded
+/// address.
+pub fn classify(ip: IpAddr) -> AddressClass {
+    match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_link_local() || METADATA_V4.contains(&v4.octets()) {
+                AddressClass::Forbidden
+            } else if is_private(IpAddr::V4(v4)) {
+                AddressClass::Private
+            } else {
+                AddressClass::Public
+            }
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let v4 = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            if (s[0] & 0xffc0) == 0xfe80 || s == METADATA_V6 {
+                return AddressClass::Forbidden;
+            }
+            if let Some(m) = v6.to_ipv4_mapped() {
+                return classify(IpAddr::V4(m));
+            }
+            // IPv4-compatible (deprecated): ::a.b.c.d, except :: and ::1.
+            if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
+                return classify(IpAddr::V4(v4(s[6], s[7])));
+            }
+            if s[0] == 0x2002 {
+                return classify(IpAddr::V4(v4(s[1], s[2])));
+            }
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+                return classify(IpAddr::V4(v4(s[6], s[7])));
+            }
+            if s[0] == 0x2001 && s[1] == 0 {
+                let server = classify(IpAddr::V4(v4(s[2], s[3])));
+                let client = classify(IpAddr::V4(v4(!s[6], !s[7])));
+                return server.max(client).max(AddressClass::Private);
+            }
+            if is_private(IpAddr::V6(v6)) {
+                AddressClass::Private
+            } else {
+                AddressClass::Public
+            }
+        }
+    }
+}
+
+/// Addresses a plugin may not reach unless private access is granted (not looking into
+/// embedded IPv4 addresses: [`classify`] does).
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -178,6 +247,7 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated, still routed inside sites)
                 || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 can reach IPv4 private space
         }
     }
@@ -338,11 +408,23 @@ async fn check(grant: &Grant, url: &Url) -> Result<SocketAddr, FetchError> {
     if addrs.is_empty() {
         return Err(FetchError::Transport(format!("{shown}: no address")));
     }
-    if !grant.allow_private
-        && let Some(a) = addrs.iter().find(|a| is_private(a.ip()))
+    if let Some(a) = addrs
+        .iter()
+        .find(|a| classify(a.ip()) == AddressClass::Forbidden)
     {
         return Err(FetchError::Denied(format!(
-            "{shown} resolves to a private address ({}); private addresses are not granted",
+            "{shown} resolves to a link-local or cloud metadata address ({}); these are never allowed",
+            a.ip()
+        )));
+    }
+    let private_ok = grant.private.iter().any(|o| o.matches(url));
+    if !private_ok
+        && let Some(a) = addrs
+            .iter()
+            .find(|a| classify(a.ip()) == AddressClass::Private)
+    {
+        return Err(FetchError::Denied(format!(
+            "{shown} resolves to a private address ({}); private addresses are not granted for this host",
             a.ip()
         )));
     }
@@ -415,6 +497,134 @@ mod tests {
         for ip in ["1.1.1.1", "149.154.167.220", "2001:4860:4860::8888"] {
             assert!(!is_private(ip.parse().expect("ip")), "{ip}");
         }
+    }
+
+    fn class(ip: &str) -> AddressClass {
+        classify(ip.parse().expect("ip"))
+    }
+
+    #[test]
+    fn embedded_ipv4_is_judged_by_what_it_embeds() {
+        use AddressClass::*;
+        // IPv4-mapped and IPv4-compatible.
+        assert_eq!(class("::ffff:127.0.0.1"), Private);
+        assert_eq!(class("::ffff:10.0.0.1"), Private);
+        assert_eq!(class("::ffff:1.1.1.1"), Public);
+        assert_eq!(class("::127.0.0.1"), Private);
+        assert_eq!(class("::10.1.2.3"), Private);
+        assert_eq!(class("::8.8.8.8"), Public);
+        assert_eq!(class("::1"), Private);
+        assert_eq!(class("::"), Private);
+        // 6to4 embedding a private or a public address.
+        assert_eq!(class("2002:7f00:1::1"), Private);
+        assert_eq!(class("2002:c0a8:101::1"), Private);
+        assert_eq!(class("2002:0808:0808::1"), Public);
+        assert_eq!(class("2002:a9fe:a9fe::1"), Forbidden);
+        // NAT64.
+        assert_eq!(class("64:ff9b::7f00:1"), Private);
+        assert_eq!(class("64:ff9b::a9fe:a9fe"), Forbidden);
+        assert_eq!(class("64:ff9b::808:808"), Public);
+        // Teredo: the server (bits 32..64) and the client (last 32 bits, inverted).
+        assert_eq!(class("2001:0:0a00:0001::1"), Private);
+        assert_eq!(class("2001:0:4136:e378:8000:63bf:80ff:fffe"), Private); // client 127.0.0.1
+        assert_eq!(class("2001:0:4136:e378:8000:63bf:5656:5656"), Private); // a tunnel: never public
+        assert_eq!(class("2001:0:a9fe:a9fe::1"), Forbidden);
+        // Site-local.
+        assert_eq!(class("fec0::1"), Private);
+        assert_eq!(class("feff::1"), Private);
+    }
+
+    #[test]
+    fn link_local_and_metadata_are_forbidden() {
+        use AddressClass::*;
+        for ip in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "100.100.100.200",
+            "fe80::1",
+            "febf::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "::169.254.169.254",
+            "::ffff:100.100.100.200",
+        ] {
+            assert_eq!(class(ip), Forbidden, "{ip}");
+        }
+        assert_eq!(class("100.100.100.201"), Private);
+        assert_eq!(class("fd00:ec2::253"), Private);
+    }
+
+    fn grant(origins: &[&str], private: &[&str]) -> Grant {
+        Grant {
+            origins: origins
+                .iter()
+                .map(|o| Origin::parse(o).expect("origin"))
+                .collect(),
+            private: private
+                .iter()
+                .map(|o| Origin::parse(o).expect("origin"))
+                .collect(),
+            max_requests: 5,
+            max_response_bytes: 1 << 20,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_private_grant_is_per_host_and_never_covers_metadata() {
+        let g = grant(
+            &[
+                "http://127.0.0.1:*",
+                "http://10.0.0.1:*",
+                "http://169.254.169.254",
+                "http://[fe80::1]",
+            ],
+            &[
+                "http://127.0.0.1:*",
+                "http://169.254.169.254",
+                "http://[fe80::1]",
+            ],
+        );
+        // Granted private for this host.
+        assert!(check(&g, &url("http://127.0.0.1:8080/")).await.is_ok());
+        // Another private host, granted as a host but not for private addresses.
+        let e = check(&g, &url("http://10.0.0.1:8080/")).await.unwrap_err();
+        assert!(
+            matches!(&e, FetchError::Denied(m) if m.contains("private address")),
+            "{e:?}"
+        );
+        // Metadata and link-local stay forbidden even with the private grant.
+        for u in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fe80::1]/",
+        ] {
+            let e = check(&g, &url(u)).await.unwrap_err();
+            assert!(
+                matches!(&e, FetchError::Denied(m) if m.contains("never allowed")),
+                "{u}: {e:?}"
+            );
+        }
+        // Embedded private IPv4 in IPv6 literals is private too.
+        let g = grant(&["http://*:*"], &[]);
+        for u in [
+            "http://[::ffff:127.0.0.1]:80/",
+            "http://[2002:7f00:1::1]/",
+            "http://[::127.0.0.1]/",
+            "http://[fec0::1]/",
+        ] {
+            let e = check(&g, &url(u)).await.unwrap_err();
+            assert!(
+                matches!(&e, FetchError::Denied(m) if m.contains("private address")),
+                "{u}: {e:?}"
+            );
+        }
+        let e = check(&g, &url("http://[::ffff:169.254.169.254]/"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, FetchError::Denied(m) if m.contains("never allowed")),
+            "{e:?}"
+        );
     }
 
     #[test]

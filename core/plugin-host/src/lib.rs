@@ -15,6 +15,14 @@
 //!   granted origins ([`http`]), read access to declared record kinds.
 //! * A trap, a timeout, a memory cap or output that breaks the manifest's schema becomes a
 //!   [`CallError`] for the caller and a metric; the server keeps serving.
+//! * Calls never hold a runtime thread: wasm runs on wasmtime's async fibers and yields to the
+//!   executor at every epoch tick; the time limit is a wall-clock deadline checked by the epoch
+//!   callback against [`Instant`] (not a count of ticks, which slow down under load). A node
+//!   memory budget (a semaphore weighted in MiB) bounds the sum of the memory caps of the calls
+//!   running at once, and each plugin has its own concurrency limit; a call that cannot get its
+//!   share within [`HostConfig::admission_wait`] fails with [`CallError::Overloaded`].
+//! * Results are bounded ([`EffectiveLimits`]): output size, effects per call (count and
+//!   bytes), and a key-value quota per scope; exceeding one fails the call and applies nothing.
 
 mod bindings;
 pub mod http;
@@ -58,6 +66,28 @@ pub struct HostConfig {
     pub max_response_bytes: usize,
     /// Concurrent instances across all plugins (pool slots).
     pub max_instances: u32,
+    /// The node's memory budget for plugin calls: the sum of the memory caps of the calls
+    /// running at once never exceeds it.
+    pub memory_budget_mb: u32,
+    /// How long a call waits for its share of the memory budget or a concurrency slot.
+    pub admission_wait: Duration,
+    /// Calls of one plugin at once when the manifest sets none, and the most it may set.
+    pub default_concurrency: u32,
+    pub max_concurrency: u32,
+    /// Result size per call when the manifest sets none, and the most it may set.
+    pub default_output_bytes: u32,
+    pub max_output_bytes: u32,
+    /// Effects per action call (count) when the manifest sets none, and the most it may set.
+    pub default_effects: u32,
+    pub max_effects: u32,
+    /// Total effect bytes per action call when the manifest sets none, and the most it may set.
+    pub default_effect_bytes: u32,
+    pub max_effect_bytes: u32,
+    /// Key-value quota per scope (bytes, keys) when the manifest sets none, and the most.
+    pub default_kv_bytes: u64,
+    pub max_kv_bytes: u64,
+    pub default_kv_keys: u64,
+    pub max_kv_keys: u64,
 }
 
 impl HostConfig {
@@ -71,18 +101,97 @@ impl HostConfig {
             default_http_requests: 5,
             max_response_bytes: 25 << 20,
             max_instances: 256,
+            memory_budget_mb: 1024,
+            admission_wait: Duration::from_secs(10),
+            default_concurrency: 4,
+            max_concurrency: 16,
+            default_output_bytes: 1 << 20,
+            max_output_bytes: 8 << 20,
+            default_effects: 100,
+            max_effects: 1000,
+            default_effect_bytes: 1 << 20,
+            max_effect_bytes: 8 << 20,
+            default_kv_bytes: 1 << 20,
+            max_kv_bytes: 64 << 20,
+            default_kv_keys: 1000,
+            max_kv_keys: 100_000,
         }
     }
+}
+
+/// The limits a plugin's calls run under: the manifest's `limits`, or the host's defaults,
+/// never above the host's maxima. Shown to the admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EffectiveLimits {
+    pub memory_mb: u32,
+    pub timeout_ms: u32,
+    pub http_requests: u32,
+    pub concurrency: u32,
+    pub output_bytes: u32,
+    pub effects: u32,
+    pub effect_bytes: u32,
+    pub kv_bytes: u64,
+    pub kv_keys: u64,
+}
+
+impl EffectiveLimits {
+    /// The limits `manifest` gets on a host configured with `cfg`.
+    pub fn of(manifest: &Manifest, cfg: &HostConfig) -> EffectiveLimits {
+        let l = &manifest.limits;
+        EffectiveLimits {
+            memory_mb: l
+                .memory_mb
+                .unwrap_or(cfg.default_memory_mb)
+                .min(cfg.memory_budget_mb.max(1)),
+            timeout_ms: l.timeout_ms.unwrap_or(cfg.default_timeout_ms),
+            http_requests: l.http_requests.unwrap_or(cfg.default_http_requests),
+            concurrency: l
+                .concurrency
+                .unwrap_or(cfg.default_concurrency)
+                .clamp(1, cfg.max_concurrency.max(1)),
+            output_bytes: l
+                .output_bytes
+                .unwrap_or(cfg.default_output_bytes)
+                .min(cfg.max_output_bytes),
+            effects: l
+                .effects
+                .unwrap_or(cfg.default_effects)
+                .min(cfg.max_effects),
+            effect_bytes: l
+                .effect_bytes
+                .unwrap_or(cfg.default_effect_bytes)
+                .min(cfg.max_effect_bytes),
+            kv_bytes: l
+                .kv_bytes
+                .unwrap_or(cfg.default_kv_bytes)
+                .min(cfg.max_kv_bytes),
+            kv_keys: l
+                .kv_keys
+                .unwrap_or(cfg.default_kv_keys)
+                .min(cfg.max_kv_keys),
+        }
+    }
+}
+
+/// A scope's key-value quota, checked when a call's writes are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    /// Bytes of keys and values the scope may hold.
+    pub bytes: u64,
+    /// Keys the scope may hold.
+    pub keys: u64,
 }
 
 /// What the core provides to plugins: storage and records. Implemented by the desk.
 pub trait Services: Send + Sync + 'static {
     fn kv_get(&self, scope: &str, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>>;
-    /// Applies a call's writes (`None` deletes) atomically.
+    /// Applies a call's writes (`None` deletes) atomically, or none of them if the scope
+    /// would then hold more than `quota` (the error names the quota and the usage).
     fn kv_apply(
         &self,
         scope: &str,
         writes: Vec<(String, Option<Vec<u8>>)>,
+        quota: KvQuota,
     ) -> BoxFuture<'_, Result<(), String>>;
     /// A record as JSON, if the call's actor may see it.
     fn read_record(
@@ -111,7 +220,10 @@ pub struct Settings {
     pub values: serde_json::Map<String, serde_json::Value>,
     /// Manifest origin patterns the admin granted (a subset of the manifest's).
     pub granted_hosts: Vec<String>,
+    /// Private addresses for every granted host (kept for older grants).
     pub granted_private: bool,
+    /// Granted origin patterns whose hosts may resolve to private addresses.
+    pub granted_private_hosts: Vec<String>,
     /// Tests only: answers outbound requests instead of the network. The grant (origins,
     /// request budget) is still enforced; DNS is not consulted.
     pub http_mock: HttpMock,
@@ -154,9 +266,11 @@ pub enum CallError {
         message: String,
         retryable: bool,
     },
-    #[error("the plugin did not finish within {limit_ms} ms and was stopped")]
+    #[error(
+        "the plugin hit its time limit: it did not finish within {limit_ms} ms and was stopped"
+    )]
     Timeout { limit_ms: u32 },
-    #[error("the plugin needed more than its {limit_mb} MiB of memory and was stopped")]
+    #[error("the plugin ran out of memory: it needed more than its {limit_mb} MiB and was stopped")]
     OutOfMemory { limit_mb: u32 },
     #[error("the plugin crashed: {detail}")]
     Trap { detail: String },
@@ -166,6 +280,13 @@ pub enum CallError {
     InvalidOutput { detail: String },
     #[error("all plugin slots are busy; try again")]
     Busy,
+    /// The node's memory budget or the plugin's concurrency limit had no room in time.
+    #[error("{detail}")]
+    Overloaded { detail: String },
+    /// The call's result broke one of the plugin's limits (output size, effects, storage
+    /// quota); nothing was applied.
+    #[error("{detail}")]
+    LimitExceeded { detail: String },
     #[error("{detail}")]
     Unavailable { detail: String },
 }
@@ -180,6 +301,7 @@ impl CallError {
                 ..
             } | CallError::Timeout { .. }
                 | CallError::Busy
+                | CallError::Overloaded { .. }
         )
     }
     fn code(&self) -> &'static str {
@@ -191,6 +313,8 @@ impl CallError {
             CallError::InvalidInput { .. } => "invalid_input",
             CallError::InvalidOutput { .. } => "invalid_output",
             CallError::Busy => "busy",
+            CallError::Overloaded { .. } => "overloaded",
+            CallError::LimitExceeded { .. } => "limit_exceeded",
             CallError::Unavailable { .. } => "unavailable",
         }
     }
@@ -227,6 +351,8 @@ struct HostInner {
     macro_linker: Linker<State>,
     connector_linker: Linker<State>,
     engine_tag: String,
+    /// Permits are MiB of the node's memory budget.
+    memory: Arc<tokio::sync::Semaphore>,
 }
 
 impl Host {
@@ -286,6 +412,9 @@ impl Host {
             format!("{:016x}", h.finish())
         };
         std::fs::create_dir_all(&config.cache_dir)?;
+        let memory = Arc::new(tokio::sync::Semaphore::new(
+            config.memory_budget_mb.max(1) as usize
+        ));
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
@@ -295,6 +424,7 @@ impl Host {
                 macro_linker,
                 connector_linker,
                 engine_tag,
+                memory,
             }),
         })
     }
@@ -477,6 +607,9 @@ struct PluginInner {
     pre: Pre,
     schemas: HashMap<String, (Option<jsonschema::Validator>, Option<jsonschema::Validator>)>,
     stats: Mutex<Recorder>,
+    limits: EffectiveLimits,
+    /// One permit per call running at once.
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 /// What an action asks the host to do.
@@ -600,8 +733,11 @@ impl Plugin {
                 )
             })
             .collect();
+        let limits = EffectiveLimits::of(&manifest, &host.inner.config);
         Ok(Plugin {
             inner: Arc::new(PluginInner {
+                running: Arc::new(tokio::sync::Semaphore::new(limits.concurrency as usize)),
+                limits,
                 host,
                 manifest: Arc::new(manifest),
                 sha256,
@@ -637,20 +773,17 @@ impl Plugin {
         }
     }
 
+    /// The limits this plugin's calls run under.
+    pub fn limits(&self) -> &EffectiveLimits {
+        &self.inner.limits
+    }
+
     fn memory_mb(&self) -> u32 {
-        self.inner
-            .manifest
-            .limits
-            .memory_mb
-            .unwrap_or(self.inner.host.inner.config.default_memory_mb)
+        self.inner.limits.memory_mb
     }
 
     fn timeout_ms(&self) -> u32 {
-        self.inner
-            .manifest
-            .limits
-            .timeout_ms
-            .unwrap_or(self.inner.host.inner.config.default_timeout_ms)
+        self.inner.limits.timeout_ms
     }
 
     fn store(&self, call: &Call) -> (Store<State>, Arc<MemoryOutputPipe>) {
@@ -686,9 +819,20 @@ impl Plugin {
             },
         );
         store.limiter(|s| &mut s.limits);
-        let ticks = (u64::from(self.timeout_ms()) / TICK.as_millis() as u64).max(1) + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Every tick the callback either stops the call (its wall-clock deadline has passed) or
+        // yields to the executor, so a loop never holds a runtime thread for more than a tick.
+        let deadline = Instant::now() + Duration::from_millis(u64::from(self.timeout_ms()));
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            } else {
+                Ok(wasmtime::UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        store.set_epoch_deadline(1);
         (store, stderr)
     }
 
@@ -699,23 +843,34 @@ impl Plugin {
         let Some(h) = &m.capabilities.http else {
             return http::Grant::none();
         };
-        let origins = h
+        let resolve = |p: &String| {
+            if let Some(key) = p.strip_prefix("{{").and_then(|p| p.strip_suffix("}}")) {
+                let url = call.settings.values.get(key)?.as_str()?;
+                http::Origin::of_url(url).ok()
+            } else {
+                http::Origin::parse(p).ok()
+            }
+        };
+        let granted: Vec<&String> = h
             .allowed_hosts
             .iter()
             .filter(|p| call.settings.granted_hosts.iter().any(|g| g == *p))
-            .filter_map(|p| {
-                if let Some(key) = p.strip_prefix("{{").and_then(|p| p.strip_suffix("}}")) {
-                    let url = call.settings.values.get(key)?.as_str()?;
-                    http::Origin::of_url(url).ok()
-                } else {
-                    http::Origin::parse(p).ok()
-                }
+            .collect();
+        let origins = granted.iter().copied().filter_map(resolve).collect();
+        let private = granted
+            .iter()
+            .copied()
+            .filter(|p| {
+                h.allow_private
+                    && (call.settings.granted_private
+                        || call.settings.granted_private_hosts.iter().any(|g| g == *p))
             })
+            .filter_map(resolve)
             .collect();
         http::Grant {
             origins,
-            allow_private: h.allow_private && call.settings.granted_private,
-            max_requests: m.limits.http_requests.unwrap_or(cfg.default_http_requests),
+            private,
+            max_requests: self.inner.limits.http_requests,
             max_response_bytes: cfg.max_response_bytes,
             timeout: Duration::from_millis(u64::from(self.timeout_ms())),
         }
@@ -740,6 +895,18 @@ impl Plugin {
             Some(wasmtime::Trap::StackOverflow) => CallError::Trap {
                 detail: "stack overflow".into(),
             },
+            // Rust and C compile to wasm with a shadow stack in linear memory that grows down
+            // from a fixed address: unbounded recursion runs off its bottom, which wasmtime
+            // reports as an out-of-bounds access at the end of a recursive call chain (the
+            // captured backtrace, at most 20 frames, is the same one or two functions).
+            Some(wasmtime::Trap::MemoryOutOfBounds)
+                if e.downcast_ref::<wasmtime::WasmBacktrace>()
+                    .is_some_and(recursive) =>
+            {
+                CallError::Trap {
+                    detail: "stack overflow (recursion too deep)".into(),
+                }
+            }
             _ => {
                 let text = format!("{e:#}");
                 if text.contains("maximum concurrent") || text.contains("pooling allocator") {
@@ -826,6 +993,13 @@ impl Plugin {
         ) -> BoxFuture<'a, wasmtime::Result<Result<T, CallError>>>,
     {
         let started = Instant::now();
+        let _permits = match self.admit().await {
+            Ok(p) => p,
+            Err(e) => {
+                self.record(what, started, Err(&e));
+                return (Err(e), Vec::new());
+            }
+        };
         let (mut store, stderr) = self.store(call);
         let limit = Duration::from_millis(u64::from(self.timeout_ms()) + 100);
         let r = tokio::time::timeout(limit, f(&mut store, &self.inner.pre)).await;
@@ -843,19 +1017,94 @@ impl Plugin {
         (result, writes)
     }
 
+    /// Waits (a bounded time) for a concurrency slot of this plugin, then for the call's
+    /// memory cap out of the node's budget.
+    async fn admit(
+        &self,
+    ) -> Result<
+        (
+            tokio::sync::OwnedSemaphorePermit,
+            tokio::sync::OwnedSemaphorePermit,
+        ),
+        CallError,
+    > {
+        let host = &self.inner.host.inner;
+        let wait = host.config.admission_wait;
+        let deadline = tokio::time::Instant::now() + wait;
+        let id = &self.inner.manifest.id;
+        let slot = match tokio::time::timeout_at(
+            deadline,
+            self.inner.running.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(CallError::Overloaded {
+                    detail: format!(
+                        "plugin `{id}` is already running its limit of {} calls at once (waited {} ms); try again",
+                        self.inner.limits.concurrency,
+                        wait.as_millis()
+                    ),
+                });
+            }
+        };
+        let mb = self.memory_mb();
+        let memory = match tokio::time::timeout_at(
+            deadline,
+            host.memory.clone().acquire_many_owned(mb),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(CallError::Overloaded {
+                    detail: format!(
+                        "the plugins' memory budget of {} MiB is in use by other calls; this call needs {mb} MiB (waited {} ms); try again",
+                        host.config.memory_budget_mb,
+                        wait.as_millis()
+                    ),
+                });
+            }
+        };
+        Ok((slot, memory))
+    }
+
     async fn apply_kv(&self, call: &Call, writes: KvWrites) -> Result<(), CallError> {
         if writes.is_empty() {
             return Ok(());
         }
+        let quota = KvQuota {
+            bytes: self.inner.limits.kv_bytes,
+            keys: self.inner.limits.kv_keys,
+        };
         self.inner
             .host
             .inner
             .services
-            .kv_apply(&call.kv_scope, writes)
+            .kv_apply(&call.kv_scope, writes, quota)
             .await
-            .map_err(|e| CallError::Unavailable {
-                detail: format!("storing the plugin's data failed: {e}"),
+            .map_err(|e| {
+                if e.contains("quota") {
+                    CallError::LimitExceeded { detail: e }
+                } else {
+                    CallError::Unavailable {
+                        detail: format!("storing the plugin's data failed: {e}"),
+                    }
+                }
             })
+    }
+
+    fn check_output(&self, len: usize) -> Result<(), CallError> {
+        let limit = self.inner.limits.output_bytes;
+        if len > limit as usize {
+            return Err(CallError::LimitExceeded {
+                detail: format!(
+                    "the plugin's output is {len} bytes; its limit is {limit} bytes (limits.output_bytes); nothing was applied"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Runs action `action` with `input` (checked against its `input_schema`; the output
@@ -906,6 +1155,41 @@ impl Plugin {
             })
             .await;
         let out = r?;
+        let checked = self.check_output(out.output.len()).and_then(|()| {
+            let l = &self.inner.limits;
+            if out.effects.len() > l.effects as usize {
+                return Err(CallError::LimitExceeded {
+                    detail: format!(
+                        "the plugin returned {} effects; its limit is {} per call (limits.effects); nothing was applied",
+                        out.effects.len(),
+                        l.effects
+                    ),
+                });
+            }
+            use bindings::action::exports::ferrydesk::plugin::action_handler::Effect as W;
+            let bytes: usize = out
+                .effects
+                .iter()
+                .map(|e| match e {
+                    W::PostMessage(t) | W::PostNote(t) => t.len(),
+                    W::CreateRecord((k, f)) => k.len() + f.len(),
+                    W::UpdateRecord((k, i, f)) => k.len() + i.len() + f.len(),
+                })
+                .sum();
+            if bytes > l.effect_bytes as usize {
+                return Err(CallError::LimitExceeded {
+                    detail: format!(
+                        "the plugin's effects are {bytes} bytes; its limit is {} bytes per call (limits.effect_bytes); nothing was applied",
+                        l.effect_bytes
+                    ),
+                });
+            }
+            Ok(())
+        });
+        if let Err(e) = checked {
+            self.note_error(&e);
+            return Err(e);
+        }
         let output: serde_json::Value =
             serde_json::from_str(&out.output).map_err(|e| CallError::InvalidOutput {
                 detail: format!("output is not JSON: {e}"),
@@ -975,7 +1259,12 @@ impl Plugin {
                 })
             })
             .await;
-        r
+        let text = r?;
+        if let Err(e) = self.check_output(text.len()) {
+            self.note_error(&e);
+            return Err(e);
+        }
+        Ok(text)
     }
 
     /// Registers the webhook or checks credentials.
@@ -1163,6 +1452,15 @@ fn parse_fields(text: &str) -> Result<serde_json::Value, CallError> {
 
 fn pointer_or_root(p: &str) -> &str {
     if p.is_empty() { "/" } else { p }
+}
+
+/// Whether a backtrace is a deep recursion: many frames of at most two functions.
+fn recursive(b: &wasmtime::WasmBacktrace) -> bool {
+    let frames = b.frames();
+    let mut funcs: Vec<u32> = frames.iter().map(|f| f.func_index()).collect();
+    funcs.sort_unstable();
+    funcs.dedup();
+    frames.len() >= 16 && funcs.len() <= 2
 }
 
 fn first_line(s: &str) -> String {
@@ -1425,4 +1723,12 @@ pub fn verify_webhook(
     } else {
         Err(format!("header `{name}` does not match"))
     }
+}
+
+/// The error for writes that would take a scope past its key-value quota.
+pub fn kv_quota_message(quota: KvQuota, keys: u64, bytes: u64) -> String {
+    format!(
+        "the plugin's storage quota ({} bytes in {} keys; limits.kv_bytes, limits.kv_keys) would be exceeded: the writes would leave {bytes} bytes in {keys} keys; nothing was stored",
+        quota.bytes, quota.keys
+    )
 }

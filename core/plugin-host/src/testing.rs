@@ -35,14 +35,27 @@ impl Services for MemoryServices {
         &self,
         scope: &str,
         writes: Vec<(String, Option<Vec<u8>>)>,
+        quota: crate::KvQuota,
     ) -> BoxFuture<'_, Result<(), String>> {
-        let r = self.kv.lock().map_err(|e| e.to_string()).map(|mut m| {
+        let r = self.kv.lock().map_err(|e| e.to_string()).and_then(|mut m| {
+            let mut next = m.clone();
             for (k, v) in writes {
                 match v {
-                    Some(v) => m.insert((scope.to_owned(), k), v),
-                    None => m.remove(&(scope.to_owned(), k)),
+                    Some(v) => next.insert((scope.to_owned(), k), v),
+                    None => next.remove(&(scope.to_owned(), k)),
                 };
             }
+            let (keys, bytes) = next
+                .iter()
+                .filter(|((s, _), _)| s == scope)
+                .fold((0u64, 0u64), |(n, b), ((_, k), v)| {
+                    (n + 1, b + (k.len() + v.len()) as u64)
+                });
+            if keys > quota.keys || bytes > quota.bytes {
+                return Err(crate::kv_quota_message(quota, keys, bytes));
+            }
+            *m = next;
+            Ok(())
         });
         Box::pin(async move { r })
     }
@@ -96,6 +109,11 @@ impl Drop for TempDir {
 
 impl TestHost {
     pub fn new() -> anyhow::Result<TestHost> {
+        Self::with_config(|_| {})
+    }
+
+    /// A host whose [`HostConfig`] `adjust` changes first.
+    pub fn with_config(adjust: impl FnOnce(&mut HostConfig)) -> anyhow::Result<TestHost> {
         let dir = std::env::temp_dir().join(format!(
             "ferrydesk-plugin-test-{}-{}",
             std::process::id(),
@@ -105,7 +123,9 @@ impl TestHost {
                 .unwrap_or(0)
         ));
         let services = Arc::new(MemoryServices::default());
-        let host = Host::new(HostConfig::new(&dir), services.clone())?;
+        let mut config = HostConfig::new(&dir);
+        adjust(&mut config);
+        let host = Host::new(config, services.clone())?;
         Ok(TestHost {
             host,
             services,
@@ -118,6 +138,26 @@ impl TestHost {
         let dir = dir.as_ref();
         let text = std::fs::read_to_string(dir.join("plugin.json"))?;
         let manifest = crate::manifest::parse(&text)?;
+        let wasm = std::fs::read(dir.join(&manifest.component.path))?;
+        Ok(self.host.load(manifest, &wasm).await?)
+    }
+
+    /// Loads `dir`'s component under its manifest changed by `patch` (a JSON merge of the
+    /// top-level fields), e.g. another id or other limits for the same component.
+    pub async fn load_dir_patched(
+        &self,
+        dir: impl AsRef<Path>,
+        patch: serde_json::Value,
+    ) -> anyhow::Result<Plugin> {
+        let dir = dir.as_ref();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("plugin.json"))?)?;
+        if let (Some(o), Some(p)) = (v.as_object_mut(), patch.as_object()) {
+            for (k, val) in p {
+                o.insert(k.clone(), val.clone());
+            }
+        }
+        let manifest = crate::manifest::parse(&v.to_string())?;
         let wasm = std::fs::read(dir.join(&manifest.component.path))?;
         Ok(self.host.load(manifest, &wasm).await?)
     }
@@ -147,6 +187,7 @@ impl TestHost {
                 values: values.as_object().cloned().unwrap_or_default(),
                 granted_hosts,
                 granted_private: grant_private,
+                granted_private_hosts: Vec::new(),
                 http_mock: crate::HttpMock::default(),
             }),
             kv_scope: plugin.manifest().id.clone(),

@@ -163,6 +163,28 @@ pub struct Limits {
     pub memory_mb: Option<u32>,
     pub timeout_ms: Option<u32>,
     pub http_requests: Option<u32>,
+    /// Calls of this plugin running at once on one node.
+    pub concurrency: Option<u32>,
+    /// Largest result of one call, in bytes.
+    pub output_bytes: Option<u32>,
+    /// Effects one action call may return.
+    pub effects: Option<u32>,
+    /// Total bytes of the effects one action call returns.
+    pub effect_bytes: Option<u32>,
+    /// Key-value quota of one scope (installation or channel): bytes of keys and values.
+    pub kv_bytes: Option<u64>,
+    /// Key-value quota of one scope: number of keys.
+    pub kv_keys: Option<u64>,
+}
+
+/// Who publishes a plugin: an Ed25519 public key. Only packages signed with the matching key
+/// may upgrade an installation of this id.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Publisher {
+    pub name: Option<String>,
+    /// `ed25519:` followed by the 32-byte public key in base64.
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,6 +256,7 @@ pub struct Manifest {
     pub capabilities: Capabilities,
     #[serde(default)]
     pub limits: Limits,
+    pub publisher: Option<Publisher>,
     pub config_schema: Option<serde_json::Value>,
     #[serde(default)]
     pub actions: Vec<Action>,

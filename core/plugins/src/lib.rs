@@ -43,9 +43,15 @@ pub struct Grant {
     /// Origin patterns from the manifest's `capabilities.http.allowed_hosts`.
     #[serde(default)]
     pub hosts: Vec<String>,
-    /// Private and loopback addresses (only if the manifest asks for them).
+    /// Private and loopback addresses for every granted host (only if the manifest asks for
+    /// them). Prefer `private_hosts`.
     #[serde(default)]
     pub private: bool,
+    /// Granted origin patterns whose hosts may resolve to private and loopback addresses (only
+    /// if the manifest asks for them). Link-local and cloud metadata addresses are never
+    /// reachable.
+    #[serde(default)]
+    pub private_hosts: Vec<String>,
 }
 
 /// An installed plugin as the admin sees it. Secret settings show only whether they are set.
@@ -130,6 +136,7 @@ impl Entry {
             values,
             granted_hosts: self.grant.hosts.clone(),
             granted_private: self.grant.private,
+            granted_private_hosts: self.grant.private_hosts.clone(),
             http_mock: Default::default(),
         })
     }
@@ -183,15 +190,31 @@ impl ferrydesk_plugin_host::Services for DeskServices {
         &self,
         scope: &str,
         writes: Vec<(String, Option<Vec<u8>>)>,
+        quota: ferrydesk_plugin_host::KvQuota,
     ) -> BoxFuture<'_, std::result::Result<(), String>> {
         let scope = scope.to_owned();
         Box::pin(async move {
-            let mut tx = self.desk.store().begin().await.map_err(|e| e.to_string())?;
+            let store_ = self.desk.store();
+            let mut tx = store_.begin().await.map_err(|e| e.to_string())?;
+            store::kv_lock(&mut tx, store_.backend(), &scope)
+                .await
+                .map_err(|e| e.to_string())?;
+            let grows = writes.iter().any(|(_, v)| v.is_some());
             for (k, v) in writes {
                 let v = v.map(|b| base64::engine::general_purpose::STANDARD.encode(b));
                 store::kv_put(&mut tx, &scope, &k, v.as_deref())
                     .await
                     .map_err(|e| e.to_string())?;
+            }
+            if grows {
+                let (keys, bytes) = store::kv_usage(&mut tx, &scope)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (keys, bytes) = (keys.max(0) as u64, bytes.max(0) as u64);
+                if keys > quota.keys || bytes > quota.bytes {
+                    // Dropping the transaction rolls every write of the call back.
+                    return Err(ferrydesk_plugin_host::kv_quota_message(quota, keys, bytes));
+                }
             }
             tx.commit().await.map_err(|e| e.to_string())
         })
@@ -534,6 +557,9 @@ impl Plugins {
                 g.hosts
                     .retain(|h| asked.is_some_and(|a| a.allowed_hosts.contains(h)));
                 g.private &= asked.is_some_and(|a| a.allow_private);
+                g.private_hosts.retain(|h| {
+                    asked.is_some_and(|a| a.allow_private && a.allowed_hosts.contains(h))
+                });
                 (old.enabled, g, old.installed_at)
             }
         };
@@ -587,6 +613,7 @@ impl Plugins {
         let grant = grant.unwrap_or_else(|| Grant {
             hosts: asked.allowed_hosts.clone(),
             private: false,
+            private_hosts: Vec::new(),
         });
         for (i, h) in grant.hosts.iter().enumerate() {
             if !asked.allowed_hosts.contains(h) {
@@ -601,6 +628,20 @@ impl Plugins {
                 "grant.private",
                 "the manifest does not ask for private addresses",
             ));
+        }
+        for (i, h) in grant.private_hosts.iter().enumerate() {
+            if !asked.allow_private {
+                return Err(Error::invalid(
+                    format!("grant.private_hosts[{i}]"),
+                    "the manifest does not ask for private addresses",
+                ));
+            }
+            if !grant.hosts.contains(h) {
+                return Err(Error::invalid(
+                    format!("grant.private_hosts[{i}]"),
+                    format!("`{h}` is not among the granted hosts"),
+                ));
+            }
         }
         if e.manifest.kind != Kind::Connector
             && let Err(err) = e

@@ -131,6 +131,7 @@ async fn manage(cmd: PluginCmd, cfg: &Config) -> anyhow::Result<()> {
                     .and_then(|v| serde_json::from_value(v.clone()).ok())
                     .unwrap_or_default(),
                 private: allow_private,
+                ..Default::default()
             };
             plugins.enable(None, &id, Some(grant)).await.map_err(e)?;
             println!("enabled {id}");

@@ -338,3 +338,28 @@ pub async fn insert_run(conn: &mut Conn, r: NewRun<'_>) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// What a key-value scope holds: (keys, bytes of keys and values). Values are stored in
+/// base64, so their bytes are counted as 3/4 of the stored text.
+pub async fn kv_usage(conn: &mut Conn, scope: &str) -> Result<(i64, i64)> {
+    let (keys, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(key) + (LENGTH(value) * 3) / 4), 0) AS BIGINT) \
+         FROM plugin_kv WHERE scope = $1",
+    )
+    .bind(scope)
+    .fetch_one(conn)
+    .await?;
+    Ok((keys, bytes))
+}
+
+/// Serialises quota checks of one key-value scope on PostgreSQL (SQLite's writers are already
+/// serial): two calls of one plugin cannot both pass the quota and together exceed it.
+pub async fn kv_lock(conn: &mut Conn, backend: crate::Backend, scope: &str) -> Result<()> {
+    if backend == crate::Backend::Postgres {
+        sqlx::query("SELECT CAST(pg_advisory_xact_lock(hashtext($1)) AS TEXT)")
+            .bind(format!("plugin_kv:{scope}"))
+            .fetch_optional(conn)
+            .await?;
+    }
+    Ok(())
+}

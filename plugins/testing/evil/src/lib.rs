@@ -25,11 +25,39 @@ impl Action for Evil {
                 }
             }
             "memory" => {
+                // Allocates `mb` MiB (forever by default), one MiB at a time, touching each.
+                let mb = input.get("mb").and_then(Json::as_u64).unwrap_or(u64::MAX);
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
+                while (hoard.len() as u64) < mb {
                     hoard.push(vec![7u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+                Ok(Outcome::new(json!({ "allocated_mb": hoard.len() })))
+            }
+            "big-output" => {
+                let kb = input.get("kb").and_then(Json::as_u64).unwrap_or(100 << 10) as usize;
+                Ok(Outcome::new(json!("x".repeat(kb << 10))))
+            }
+            "notes" => {
+                let n = input.get("n").and_then(Json::as_u64).unwrap_or(100_000);
+                let size = input.get("size").and_then(Json::as_u64).unwrap_or(16) as usize;
+                let text = "n".repeat(size);
+                let mut out = Outcome::new(json!({}));
+                for _ in 0..n {
+                    out = out.post_note(text.clone());
+                }
+                Ok(out)
+            }
+            "kv-flood" => {
+                // `keys` keys of `kb` KiB each, named from `prefix`.
+                let keys = input.get("keys").and_then(Json::as_u64).unwrap_or(200);
+                let kb = input.get("kb").and_then(Json::as_u64).unwrap_or(64) as usize;
+                let prefix = input.get("prefix").and_then(Json::as_str).unwrap_or("k");
+                let value = vec![b'v'; (kb << 10).min(64 << 10)];
+                for i in 0..keys {
+                    store::set(&format!("{prefix}{i}"), &value)?;
+                }
+                Ok(Outcome::new(json!({ "written": keys })))
             }
             "stack" => Ok(Outcome::new(json!(recurse(u64::MAX >> 40)))),
             "panic" => panic!("the evil plugin panics"),

@@ -2,27 +2,78 @@
 //!
 //! Macros are handlebars variables and helpers. Built-in helpers live here; plugins register
 //! more through [`Renderer::register_helper`].
+//!
+//! Templates are written by admins and rendered on the server for any operator, so a render is
+//! bounded like every other interpreter (issue 14). The `handlebars` crate has no limit on
+//! partial recursion, output size or time of its own (an inline partial that includes itself
+//! overflows the stack), so [`Renderer`] puts the limits around it rather than replacing a
+//! well-kept engine:
+//! - brackets in the source are nested at most [`MAX_BRACKET_NESTING`] deep before the parser
+//!   sees it (its subexpression and literal rules recurse);
+//! - the compiled template is measured before every render: a partial that includes itself
+//!   (directly or through others) or whose name is computed is refused; blocks, subexpressions
+//!   and partials are nested at most [`MAX_NESTING`] deep; and the work of the render — every
+//!   element visited over all partial expansions, the body of an `#each` counted once per item
+//!   of the largest list or object it could iterate — is at most [`MAX_RENDER_COST`];
+//! - output goes to a writer that fails once it holds [`MAX_RENDERED_BYTES`] or
+//!   [`RENDER_TIME_LIMIT`] has passed; helpers check the same deadline, and what they produce
+//!   counts against [`MAX_HELPER_BYTES`];
+//! - `{{log}}` fails: templates cannot write to the server log.
+//!
+//! At save a template must also render against sample contexts with every documented variable
+//! ([`MacroContext::samples`]); plugin helpers answer with an empty text there, so saving never
+//! calls a plugin.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ferrydesk_domain::*;
 use ferrydesk_store::{contacts, directory};
+use handlebars::template::{DecoratorTemplate, HelperTemplate, Parameter, TemplateElement};
 use handlebars::{
-    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderErrorReason,
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError,
+    RenderErrorReason, Renderable, ScopedJson, Template as Compiled,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::{Desk, Error, Principal, Result};
 
 /// Largest template text.
 pub const MAX_TEMPLATE_BYTES: usize = 20_000;
+/// Largest rendered text (a message is at most 10,000 characters; this leaves room for
+/// multi-byte text and fails a fan-out long before it grows).
+pub const MAX_RENDERED_BYTES: usize = 64 * 1024;
+/// Deepest nesting of `(`, `[` and `{` in a template's source, checked before parsing.
+pub const MAX_BRACKET_NESTING: usize = 64;
+/// Deepest nesting of blocks, subexpressions and partials within each other.
+pub const MAX_NESTING: usize = 32;
+/// Most work one render may do, in steps (see the module documentation).
+pub const MAX_RENDER_COST: u64 = 200_000;
+/// Longest a render may take, helpers (plugin macros included) and all.
+pub const RENDER_TIME_LIMIT: Duration = Duration::from_millis(500);
+/// Most text helpers may produce in one render, wherever it goes (into the output, into
+/// another helper, into a partial block).
+pub const MAX_HELPER_BYTES: usize = 1024 * 1024;
 
-/// The handlebars registry shared by every render; cheap to clone.
+/// Steps counted for including a partial (it copies the context).
+const PARTIAL_STEPS: u64 = 16;
+/// Bytes of text that count as one step.
+const BYTES_PER_STEP: u64 = 16;
+
+/// The handlebars registries shared by every render; cheap to clone.
 #[derive(Clone)]
 pub struct Renderer {
-    hb: Arc<RwLock<Handlebars<'static>>>,
+    inner: Arc<RwLock<Registries>>,
+}
+
+struct Registries {
+    /// Renders for chats.
+    live: Handlebars<'static>,
+    /// Checks templates at save: the same helpers, with placeholders for plugin helpers.
+    check: Handlebars<'static>,
 }
 
 impl Default for Renderer {
@@ -31,44 +82,566 @@ impl Default for Renderer {
     }
 }
 
+fn base_registry() -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    // Messages are plain text, not HTML.
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_helper("log", Box::new(NoLogHelper));
+    hb.register_helper("date", Box::new(DateHelper));
+    hb.register_helper("upper", Box::new(CaseHelper(true)));
+    hb.register_helper("lower", Box::new(CaseHelper(false)));
+    hb.register_helper("default", Box::new(DefaultHelper));
+    hb.register_helper("first_name", Box::new(FirstNameHelper));
+    hb
+}
+
 impl Renderer {
     pub fn new() -> Renderer {
-        let mut hb = Handlebars::new();
-        hb.set_strict_mode(true);
-        // Messages are plain text, not HTML.
-        hb.register_escape_fn(handlebars::no_escape);
-        hb.register_helper("date", Box::new(DateHelper));
-        hb.register_helper("upper", Box::new(CaseHelper(true)));
-        hb.register_helper("lower", Box::new(CaseHelper(false)));
-        hb.register_helper("default", Box::new(DefaultHelper));
-        hb.register_helper("first_name", Box::new(FirstNameHelper));
         Renderer {
-            hb: Arc::new(RwLock::new(hb)),
+            inner: Arc::new(RwLock::new(Registries {
+                live: base_registry(),
+                check: base_registry(),
+            })),
         }
     }
 
     /// Adds a helper (e.g. a plugin macro). A later registration under the same name wins.
+    /// Checks at save use a placeholder under the same name, so saving calls no plugin.
     pub fn register_helper(&self, name: &str, helper: Box<dyn HelperDef + Send + Sync + 'static>) {
-        if let Ok(mut hb) = self.hb.write() {
-            hb.register_helper(name, helper);
+        if let Ok(mut r) = self.inner.write() {
+            r.live.register_helper(name, helper);
+            r.check.register_helper(name, Box::new(PlaceholderHelper));
         }
     }
 
-    /// Checks that a template compiles; the error names line and column.
+    /// Checks a template at save: it compiles (the error names line and column), stays within
+    /// the limits and renders against the sample contexts. Errors name the field `body`.
     pub fn check(&self, body: &str) -> Result<()> {
-        handlebars::Template::compile(body)
-            .map(|_| ())
-            .map_err(|e| Error::invalid("body", e.to_string()))
-    }
-
-    pub fn render(&self, body: &str, ctx: &serde_json::Value) -> Result<String> {
-        let hb = self
-            .hb
+        let tpl = compile(body).map_err(|e| Error::invalid("body", e))?;
+        let samples = MacroContext::samples().map(|c| serde_json::to_value(c).unwrap_or_default());
+        let reg = self
+            .inner
             .read()
             .map_err(|_| Error::Internal("template registry poisoned".into()))?;
-        hb.render_template(body, ctx)
-            .map_err(|e| Error::invalid("body", e.to_string()))
+        for ctx in &samples {
+            measure(&tpl, ctx).map_err(|e| Error::invalid("body", e))?;
+        }
+        for ctx in &samples {
+            render_compiled(&reg.check, &tpl, ctx).map_err(|e| {
+                Error::invalid("body", format!("cannot render with a sample chat: {e}"))
+            })?;
+        }
+        Ok(())
     }
+
+    /// Renders a template; any limit exceeded fails this render only, with the reason.
+    pub fn render(&self, body: &str, ctx: &serde_json::Value) -> Result<String> {
+        let tpl = compile(body).map_err(|e| Error::invalid("body", e))?;
+        measure(&tpl, ctx).map_err(|e| Error::invalid("body", e))?;
+        let reg = self
+            .inner
+            .read()
+            .map_err(|_| Error::Internal("template registry poisoned".into()))?;
+        render_compiled(&reg.live, &tpl, ctx).map_err(|e| Error::invalid("body", e))
+    }
+}
+
+/// Keeps error texts short: a parse error may quote a whole line of the template.
+fn shorten(mut s: String) -> String {
+    const MAX: usize = 400;
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+fn compile(body: &str) -> Result<Compiled, String> {
+    let mut depth = 0usize;
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            // The mustache delimiters themselves are not nesting.
+            '{' | '}' if chars.peek() == Some(&c) => {
+                chars.next();
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_BRACKET_NESTING {
+                    return Err(format!(
+                        "brackets are nested more than {MAX_BRACKET_NESTING} deep"
+                    ));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Compiled::compile(body).map_err(|e| shorten(e.to_string()))
+}
+
+/// The limits of the render on this thread, if one is under way.
+struct Budget {
+    deadline: Instant,
+    helper_bytes: usize,
+    /// The limit that stopped the render, reported instead of handlebars' wrapping of it.
+    hit: Option<String>,
+}
+
+thread_local! {
+    static BUDGET: RefCell<Option<Budget>> = const { RefCell::new(None) };
+}
+
+fn trip(msg: String) -> String {
+    BUDGET.with(|b| {
+        if let Some(b) = b.borrow_mut().as_mut() {
+            b.hit.get_or_insert_with(|| msg.clone());
+        }
+    });
+    msg
+}
+
+fn time_is_up() -> bool {
+    BUDGET.with(|b| {
+        b.borrow()
+            .as_ref()
+            .is_some_and(|b| Instant::now() >= b.deadline)
+    })
+}
+
+fn time_limit_message() -> String {
+    format!(
+        "rendering took longer than {} ms",
+        RENDER_TIME_LIMIT.as_millis()
+    )
+}
+
+/// For helpers: fails once the current render's time is up. Outside a render it passes.
+pub fn check_render_deadline() -> Result<(), RenderError> {
+    if time_is_up() {
+        return Err(RenderErrorReason::Other(trip(time_limit_message())).into());
+    }
+    Ok(())
+}
+
+/// For helpers that wait (plugin macros): the time left to the current render, if any.
+pub fn render_time_left() -> Option<Duration> {
+    BUDGET.with(|b| {
+        b.borrow()
+            .as_ref()
+            .map(|b| b.deadline.saturating_duration_since(Instant::now()))
+    })
+}
+
+/// For helpers: counts `bytes` of text they produced against [`MAX_HELPER_BYTES`].
+pub fn count_helper_output(bytes: usize) -> Result<(), RenderError> {
+    check_render_deadline()?;
+    let over = BUDGET.with(|b| {
+        b.borrow_mut().as_mut().is_some_and(|b| {
+            b.helper_bytes = b.helper_bytes.saturating_add(bytes);
+            b.helper_bytes > MAX_HELPER_BYTES
+        })
+    });
+    if over {
+        return Err(RenderErrorReason::Other(trip(format!(
+            "helpers produced more than {MAX_HELPER_BYTES} bytes"
+        )))
+        .into());
+    }
+    Ok(())
+}
+
+/// Sets the budget for the render on this thread and clears it after.
+struct BudgetGuard(Option<Budget>);
+
+impl BudgetGuard {
+    fn start() -> BudgetGuard {
+        let budget = Budget {
+            deadline: Instant::now() + RENDER_TIME_LIMIT,
+            helper_bytes: 0,
+            hit: None,
+        };
+        BudgetGuard(BUDGET.with(|b| b.borrow_mut().replace(budget)))
+    }
+    fn hit(&self) -> Option<String> {
+        BUDGET.with(|b| b.borrow().as_ref().and_then(|b| b.hit.clone()))
+    }
+}
+
+impl Drop for BudgetGuard {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        BUDGET.with(|b| *b.borrow_mut() = previous);
+    }
+}
+
+/// The output of a render: fails once it would hold more than [`MAX_RENDERED_BYTES`] or the
+/// time is up, so a fan-out stops early instead of growing.
+struct CappedOutput {
+    buf: String,
+}
+
+impl Output for CappedOutput {
+    fn write(&mut self, seg: &str) -> std::io::Result<()> {
+        if self.buf.len() + seg.len() > MAX_RENDERED_BYTES {
+            return Err(std::io::Error::other(trip(format!(
+                "the rendered text is larger than {MAX_RENDERED_BYTES} bytes"
+            ))));
+        }
+        if time_is_up() {
+            return Err(std::io::Error::other(trip(time_limit_message())));
+        }
+        self.buf.push_str(seg);
+        Ok(())
+    }
+}
+
+fn render_compiled(
+    hb: &Handlebars<'static>,
+    tpl: &Compiled,
+    ctx: &serde_json::Value,
+) -> Result<String, String> {
+    let guard = BudgetGuard::start();
+    let ctx = Context::wraps(ctx).map_err(|e| e.to_string())?;
+    let mut out = CappedOutput { buf: String::new() };
+    let mut rc = RenderContext::new(None);
+    match tpl.render(hb, &ctx, &mut rc, &mut out) {
+        Ok(()) => Ok(out.buf),
+        Err(e) => Err(guard.hit().unwrap_or_else(|| shorten(e.to_string()))),
+    }
+}
+
+/// Largest list or object and longest text in a render context.
+fn context_bounds(v: &serde_json::Value) -> (u64, u64) {
+    let (mut items, mut text) = (0u64, 0u64);
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Array(a) => {
+                items = items.max(a.len() as u64);
+                stack.extend(a);
+            }
+            serde_json::Value::Object(o) => {
+                items = items.max(o.len() as u64);
+                stack.extend(o.values());
+            }
+            serde_json::Value::String(s) => text = text.max(s.len() as u64),
+            _ => text = text.max(24),
+        }
+    }
+    (items, text)
+}
+
+/// Checks a compiled template's partials, nesting and work against the limits for rendering
+/// with `ctx` (see the module documentation).
+fn measure(tpl: &Compiled, ctx: &serde_json::Value) -> Result<(), String> {
+    let (items, text) = context_bounds(ctx);
+    let mut m = Measure::default();
+    m.collect(tpl, 0)?;
+    // A partial's hash arguments add keys to the object an `#each` inside it may iterate.
+    m.loops = items.saturating_add(m.hash_args).max(1);
+    m.value = 1 + text / BYTES_PER_STEP;
+    let cost = m.template(tpl, 0)?;
+    if cost.steps > MAX_RENDER_COST {
+        return Err(format!(
+            "the template needs too much work to render (more than {MAX_RENDER_COST} steps); \
+             repeated partials and nested #each multiply it"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    /// Nesting below the element or template measured.
+    depth: usize,
+    steps: u64,
+}
+
+impl Cost {
+    fn step(steps: u64) -> Cost {
+        Cost { depth: 0, steps }
+    }
+    /// Adds `inner`, nested one level below.
+    fn nest(&mut self, inner: Cost, times: u64) {
+        self.depth = self.depth.max(inner.depth + 1);
+        self.steps = self.steps.saturating_add(inner.steps.saturating_mul(times));
+    }
+    fn add(&mut self, other: Cost) {
+        self.depth = self.depth.max(other.depth);
+        self.steps = self.steps.saturating_add(other.steps);
+    }
+}
+
+#[derive(Default)]
+struct Measure<'t> {
+    /// Inline partials by name (one name may be defined in several places).
+    defs: HashMap<&'t str, Vec<&'t Compiled>>,
+    memo: HashMap<&'t str, Cost>,
+    /// Partials being measured, outermost first: a name found here again is recursion.
+    active: Vec<&'t str>,
+    hash_args: u64,
+    /// How often an `#each` body may run.
+    loops: u64,
+    /// Steps for printing one value.
+    value: u64,
+}
+
+fn too_deep() -> String {
+    format!("blocks, subexpressions and partials are nested more than {MAX_NESTING} deep")
+}
+
+fn unsupported() -> String {
+    "the template uses a construct this server cannot check".to_owned()
+}
+
+fn inline_name(d: &DecoratorTemplate) -> Option<Result<&str, String>> {
+    if d.name.as_name() != Some("inline") {
+        return None;
+    }
+    Some(match d.params.first() {
+        Some(Parameter::Literal(serde_json::Value::String(n))) => Ok(n.as_str()),
+        _ => Err("an inline partial's name must be a quoted text".to_owned()),
+    })
+}
+
+fn partial_name(d: &DecoratorTemplate) -> Result<std::borrow::Cow<'_, str>, String> {
+    if let Some(n) = d.name.as_name() {
+        return Ok(n.into());
+    }
+    match &d.name {
+        Parameter::Literal(serde_json::Value::String(s)) => Ok(s.as_str().into()),
+        Parameter::Literal(v) => Ok(v.to_string().into()),
+        _ => Err("a partial's name must be written out, not computed".to_owned()),
+    }
+}
+
+impl<'t> Measure<'t> {
+    /// Finds the inline partials and checks the nesting of the source.
+    fn collect(&mut self, t: &'t Compiled, depth: usize) -> Result<(), String> {
+        if depth > MAX_NESTING {
+            return Err(too_deep());
+        }
+        for e in &t.elements {
+            self.collect_element(e, depth)?;
+        }
+        Ok(())
+    }
+
+    fn collect_element(&mut self, e: &'t TemplateElement, depth: usize) -> Result<(), String> {
+        if depth > MAX_NESTING {
+            return Err(too_deep());
+        }
+        match e {
+            TemplateElement::RawString(_) | TemplateElement::Comment(_) => {}
+            TemplateElement::Expression(h)
+            | TemplateElement::HtmlExpression(h)
+            | TemplateElement::HelperBlock(h) => {
+                self.collect_params(&h.name, &h.params, h.hash.values(), depth)?;
+                for t in [&h.template, &h.inverse].into_iter().flatten() {
+                    self.collect(t, depth + 1)?;
+                }
+            }
+            TemplateElement::DecoratorExpression(d)
+            | TemplateElement::DecoratorBlock(d)
+            | TemplateElement::PartialExpression(d)
+            | TemplateElement::PartialBlock(d) => {
+                if let Some(name) = inline_name(d) {
+                    let name = name?;
+                    if let Some(body) = &d.template {
+                        self.defs.entry(name).or_default().push(body);
+                    }
+                }
+                if matches!(
+                    e,
+                    TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_)
+                ) {
+                    partial_name(d)?;
+                    self.hash_args += d.hash.len() as u64;
+                }
+                self.collect_params(&d.name, &d.params, d.hash.values(), depth)?;
+                if let Some(t) = &d.template {
+                    self.collect(t, depth + 1)?;
+                }
+            }
+            _ => return Err(unsupported()),
+        }
+        Ok(())
+    }
+
+    fn collect_params(
+        &mut self,
+        name: &'t Parameter,
+        params: &'t [Parameter],
+        hash: impl Iterator<Item = &'t Parameter>,
+        depth: usize,
+    ) -> Result<(), String> {
+        for p in std::iter::once(name).chain(params).chain(hash) {
+            if let Parameter::Subexpression(s) = p {
+                self.collect_element(&s.element, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The work of rendering `t` once, its elements at `depth`.
+    fn template(&mut self, t: &'t Compiled, depth: usize) -> Result<Cost, String> {
+        if depth > MAX_NESTING {
+            return Err(too_deep());
+        }
+        let mut cost = Cost::default();
+        for e in &t.elements {
+            cost.add(self.element(e, depth)?);
+        }
+        Ok(cost)
+    }
+
+    fn element(&mut self, e: &'t TemplateElement, depth: usize) -> Result<Cost, String> {
+        if depth > MAX_NESTING {
+            return Err(too_deep());
+        }
+        Ok(match e {
+            TemplateElement::RawString(s) => Cost::step(1 + s.len() as u64 / BYTES_PER_STEP),
+            TemplateElement::Comment(_) => Cost::step(1),
+            TemplateElement::Expression(h)
+            | TemplateElement::HtmlExpression(h)
+            | TemplateElement::HelperBlock(h) => self.helper(h, depth)?,
+            TemplateElement::DecoratorExpression(d) | TemplateElement::DecoratorBlock(d) => {
+                let mut cost = Cost::step(1);
+                cost.add(self.params(&d.name, &d.params, d.hash.values(), depth)?);
+                // An inline partial's body runs where it is included; other decorators are
+                // not registered and fail.
+                if inline_name(d).is_none() {
+                    if let Some(t) = &d.template {
+                        cost.nest(self.template(t, depth + 1)?, 1);
+                    }
+                }
+                cost
+            }
+            TemplateElement::PartialExpression(d) | TemplateElement::PartialBlock(d) => {
+                self.partial(d, depth)?
+            }
+            _ => return Err(unsupported()),
+        })
+    }
+
+    fn helper(&mut self, h: &'t HelperTemplate, depth: usize) -> Result<Cost, String> {
+        let mut cost = Cost::step(1 + self.value);
+        cost.add(self.params(&h.name, &h.params, h.hash.values(), depth)?);
+        if let Some(t) = &h.template {
+            let times = if h.name.as_name() == Some("each") {
+                self.loops
+            } else {
+                1
+            };
+            cost.nest(self.template(t, depth + 1)?, times);
+        }
+        if let Some(t) = &h.inverse {
+            cost.nest(self.template(t, depth + 1)?, 1);
+        }
+        Ok(cost)
+    }
+
+    fn params(
+        &mut self,
+        name: &'t Parameter,
+        params: &'t [Parameter],
+        hash: impl Iterator<Item = &'t Parameter>,
+        depth: usize,
+    ) -> Result<Cost, String> {
+        let mut cost = Cost::default();
+        for p in std::iter::once(name).chain(params).chain(hash) {
+            if let Parameter::Subexpression(s) = p {
+                cost.nest(self.element(&s.element, depth + 1)?, 1);
+            }
+        }
+        Ok(cost)
+    }
+
+    fn partial(&mut self, d: &'t DecoratorTemplate, depth: usize) -> Result<Cost, String> {
+        let mut cost = Cost::step(PARTIAL_STEPS);
+        cost.add(self.params(&d.name, &d.params, d.hash.values(), depth)?);
+        let name = partial_name(d)?;
+        if let Some((&key, bodies)) = self.defs.get_key_value(name.as_ref()) {
+            if let Some(at) = self.active.iter().position(|n| *n == key) {
+                let mut path: Vec<&str> = self.active[at..].to_vec();
+                path.push(key);
+                return Err(format!(
+                    "partial \"{key}\" includes itself ({}); partials cannot recurse",
+                    path.join(" → ")
+                ));
+            }
+            let inner = match self.memo.get(key) {
+                Some(c) => *c,
+                None => {
+                    let bodies = bodies.clone();
+                    self.active.push(key);
+                    let mut inner = Cost::default();
+                    for body in bodies {
+                        let c = self.template(body, depth + 1)?;
+                        inner.depth = inner.depth.max(c.depth);
+                        inner.steps = inner.steps.max(c.steps);
+                    }
+                    self.active.pop();
+                    self.memo.insert(key, inner);
+                    inner
+                }
+            };
+            if depth + 1 + inner.depth > MAX_NESTING {
+                return Err(too_deep());
+            }
+            cost.nest(inner, 1);
+        }
+        // A partial block's content is rendered once, as `@partial-block` or as the fallback.
+        if let Some(t) = &d.template {
+            cost.nest(self.template(t, depth + 1)?, 1);
+        }
+        Ok(cost)
+    }
+}
+
+/// `{{log}}` is not available: templates cannot write to the server log.
+struct NoLogHelper;
+impl HelperDef for NoLogHelper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        _: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        _: &mut dyn Output,
+    ) -> HelperResult {
+        Err(RenderErrorReason::Other("the log helper is not available in templates".into()).into())
+    }
+}
+
+/// Stands in for a plugin helper when a template is checked at save.
+struct PlaceholderHelper;
+impl HelperDef for PlaceholderHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        _: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        check_render_deadline()?;
+        Ok(ScopedJson::Derived(
+            serde_json::Value::String(String::new()),
+        ))
+    }
+}
+
+/// Writes a helper's text after counting it against the render's limits.
+fn helper_write(out: &mut dyn Output, s: &str) -> HelperResult {
+    count_helper_output(s.len())?;
+    out.write(s)?;
+    Ok(())
 }
 
 /// `{{date}}` → today's date; `{{date "[hour]:[minute]"}}` with a `time` format description.
@@ -99,8 +672,7 @@ impl HelperDef for DateHelper {
             .to_offset(offset)
             .format(&fd)
             .map_err(|e| RenderErrorReason::Other(e.to_string()))?;
-        out.write(&s)?;
-        Ok(())
+        helper_write(out, &s)
     }
 }
 
@@ -123,12 +695,12 @@ impl HelperDef for CaseHelper {
                     .unwrap_or_else(|| p.value().to_string())
             })
             .unwrap_or_default();
-        out.write(&if self.0 {
+        let v = if self.0 {
             v.to_uppercase()
         } else {
             v.to_lowercase()
-        })?;
-        Ok(())
+        };
+        helper_write(out, &v)
     }
 }
 
@@ -147,8 +719,8 @@ impl HelperDef for DefaultHelper {
             match p.value() {
                 serde_json::Value::Null => continue,
                 serde_json::Value::String(s) if s.is_empty() => continue,
-                serde_json::Value::String(s) => return Ok(out.write(s)?),
-                v => return Ok(out.write(&v.to_string())?),
+                serde_json::Value::String(s) => return helper_write(out, s),
+                v => return helper_write(out, &v.to_string()),
             }
         }
         Ok(())
@@ -170,8 +742,7 @@ impl HelperDef for FirstNameHelper {
             .param(0)
             .and_then(|p| p.value().as_str())
             .unwrap_or_default();
-        out.write(v.split_whitespace().next().unwrap_or_default())?;
-        Ok(())
+        helper_write(out, v.split_whitespace().next().unwrap_or_default())
     }
 }
 
@@ -193,7 +764,7 @@ pub struct Rendered {
 }
 
 impl Desk {
-    fn validate_template(&self, t: &TemplateInput) -> Result<()> {
+    async fn validate_template(&self, t: &TemplateInput) -> Result<()> {
         if t.name.trim().is_empty() || t.name.chars().count() > 200 {
             return Err(Error::invalid("name", "must be 1 to 200 characters"));
         }
@@ -203,7 +774,12 @@ impl Desk {
                 format!("must be 1 to {MAX_TEMPLATE_BYTES} bytes"),
             ));
         }
-        self.templates().check(&t.body)
+        let renderer = self.templates().clone();
+        let body = t.body.clone();
+        // Off the async workers: a check renders (bounded, but CPU all the same).
+        tokio::task::spawn_blocking(move || renderer.check(&body))
+            .await
+            .map_err(|e| Error::Internal(format!("template check stopped: {e}")))?
     }
 
     pub async fn save_template(
@@ -213,7 +789,7 @@ impl Desk {
         t: TemplateInput,
     ) -> Result<Template> {
         p.require(Role::Admin)?;
-        self.validate_template(&t)?;
+        self.validate_template(&t).await?;
         let now = Ts::now();
         let mut tx = self.store().begin().await?;
         if let Some(q) = &t.queue_id {
@@ -287,7 +863,11 @@ impl Desk {
             .ok_or(Error::not_found("template"))?;
         let ctx = self.render_context(&mut conn, p, &chat).await?;
         drop(conn);
-        let text = self.templates().render(&tpl.body, &ctx)?;
+        let renderer = self.templates().clone();
+        let body = tpl.body;
+        let text = tokio::task::spawn_blocking(move || renderer.render(&body, &ctx))
+            .await
+            .map_err(|e| Error::Internal(format!("template render stopped: {e}")))??;
         Ok(Rendered {
             template_id: tpl.id,
             text,
@@ -310,23 +890,164 @@ impl Desk {
         let queue = directory::get_queue(conn, &chat.queue_id)
             .await?
             .ok_or(Error::not_found("queue"))?;
-        let first = |s: &str| s.split_whitespace().next().unwrap_or_default().to_owned();
-        Ok(json!({
-            "contact": { "id": contact.id, "name": contact.name, "first_name": first(&contact.name),
-                         "email": contact.email, "phone": contact.phone },
-            "operator": { "id": p.user.id, "name": p.user.display_name, "first_name": first(&p.user.display_name),
-                          "username": p.user.username, "email": p.user.email, "locale": p.user.locale },
-            "chat": { "id": chat.id, "started_at": chat.started_at, "status": chat.status },
-            "channel": { "id": channel.id, "name": channel.name, "kind": channel.kind },
-            "queue": { "id": queue.id, "name": queue.name },
-            "now": { "iso": Ts::now(), "utc_offset_minutes": 0 },
-        }))
+        let ctx = MacroContext {
+            contact: ContactVars {
+                first_name: first_word(&contact.name),
+                id: contact.id,
+                name: contact.name,
+                email: contact.email,
+                phone: contact.phone,
+            },
+            operator: OperatorVars {
+                id: p.user.id.clone(),
+                name: p.user.display_name.clone(),
+                first_name: first_word(&p.user.display_name),
+                username: p.user.username.clone(),
+                email: p.user.email.clone(),
+                locale: p.user.locale.clone(),
+            },
+            chat: ChatVars {
+                id: chat.id.clone(),
+                started_at: chat.started_at,
+                status: chat.status,
+            },
+            channel: ChannelVars {
+                id: channel.id,
+                name: channel.name,
+                kind: channel.kind,
+            },
+            queue: QueueVars {
+                id: queue.id,
+                name: queue.name,
+            },
+            now: NowVars {
+                iso: Ts::now(),
+                utc_offset_minutes: 0,
+            },
+        };
+        serde_json::to_value(ctx).map_err(|e| Error::Internal(e.to_string()))
+    }
+}
+
+fn first_word(s: &str) -> String {
+    s.split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// The values macros can use (documented for template authors in docs/admins.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct MacroContext {
+    pub contact: ContactVars,
+    pub operator: OperatorVars,
+    pub chat: ChatVars,
+    pub channel: ChannelVars,
+    pub queue: QueueVars,
+    pub now: NowVars,
+}
+
+/// `contact.*`
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactVars {
+    pub id: ContactId,
+    pub name: String,
+    pub first_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// `operator.*`: the operator rendering the template.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorVars {
+    pub id: UserId,
+    pub name: String,
+    pub first_name: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub locale: String,
+}
+
+/// `chat.*`
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatVars {
+    pub id: ChatId,
+    pub started_at: Ts,
+    pub status: ChatStatus,
+}
+
+/// `channel.*`
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelVars {
+    pub id: ChannelId,
+    pub name: String,
+    pub kind: ChannelKind,
+}
+
+/// `queue.*`
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueVars {
+    pub id: QueueId,
+    pub name: String,
+}
+
+/// `now.*`
+#[derive(Debug, Clone, Serialize)]
+pub struct NowVars {
+    pub iso: Ts,
+    pub utc_offset_minutes: i64,
+}
+
+impl MacroContext {
+    /// What a template is checked against at save: every variable filled in, and every
+    /// optional one empty, so both sides of an `{{#if contact.email}}` are tried.
+    pub fn samples() -> [MacroContext; 2] {
+        let full = MacroContext {
+            contact: ContactVars {
+                id: ContactId("sample-contact".into()),
+                name: "Maria Gonzalez".into(),
+                first_name: "Maria".into(),
+                email: Some("maria@example.com".into()),
+                phone: Some("+15550100".into()),
+            },
+            operator: OperatorVars {
+                id: UserId("sample-operator".into()),
+                name: "Anna Smith".into(),
+                first_name: "Anna".into(),
+                username: "anna".into(),
+                email: Some("anna@example.com".into()),
+                locale: "en".into(),
+            },
+            chat: ChatVars {
+                id: ChatId("sample-chat".into()),
+                started_at: Ts::now(),
+                status: ChatStatus::InProgress,
+            },
+            channel: ChannelVars {
+                id: ChannelId("sample-channel".into()),
+                name: "Website".into(),
+                kind: ChannelKind::Widget,
+            },
+            queue: QueueVars {
+                id: QueueId("sample-queue".into()),
+                name: "Support".into(),
+            },
+            now: NowVars {
+                iso: Ts::now(),
+                utc_offset_minutes: 0,
+            },
+        };
+        let mut sparse = full.clone();
+        sparse.contact.name = String::new();
+        sparse.contact.first_name = String::new();
+        sparse.contact.email = None;
+        sparse.contact.phone = None;
+        sparse.operator.email = None;
+        [full, sparse]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ctx() -> serde_json::Value {
         json!({
@@ -397,5 +1118,220 @@ mod tests {
         assert!(r.render("{{shout}}", &ctx()).is_err());
         r.register_helper("shout", Box::new(Shout));
         assert_eq!(r.render("{{shout}}!", &ctx()).ok().as_deref(), Some("HEY!"));
+    }
+
+    fn sample() -> serde_json::Value {
+        serde_json::to_value(&MacroContext::samples()[0]).unwrap_or_default()
+    }
+
+    fn check_err(body: &str) -> String {
+        Renderer::new()
+            .check(body)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    fn render_err(body: &str) -> String {
+        Renderer::new()
+            .render(body, &sample())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    /// `{{#*inline "a"}}` repeated `width` times per level, `levels` deep, around `leaf`.
+    fn fan_out(leaf: &str, width: usize, levels: usize) -> String {
+        let mut s = format!("{{{{#*inline \"p0\"}}}}{leaf}{{{{/inline}}}}");
+        for l in 1..=levels {
+            s += &format!("{{{{#*inline \"p{l}\"}}}}");
+            for _ in 0..width {
+                s += &format!("{{{{> p{}}}}}", l - 1);
+            }
+            s += "{{/inline}}";
+        }
+        s + &format!("{{{{> p{levels}}}}}")
+    }
+
+    #[test]
+    fn a_partial_that_includes_itself_is_refused_not_a_stack_overflow() {
+        let bomb = r#"{{#*inline "r"}}x{{> r}}{{/inline}}{{> r}}"#;
+        let e = check_err(bomb);
+        assert!(
+            e.starts_with("body: ") && e.contains("partial \"r\" includes itself (r → r)"),
+            "{e}"
+        );
+        assert!(render_err(bomb).contains("includes itself"));
+        let indirect = r#"{{#*inline "a"}}{{#if contact.name}}{{> b}}{{/if}}{{/inline}}{{#*inline "b"}}{{> a}}{{/inline}}{{> a}}"#;
+        assert!(
+            render_err(indirect).contains("includes itself (a → b → a)"),
+            "{}",
+            render_err(indirect)
+        );
+        // Defined inside another partial, through a partial block.
+        let nested =
+            r#"{{#*inline "o"}}{{#*inline "i"}}{{#> o}}{{/o}}{{/inline}}{{> i}}{{/inline}}{{> o}}"#;
+        assert!(render_err(nested).contains("includes itself"));
+        let e = check_err(r#"{{> (lookup contact "name")}}"#);
+        assert!(e.contains("written out"), "{e}");
+        assert!(check_err(r#"{{#*inline contact.name}}x{{/inline}}"#).contains("quoted"));
+        // Partials that do not recurse still work.
+        let ok = r#"{{#*inline "hi"}}Hi {{first_name contact.name}}{{/inline}}{{> hi}}, {{> hi}}"#;
+        assert_eq!(
+            Renderer::new().render(ok, &sample()).ok().as_deref(),
+            Some("Hi Maria, Hi Maria")
+        );
+        assert!(Renderer::new().check(ok).is_ok());
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_parsing_and_before_rendering() {
+        let ok = format!("{}x{}", "{{#if true}}".repeat(30), "{{/if}}".repeat(30));
+        assert_eq!(
+            Renderer::new().render(&ok, &sample()).ok().as_deref(),
+            Some("x")
+        );
+        let deep = format!(
+            "{}x{}",
+            "{{#if true}}".repeat(1_200),
+            "{{/if}}".repeat(1_200)
+        );
+        assert!(render_err(&deep).contains("nested more than 32 deep"));
+        // Subexpressions: the parser recurses, so they are refused before it runs.
+        let parens = format!(
+            "{{{{upper {}x{}}}}}",
+            "(upper ".repeat(3_000),
+            ")".repeat(3_000)
+        );
+        assert!(render_err(&parens).contains("brackets are nested more than 64"));
+        let parens = format!("{{{{upper {}x{}}}}}", "(upper ".repeat(40), ")".repeat(40));
+        assert!(render_err(&parens).contains("nested more than 32 deep"));
+        let arrays = format!("{{{{upper {}1{}}}}}", "[".repeat(5_000), "]".repeat(5_000));
+        assert!(render_err(&arrays).contains("brackets are nested"));
+        // A chain of partials counts too.
+        let chain: String = (0..40)
+            .map(|i| {
+                format!(
+                    "{{{{#*inline \"p{i}\"}}}}{{{{> p{}}}}}{{{{/inline}}}}",
+                    i + 1
+                )
+            })
+            .collect::<String>()
+            + "{{#*inline \"p40\"}}x{{/inline}}{{> p0}}";
+        assert!(render_err(&chain).contains("nested more than 32 deep"));
+    }
+
+    #[test]
+    fn a_fan_out_is_refused_before_it_renders() {
+        // 10^6 inclusions of a 1 KB text: a gigabyte if rendered.
+        let bomb = fan_out(&"x".repeat(1_000), 10, 6);
+        let started = Instant::now();
+        let e = render_err(&bomb);
+        assert!(e.contains("too much work"), "{e}");
+        assert!(check_err(&bomb).contains("too much work"));
+        // The same with nothing to print, and with loops instead of partials.
+        assert!(render_err(&fan_out("", 10, 6)).contains("too much work"));
+        let loops = format!("{}x{}", "{{#each @root}}".repeat(8), "{{/each}}".repeat(8));
+        assert!(render_err(&loops).contains("too much work"));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A ~20 KB fan-out built to fit the work limit stops at the output limit.
+        let wide = fan_out(&"y".repeat(2_000), 8, 2);
+        let e = render_err(&wide);
+        assert!(
+            e == format!("body: the rendered text is larger than {MAX_RENDERED_BYTES} bytes"),
+            "{e}"
+        );
+        let fits = fan_out(&"z".repeat(1_000), 8, 1);
+        assert_eq!(
+            Renderer::new()
+                .render(&fits, &sample())
+                .map(|t| t.len())
+                .ok(),
+            Some(8_000)
+        );
+    }
+
+    #[test]
+    fn helpers_stop_at_the_time_limit() {
+        struct Slow;
+        impl HelperDef for Slow {
+            fn call<'reg: 'rc, 'rc>(
+                &self,
+                _: &Helper<'rc>,
+                _: &'reg Handlebars<'reg>,
+                _: &'rc Context,
+                _: &mut RenderContext<'reg, 'rc>,
+                out: &mut dyn Output,
+            ) -> HelperResult {
+                check_render_deadline()?;
+                std::thread::sleep(Duration::from_millis(60));
+                helper_write(out, "s")
+            }
+        }
+        let r = Renderer::new();
+        r.register_helper("slow", Box::new(Slow));
+        let started = Instant::now();
+        let e = r
+            .render(&"{{slow}}".repeat(50), &sample())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(e, "body: rendering took longer than 500 ms");
+        assert!(started.elapsed() < Duration::from_millis(700));
+        // Checks at save use a placeholder: no plugin runs while saving.
+        let started = Instant::now();
+        assert!(r.check(&"{{slow}}".repeat(50)).is_ok());
+        assert!(started.elapsed() < Duration::from_millis(200));
+        // The budget is per render.
+        assert_eq!(r.render("{{slow}}", &sample()).ok().as_deref(), Some("s"));
+        assert!(render_time_left().is_none());
+    }
+
+    #[test]
+    fn helpers_cannot_write_to_the_server_log() {
+        let e = check_err("{{log \"hello from a template\"}}");
+        assert!(e.contains("log helper is not available"), "{e}");
+        assert!(render_err("{{log contact.email}}").contains("not available"));
+    }
+
+    #[test]
+    fn a_template_that_cannot_render_with_a_sample_chat_is_refused_at_save() {
+        let e = check_err("Hi {{contact.nmae}}");
+        assert!(
+            e.starts_with("body: cannot render with a sample chat") && e.contains("contact.nmae"),
+            "{e}"
+        );
+        // The side an optional variable leaves empty is tried as well.
+        let e = check_err("{{#if contact.email}}{{contact.email}}{{else}}{{contact.emial}}{{/if}}");
+        assert!(e.contains("contact.emial"), "{e}");
+        assert!(check_err("{{unknown_helper 1}}").contains("unknown_helper"));
+        assert!(check_err(r#"{{> missing}}"#).contains("missing"));
+        // Every documented variable renders.
+        let all = "{{contact.id}} {{contact.name}} {{contact.first_name}} {{contact.email}} \
+                   {{contact.phone}} {{operator.id}} {{operator.name}} {{operator.first_name}} \
+                   {{operator.username}} {{operator.email}} {{operator.locale}} {{chat.id}} \
+                   {{chat.started_at}} {{chat.status}} {{channel.id}} {{channel.name}} \
+                   {{channel.kind}} {{queue.id}} {{queue.name}} {{now.iso}} \
+                   {{now.utc_offset_minutes}} {{date}} {{upper queue.name}} {{lower queue.name}} \
+                   {{default contact.email \"-\"}} {{first_name operator.name}}";
+        assert_eq!(check_err(all), "");
+        // Parse errors stay short even for a long line.
+        let e = check_err(&format!("{{{{#if {}", "a ".repeat(5_000)));
+        assert!(e.len() < 600, "{}", e.len());
+    }
+
+    #[test]
+    fn limits_are_per_render_and_cleared_after_errors() {
+        let r = Renderer::new();
+        assert!(r.render(&fan_out("", 10, 6), &sample()).is_err());
+        assert!(
+            r.render(&fan_out(&"y".repeat(2_000), 8, 2), &sample())
+                .is_err()
+        );
+        assert!(render_time_left().is_none());
+        assert_eq!(
+            r.render("ok {{queue.name}}", &sample()).ok().as_deref(),
+            Some("ok Support")
+        );
     }
 }

@@ -172,6 +172,19 @@ fn run_error(e: run::RunError) -> Error {
     }
 }
 
+/// The element a failed walk names, if any.
+fn failed_element(e: &run::RunError) -> Option<&str> {
+    match e {
+        run::RunError::NoPath(el) => Some(el),
+        run::RunError::Element { element, .. }
+        | run::RunError::Budget { element, .. }
+        | run::RunError::Unhandled { element, .. } => Some(element),
+        run::RunError::UnknownToken(_) | run::RunError::Completed | run::RunError::Panic(_) => {
+            None
+        }
+    }
+}
+
 /// Whether and how a message that nothing takes at once is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Keep {
@@ -646,20 +659,37 @@ impl Engine {
             let now = now();
             let id = uuid::Uuid::now_v7().to_string();
             let mut inst = run::Instance::default();
-            let step = run::apply(
+            let variables = if variables.is_null() {
+                serde_json::json!({})
+            } else {
+                variables
+            };
+            let outcome = run::apply(
                 &process,
                 &mut inst,
                 Command::Start {
-                    start,
-                    variables: if variables.is_null() {
-                        serde_json::json!({})
-                    } else {
-                        variables
-                    },
+                    start: start.clone(),
+                    variables: variables.clone(),
                 },
                 now,
-            )
-            .map_err(run_error)?;
+            );
+            // A walk that fails (an expression error, a gateway without a path, the step
+            // budget) still creates the instance, as Zeebe does: it waits in an incident at
+            // its start, keeping nothing of the failed walk; retrying the incident runs the
+            // start again.
+            let (step, failure) = match outcome {
+                Ok(step) => (step, None),
+                Err(e @ (run::RunError::UnknownToken(_) | run::RunError::Completed)) => {
+                    return Err(run_error(e));
+                }
+                Err(e) => {
+                    inst = run::Instance::default();
+                    if let Some(o) = variables.as_object() {
+                        inst.variables = o.clone();
+                    }
+                    (run::Step::default(), Some(e))
+                }
+            };
             let row = store::InstanceRow {
                 id: id.clone(),
                 definition_id: def.id.clone(),
@@ -693,10 +723,69 @@ impl Engine {
                     .map(|e| (now, e.clone(), "completed".to_owned(), None)),
             );
             store::append_events(tx, &id, &events).await?;
+            if let Some(e) = failure {
+                let element = failed_element(&e)
+                    .map(str::to_owned)
+                    .or(start.clone())
+                    .unwrap_or_else(|| def.process_key.clone());
+                let payload = serde_json::json!({"start": start, "variables": variables});
+                self.raise_incident(tx, &row, 0, &element, "start", payload, &e.to_string())
+                    .await?;
+                return Ok(id);
+            }
             // The row exists now: persist the waits, or finish at once.
             self.persist(tx, &row, &process, &inst, step, now).await?;
             Ok(id)
         })
+    }
+
+    /// Records a command the process refused (its walk failed) as an incident on the
+    /// instance: a job of `kind` (`start`, `message`) waiting in state `incident` keeps what
+    /// the command carried, so retrying the incident applies it again.
+    #[allow(clippy::too_many_arguments)]
+    async fn raise_incident(
+        &self,
+        tx: &mut Conn,
+        row: &store::InstanceRow,
+        token: u64,
+        element: &str,
+        kind: &str,
+        payload: serde_json::Value,
+        message: &str,
+    ) -> Result<()> {
+        let now = now();
+        let mut j = job_row(row, token, element, kind, "", 0, now, payload, now);
+        j.state = "incident".into();
+        j.last_error = Some(message.to_owned());
+        store::insert_job(tx, &j).await?;
+        store::insert_incident(
+            tx,
+            &store::IncidentRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                instance_id: row.id.clone(),
+                job_id: Some(j.id.clone()),
+                element: element.to_owned(),
+                message: message.to_owned(),
+                created_at: now,
+                resolved_at: None,
+                resolved_by: None,
+            },
+        )
+        .await?;
+        store::append_events(
+            tx,
+            &row.id,
+            &[(
+                now,
+                element.to_owned(),
+                "incident".into(),
+                Some(message.to_owned()),
+            )],
+        )
+        .await?;
+        metrics::counter!("ferrydesk_process_incidents_total").increment(1);
+        tracing::warn!(instance = %row.id, element = %element, error = %message, "process incident");
+        Ok(())
     }
 
     /// Applies a command to an instance inside `tx`: lock, run, persist the waits, finish.
@@ -1191,15 +1280,50 @@ impl Engine {
             if !store::delete_subscription(tx, &instance, token).await? {
                 continue;
             }
-            self.command(
-                tx,
-                &instance,
-                Command::Complete {
-                    token: token as u64,
-                    variables: variables.clone(),
-                },
-            )
-            .await?;
+            // In a savepoint: a walk the process refuses (an expression error, the step
+            // budget) becomes an incident on that instance keeping the message, and the
+            // others still take it.
+            let mut sp = ferrydesk_store::savepoint(tx).await?;
+            let r = self
+                .command(
+                    &mut sp,
+                    &instance,
+                    Command::Complete {
+                        token: token as u64,
+                        variables: variables.clone(),
+                    },
+                )
+                .await;
+            match r {
+                Ok(()) => sp.commit().await.map_err(ferrydesk_store::Error::from)?,
+                Err(Error::Conflict {
+                    code: "process_error",
+                    message,
+                }) => {
+                    sp.rollback().await.map_err(ferrydesk_store::Error::from)?;
+                    let row = store::get_instance(tx, &instance)
+                        .await?
+                        .ok_or(Error::not_found("process instance"))?;
+                    let inst: run::Instance = serde_json::from_str(&row.data).map_err(corrupt)?;
+                    let element = inst
+                        .tokens
+                        .iter()
+                        .find(|t| t.id == token as u64)
+                        .map(|t| t.element.clone())
+                        .unwrap_or_default();
+                    self.raise_incident(
+                        tx,
+                        &row,
+                        token as u64,
+                        &element,
+                        "message",
+                        serde_json::json!({"variables": variables}),
+                        &message,
+                    )
+                    .await?;
+                }
+                Err(e) => return Err(e),
+            }
             moved.push(instance);
         }
         Ok(())
@@ -1260,6 +1384,26 @@ impl Engine {
                         None,
                     )
                     .await?;
+                }
+                // A refused start or message: applied again (failing again, the retry fails
+                // and the incident stays).
+                Some(j) if j.kind == "start" || j.kind == "message" => {
+                    let payload: serde_json::Value =
+                        serde_json::from_str(&j.payload).map_err(corrupt)?;
+                    let variables = payload["variables"].clone();
+                    let cmd = if j.kind == "start" {
+                        Command::Start {
+                            start: payload["start"].as_str().map(str::to_owned),
+                            variables,
+                        }
+                    } else {
+                        Command::Complete {
+                            token: j.token as u64,
+                            variables,
+                        }
+                    };
+                    sqlx_delete_job(&mut tx, &j.id).await?;
+                    self.command(&mut tx, &j.instance_id, cmd).await?;
                 }
                 Some(_) => {
                     if !store::retry_job(&mut tx, job, retries, now).await? {

@@ -10,6 +10,7 @@ use ferrydesk_bpmn::{BoundaryTrigger, Kind, Process};
 use ferrydesk_desk::{Error, Result};
 use ferrydesk_domain::*;
 use ferrydesk_store::processes as store;
+use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use ferrydesk_store::Conn;
@@ -58,10 +59,19 @@ pub(crate) fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) {
                 permits = rest;
             }
             let free = permits.len() as i64;
-            let next = committer
-                .engine
-                .commit_finished(batch, (free > 0).then_some(free))
-                .await;
+            // A panic while committing (a bug) must not end the committer: the batch's leases
+            // run out and its jobs run again.
+            let next = std::panic::AssertUnwindSafe(
+                committer
+                    .engine
+                    .commit_finished(batch, (free > 0).then_some(free)),
+            )
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("committing finished process jobs panicked");
+                None
+            });
             match next {
                 Some(jobs) if !jobs.is_empty() => committer.dispatch(jobs, permits),
                 _ => committer.engine.wake(),
@@ -692,6 +702,28 @@ impl Engine {
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         let n = signals.len();
         for s in signals {
+            let (id, name) = (s.id.clone(), s.name.clone());
+            // Last line of defence: a panic while acting on one signal (a bug) is logged and
+            // the signal dropped, so it cannot take the job loop down again at every lease.
+            let r = std::panic::AssertUnwindSafe(self.consume_signal(s))
+                .catch_unwind()
+                .await;
+            match r {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::error!(signal = %name, id = %id, "process signal panicked; dropped");
+                    let mut tx = self.store_ref().begin().await?;
+                    store::delete_signal(&mut tx, &id).await?;
+                    tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Acts on one claimed chat signal (see [`Engine::consume_signals`]).
+    async fn consume_signal(&self, s: store::SignalRow) -> Result<()> {
+        {
             let vars: serde_json::Value =
                 serde_json::from_str(&s.variables).unwrap_or(serde_json::json!({}));
             let ctx = StartContext {
@@ -710,7 +742,7 @@ impl Engine {
             };
             let mut tx = self.store_ref().begin().await?;
             if !store::delete_signal(&mut tx, &s.id).await? {
-                continue;
+                return Ok(());
             }
             match self
                 .correlate_in(
@@ -745,6 +777,6 @@ impl Engine {
                 }
             }
         }
-        Ok(n)
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
@@ -37,7 +37,22 @@ async fn sqlx_ping(s: &AppState) -> Result<(), ferrydesk_desk::Error> {
     Ok(())
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    if let Some(token) = &s.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "metrics require a bearer token",
+            )
+                .into_response();
+        }
+    }
     match &s.metrics {
         Some(h) => (
             StatusCode::OK,
@@ -51,4 +66,9 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 
 pub async fn not_found() -> ApiError {
     ApiError(ferrydesk_desk::Error::not_found("route"))
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

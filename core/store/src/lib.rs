@@ -50,6 +50,11 @@ pub enum Error {
     Corrupt(String),
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    #[error("cannot create the directory of the SQLite file {path}: {source}")]
+    SqliteDir {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -132,6 +137,25 @@ pub struct Store {
     native: Option<std::sync::Arc<native::Native>>,
 }
 
+/// A SQLite URL as the store opens it: without a `mode`, `rwc` (the file is created, as the
+/// default data directory's URL does), and the file's directory created. In-memory URLs and
+/// explicit modes are left alone.
+fn sqlite_url(url: &str) -> Result<String> {
+    if url.contains("mode=") || url.contains(":memory:") {
+        return Ok(url.to_owned());
+    }
+    let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let file = file.get_filename();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::SqliteDir {
+            path: file.display().to_string(),
+            source,
+        })?;
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}mode=rwc"))
+}
+
 impl Store {
     pub async fn connect(opts: &StoreOptions) -> Result<Store> {
         sqlx::any::install_default_drivers();
@@ -141,6 +165,14 @@ impl Store {
             Backend::Postgres
         } else {
             return Err(Error::UnsupportedUrl(opts.url.clone()));
+        };
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(&opts.url)?,
+            Backend::Postgres => opts.url.clone(),
+        };
+        let opts = &StoreOptions {
+            url,
+            ..opts.clone()
         };
         let connect = AnyConnectOptions::from_str(&opts.url)?;
         match backend {

@@ -217,6 +217,10 @@ impl Server {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("../processes"),
             )
             .env("FERRYDESK_JOB_BACKOFF_MS", "200")
+            .env(
+                "FERRYDESK_PLUGINS_DIR",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins"),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);

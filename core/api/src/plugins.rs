@@ -99,7 +99,7 @@ async fn install(
     let pkg = if ctype.starts_with("application/json") {
         let req: InstallFromDir =
             serde_json::from_slice(&body).map_err(|e| ApiError::invalid("path", e.to_string()))?;
-        ferrydesk_plugins::package::read_dir(std::path::Path::new(&req.path))?
+        s.plugins.package_from_path(&req.path)?
     } else {
         ferrydesk_plugins::package::read_tar(&body)?
     };

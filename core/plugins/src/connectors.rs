@@ -88,13 +88,11 @@ async fn channel_settings(
     channel: &ChannelId,
 ) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut conn = plugins.desk().store().read().await?;
-    Ok(
-        store::get_settings(&mut conn, &format!("channel:{channel}"))
-            .await?
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default(),
-    )
+    let scope = format!("channel:{channel}");
+    let stored = store::get_settings(&mut conn, &scope).await?;
+    plugins
+        .open_settings(&scope, stored)
+        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 fn polls(e: &Entry, settings: &serde_json::Map<String, serde_json::Value>) -> bool {
@@ -511,11 +509,12 @@ impl Plugins {
         config: &serde_json::Value,
     ) -> Result<()> {
         let mut tx = self.desk().store().begin().await?;
+        let scope = format!("channel:{id}");
         store::put_settings(
             &mut tx,
-            &format!("channel:{id}"),
+            &scope,
             plugin,
-            &config.to_string(),
+            &self.seal(&scope, &config.to_string()),
             now(),
         )
         .await?;

@@ -17,6 +17,7 @@ pub mod actions;
 mod connectors;
 mod helpers;
 pub mod package;
+pub mod secrets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,6 +53,51 @@ pub struct Grant {
     /// reachable.
     #[serde(default)]
     pub private_hosts: Vec<String>,
+    /// Capabilities the admin approved when last enabling the plugin (set by the server; an
+    /// upgrade asking for more is installed disabled until they are approved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved: Vec<String>,
+}
+
+/// Capabilities of a manifest as a set of names: `http:<origin>`, `http:private`, `kv`,
+/// `records.read:<kind>`, `records.write:<kind>`.
+pub fn capability_names(m: &Manifest) -> Vec<String> {
+    let c = &m.capabilities;
+    let mut out = Vec::new();
+    if let Some(h) = &c.http {
+        out.extend(h.allowed_hosts.iter().map(|o| format!("http:{o}")));
+        if h.allow_private {
+            out.push("http:private".into());
+        }
+    }
+    if c.kv {
+        out.push("kv".into());
+    }
+    let kind = |k: &manifest::RecordKind| format!("{k:?}").to_ascii_lowercase();
+    out.extend(
+        c.records
+            .read
+            .iter()
+            .map(|k| format!("records.read:{}", kind(k))),
+    );
+    out.extend(
+        c.records
+            .write
+            .iter()
+            .map(|k| format!("records.write:{}", kind(k))),
+    );
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What an upgrade changed in the capabilities, against what the admin approved.
+#[derive(Debug, Clone, Default, Serialize, ToSchema, PartialEq)]
+pub struct CapabilityChanges {
+    /// Asked for now, not approved: the plugin stays disabled until the admin enables it.
+    pub added: Vec<String>,
+    /// Approved before, no longer asked for.
+    pub removed: Vec<String>,
 }
 
 /// An installed plugin as the admin sees it. Secret settings show only whether they are set.
@@ -73,6 +119,15 @@ pub struct PluginInfo {
     #[schema(value_type = Object)]
     pub limits: serde_json::Value,
     pub granted: Grant,
+    /// Capabilities asked for but not approved (after an upgrade), and approved ones no longer
+    /// asked for; `null` when they match.
+    pub capability_changes: Option<CapabilityChanges>,
+    /// The publisher's key (`ed25519:…`) whose signature the package carried; `null` for an
+    /// unsigned package.
+    pub publisher: Option<String>,
+    /// The limits the plugin's calls run under (the manifest's, capped by the host).
+    #[schema(value_type = Object)]
+    pub effective_limits: serde_json::Value,
     #[schema(value_type = Object)]
     pub config_schema: serde_json::Value,
     /// Settings with secrets replaced by `{"set": true}`.
@@ -158,6 +213,21 @@ pub(crate) struct Inner {
     pub helpers_registered: Mutex<std::collections::HashSet<String>>,
     /// Serialises local changes with the sync loop.
     pub reload: tokio::sync::Mutex<()>,
+    /// Seals settings at rest.
+    pub secrets: secrets::Secrets,
+    /// Where `{"path": …}` installs may read from (canonical); `None` refuses them.
+    pub plugins_dir: Option<std::path::PathBuf>,
+}
+
+/// Where the runtime keeps and finds things.
+#[derive(Debug, Clone)]
+pub struct PluginsOptions {
+    /// Compiled components (per node).
+    pub cache_dir: std::path::PathBuf,
+    /// The only directory installs by path may read from.
+    pub plugins_dir: Option<std::path::PathBuf>,
+    /// Seals plugin and channel settings at rest.
+    pub secrets: secrets::Secrets,
 }
 
 /// What plugins reach through the host: the desk's storage and records.
@@ -289,12 +359,39 @@ impl Plugins {
     /// Starts the runtime: loads every installation, registers macros and connectors, and
     /// keeps this node in step with the others.
     pub async fn start(desk: Desk, cache_dir: std::path::PathBuf) -> anyhow::Result<Plugins> {
+        let secrets = secrets::Secrets::load(cache_dir.parent().unwrap_or(&cache_dir))?;
+        Self::start_with(
+            desk,
+            PluginsOptions {
+                cache_dir,
+                plugins_dir: None,
+                secrets,
+            },
+        )
+        .await
+    }
+
+    /// [`Plugins::start`] with every option.
+    pub async fn start_with(desk: Desk, opts: PluginsOptions) -> anyhow::Result<Plugins> {
+        let PluginsOptions {
+            cache_dir,
+            plugins_dir,
+            secrets,
+        } = opts;
+        let plugins_dir = plugins_dir.and_then(|d| d.canonicalize().ok());
         let principals = Arc::new(Mutex::new(HashMap::new()));
         let services = Arc::new(DeskServices {
             desk: desk.clone(),
             principals: principals.clone(),
         });
-        let host = Host::new(HostConfig::new(cache_dir), services)?;
+        let mut config = HostConfig::new(cache_dir);
+        if let Some(mb) = std::env::var("FERRYDESK_PLUGIN_MEMORY_BUDGET_MB")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            config.memory_budget_mb = mb.max(1);
+        }
+        let host = Host::new(config, services)?;
         let plugins = Plugins {
             inner: Arc::new(Inner {
                 desk,
@@ -304,8 +401,11 @@ impl Plugins {
                 pollers: Mutex::new(HashMap::new()),
                 helpers_registered: Mutex::new(Default::default()),
                 reload: tokio::sync::Mutex::new(()),
+                secrets,
+                plugins_dir,
             }),
         };
+        plugins.reseal_settings().await?;
         plugins.sync().await?;
         let weak = Arc::downgrade(&plugins.inner);
         tokio::spawn(async move {
@@ -322,6 +422,74 @@ impl Plugins {
 
     pub fn desk(&self) -> &Desk {
         &self.inner.desk
+    }
+
+    /// Seals settings text for `scope` before it is stored.
+    pub(crate) fn seal(&self, scope: &str, plain: &str) -> String {
+        self.inner.secrets.seal(scope, plain)
+    }
+
+    /// Settings of `scope` as stored (sealed or, before encryption, plain) as a JSON object.
+    pub(crate) fn open_settings(
+        &self,
+        scope: &str,
+        stored: Option<String>,
+    ) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        let Some(stored) = stored else {
+            return Ok(Default::default());
+        };
+        let (plain, _) = self.inner.secrets.open(scope, &stored)?;
+        Ok(serde_json::from_str::<serde_json::Value>(&plain)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default())
+    }
+
+    /// Seals every settings row that is plain (written before encryption) or sealed with the
+    /// previous key (`FERRYDESK_SECRET_KEY_OLD`).
+    async fn reseal_settings(&self) -> anyhow::Result<()> {
+        let mut tx = self.desk().store().begin().await?;
+        let mut n = 0;
+        for (scope, plugin, config, updated_at) in store::all_settings(&mut tx).await? {
+            let (plain, stale) = self.inner.secrets.open(&scope, &config)?;
+            if stale {
+                let sealed = self.seal(&scope, &plain);
+                store::put_settings(&mut tx, &scope, &plugin, &sealed, updated_at).await?;
+                n += 1;
+            }
+        }
+        tx.commit().await?;
+        if n > 0 {
+            tracing::info!(rows = n, "plugin settings sealed with the current key");
+        }
+        Ok(())
+    }
+
+    /// Reads the plugin directory `path` for an install by path: only inside the configured
+    /// plugins directory. A path outside it, missing or unreadable gets one answer, so the
+    /// API does not tell which server paths exist.
+    pub fn package_from_path(&self, path: &str) -> Result<Package> {
+        let refused = || {
+            Error::invalid(
+                "path",
+                "no plugin directory with that name in the server's plugins directory (install a package instead)",
+            )
+        };
+        let root = self.inner.plugins_dir.as_ref().ok_or_else(refused)?;
+        let p = std::path::Path::new(path);
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(p)
+        };
+        let canonical = p.canonicalize().map_err(|_| refused())?;
+        if !canonical.starts_with(root) || !canonical.is_dir() {
+            return Err(refused());
+        }
+        package::read_dir(&canonical).map_err(|e| {
+            tracing::info!(path = %canonical.display(), error = %e, "install by path refused");
+            refused()
+        })
     }
 
     pub(crate) fn entry(&self, id: &str) -> Option<Arc<Entry>> {
@@ -383,12 +551,9 @@ impl Plugins {
             let settings = store::get_settings(&mut conn, &format!("plugin:{id}")).await?;
             (row, wasm, settings)
         };
+        let settings = self.open_settings(&format!("plugin:{id}"), settings)?;
         let manifest = manifest::parse(&row.manifest)?;
         let grant: Grant = serde_json::from_str(&row.granted).unwrap_or_default();
-        let settings = settings
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default();
         let (plugin, error) = match wasm {
             None => (
                 None,
@@ -443,7 +608,17 @@ impl Plugins {
             .check_config(&serde_json::Value::Object(e.settings.clone()))
             .is_ok();
         let raw: serde_json::Value = serde_json::from_str(&e.row.manifest).unwrap_or_default();
+        let changes = self.capability_changes(e);
+        let effective_limits = serde_json::to_value(ferrydesk_plugin_host::EffectiveLimits::of(
+            m,
+            self.inner.host.config(),
+        ))
+        .unwrap_or_default();
         PluginInfo {
+            capability_changes: (!changes.added.is_empty() || !changes.removed.is_empty())
+                .then_some(changes),
+            publisher: m.publisher.as_ref().map(|p| p.key.clone()),
+            effective_limits,
             id: m.id.clone(),
             name: raw.get("name").cloned().unwrap_or_default(),
             version: m.version.to_string(),
@@ -470,6 +645,28 @@ impl Plugins {
                 .map(|p| p.stats().into())
                 .unwrap_or_default(),
             updated_at: Ts(e.row.updated_at),
+        }
+    }
+
+    /// The difference between what the manifest asks for and what the admin approved.
+    fn capability_changes(&self, e: &Entry) -> CapabilityChanges {
+        let now = capability_names(&e.manifest);
+        let approved = &e.grant.approved;
+        if approved.is_empty() && !e.row.enabled {
+            // Never enabled: everything is to be approved at enable, nothing is a change.
+            return CapabilityChanges::default();
+        }
+        CapabilityChanges {
+            added: now
+                .iter()
+                .filter(|c| !approved.contains(c))
+                .cloned()
+                .collect(),
+            removed: approved
+                .iter()
+                .filter(|c| !now.contains(c))
+                .cloned()
+                .collect(),
         }
     }
 
@@ -506,6 +703,7 @@ impl Plugins {
             p.require(Role::Admin)?;
         }
         let m = manifest::parse(&pkg.manifest_text).map_err(manifest_error)?;
+        let publisher = package::verify(&pkg, m.publisher.as_ref().map(|p| p.key.as_str()))?;
         if !m.api_supported() {
             return Err(Error::invalid(
                 "/api_version",
@@ -525,6 +723,24 @@ impl Plugins {
         let mut tx = self.desk().store().begin().await?;
         let existing = store::get(&mut tx, &m.id).await?;
         let now = now();
+        if let Some(old) = &existing {
+            // A plugin id belongs to its publisher: only a package signed by the same key
+            // (or, for an unsigned installation, another unsigned package) may replace it.
+            let old_publisher = manifest::parse(&old.manifest)
+                .ok()
+                .and_then(|om| om.publisher.map(|p| p.key));
+            if old_publisher != publisher {
+                return Err(Error::conflict(
+                    "plugin_publisher_mismatch",
+                    format!(
+                        "plugin `{}` is installed from publisher {}; this package is from {}: a package cannot take over another publisher's plugin id (uninstall the plugin first to replace it)",
+                        m.id,
+                        old_publisher.as_deref().unwrap_or("(unsigned)"),
+                        publisher.as_deref().unwrap_or("(unsigned)")
+                    ),
+                ));
+            }
+        }
         let (enabled, granted, installed_at) = match (&existing, upgrade) {
             (Some(_), false) => {
                 return Err(Error::conflict(
@@ -553,6 +769,20 @@ impl Plugins {
                 }
                 // Grants carry over only for what the new manifest still asks for.
                 let mut g: Grant = serde_json::from_str(&old.granted).unwrap_or_default();
+                if g.approved.is_empty() && old.enabled {
+                    // Enabled before approvals were recorded: what it had was approved.
+                    g.approved = manifest::parse(&old.manifest)
+                        .map(|om| capability_names(&om))
+                        .unwrap_or_default();
+                }
+                let added: Vec<String> = capability_names(&m)
+                    .into_iter()
+                    .filter(|c| !g.approved.contains(c))
+                    .collect();
+                let enabled = old.enabled && added.is_empty();
+                if old.enabled && !enabled {
+                    tracing::warn!(plugin = %m.id, added = ?added, "upgrade asks for new capabilities: installed disabled until the admin approves them");
+                }
                 let asked = m.capabilities.http.as_ref();
                 g.hosts
                     .retain(|h| asked.is_some_and(|a| a.allowed_hosts.contains(h)));
@@ -560,7 +790,7 @@ impl Plugins {
                 g.private_hosts.retain(|h| {
                     asked.is_some_and(|a| a.allow_private && a.allowed_hosts.contains(h))
                 });
-                (old.enabled, g, old.installed_at)
+                (enabled, g, old.installed_at)
             }
         };
         let b64 = base64::engine::general_purpose::STANDARD.encode(&pkg.wasm);
@@ -613,7 +843,7 @@ impl Plugins {
         let grant = grant.unwrap_or_else(|| Grant {
             hosts: asked.allowed_hosts.clone(),
             private: false,
-            private_hosts: Vec::new(),
+            ..Default::default()
         });
         for (i, h) in grant.hosts.iter().enumerate() {
             if !asked.allowed_hosts.contains(h) {
@@ -653,6 +883,8 @@ impl Plugins {
                 format!("configure plugin `{id}` before enabling it: {err}"),
             ));
         }
+        let mut grant = grant;
+        grant.approved = capability_names(&e.manifest);
         self.set_enabled(id, true, &grant).await
     }
 
@@ -698,11 +930,12 @@ impl Plugins {
         {
             let _guard = self.inner.reload.lock().await;
             let mut tx = self.desk().store().begin().await?;
+            let scope = format!("plugin:{id}");
             store::put_settings(
                 &mut tx,
-                &format!("plugin:{id}"),
+                &scope,
                 id,
-                &merged.to_string(),
+                &self.seal(&scope, &merged.to_string()),
                 now(),
             )
             .await?;

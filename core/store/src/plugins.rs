@@ -363,3 +363,12 @@ pub async fn kv_lock(conn: &mut Conn, backend: crate::Backend, scope: &str) -> R
     }
     Ok(())
 }
+
+/// Every settings row: (scope, plugin, config as stored, updated_at).
+pub async fn all_settings(conn: &mut Conn) -> Result<Vec<(String, String, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT scope, plugin_id, config, updated_at FROM plugin_settings ORDER BY scope",
+    )
+    .fetch_all(conn)
+    .await?)
+}

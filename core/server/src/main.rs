@@ -123,7 +123,17 @@ pub(crate) async fn start_plugins(
     cfg: &Config,
     desk: &Desk,
 ) -> anyhow::Result<ferrydesk_plugins::Plugins> {
-    ferrydesk_plugins::Plugins::start(desk.clone(), cfg.data_dir.join("plugin-cache")).await
+    let secrets = ferrydesk_plugins::secrets::Secrets::load(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("the settings key: {e}"))?;
+    ferrydesk_plugins::Plugins::start_with(
+        desk.clone(),
+        ferrydesk_plugins::PluginsOptions {
+            cache_dir: cfg.data_dir.join("plugin-cache"),
+            plugins_dir: Some(cfg.plugins_dir.clone()),
+            secrets,
+        },
+    )
+    .await
 }
 
 pub(crate) fn engine_options(cfg: &Config) -> ferrydesk_engine::EngineOptions {

@@ -59,7 +59,7 @@ pub const RENDER_TIME_LIMIT: Duration = Duration::from_millis(500);
 pub const MAX_HELPER_BYTES: usize = 1024 * 1024;
 
 /// Steps counted for including a partial (it copies the context).
-const PARTIAL_STEPS: u64 = 16;
+const PARTIAL_STEPS: u64 = 64;
 /// Bytes of text that count as one step.
 const BYTES_PER_STEP: u64 = 16;
 
@@ -1333,5 +1333,188 @@ mod tests {
             r.render("ok {{queue.name}}", &sample()).ok().as_deref(),
             Some("ok Support")
         );
+    }
+
+    /// `levels` nested `#each` over the root object.
+    fn root_loops(levels: usize, body: &str) -> String {
+        let open: String = (0..levels)
+            .map(|l| format!("{{{{#each {}this}}}}", "../".repeat(l)))
+            .collect();
+        format!("{open}{body}{}", "{{/each}}".repeat(levels))
+    }
+
+    /// Runs check and render, and returns how long the slower took.
+    fn check_and_render(r: &Renderer, body: &str) -> Duration {
+        let started = Instant::now();
+        let _ = r.check(body);
+        let check = started.elapsed();
+        let started = Instant::now();
+        let _ = r.render(body, &sample());
+        check.max(started.elapsed())
+    }
+
+    #[test]
+    fn the_most_work_allowed_renders_well_within_a_second() {
+        let r = Renderer::new();
+        let mut shapes = vec![
+            // Partial expansions with nothing to print: as many as the limit allows.
+            fan_out("", 14, 3),
+            fan_out("{{contact.name}}", 6, 4),
+            // Loops: nested #each over the root's six keys.
+            root_loops(6, "{{@key}}"),
+            root_loops(5, "{{upper (lower (default contact.email contact.name))}}"),
+            // Partials with hash arguments inside loops.
+            root_loops(
+                3,
+                "{{#*inline \"h\"}}{{#each this}}{{@key}}{{/each}}{{/inline}}{{> h a=1 b=2 c=3 d=4}}",
+            ),
+            // A long flat template of helpers.
+            "{{upper (lower contact.name)}}{{lookup contact \"name\"}}".repeat(350),
+        ];
+        shapes.push(format!("{}{}", shapes[0], shapes[2]));
+        for body in &shapes {
+            assert!(body.len() <= MAX_TEMPLATE_BYTES, "{}", body.len());
+            let took = check_and_render(&r, body);
+            assert!(
+                took < Duration::from_millis(900),
+                "{took:?} for {body:.120}"
+            );
+        }
+    }
+
+    /// Fragments random templates are made of: valid pieces, pieces of pieces, and bombs.
+    const FRAGMENTS: &[&str] = &[
+        "Hello, ",
+        "x",
+        " ",
+        "\n",
+        "{{contact.name}}",
+        "{{first_name contact.name}}",
+        "{{operator.first_name}}",
+        "{{#if contact.email}}",
+        "{{else}}",
+        "{{/if}}",
+        "{{#unless chat.id}}",
+        "{{/unless}}",
+        "{{#each @root}}",
+        "{{#each this}}",
+        "{{@key}}",
+        "{{/each}}",
+        "{{#with contact}}",
+        "{{name}}",
+        "{{/with}}",
+        "{{#*inline \"a\"}}",
+        "{{#*inline \"b\"}}",
+        "{{/inline}}",
+        "{{> a}}",
+        "{{> b}}",
+        "{{#> a}}",
+        "{{/a}}",
+        "{{> @partial-block}}",
+        "{{> a x=1}}",
+        "{{upper (lower contact.name)}}",
+        "{{default contact.phone \"-\"}}",
+        "{{date \"[year]\"}}",
+        "{{date \"[nonsense\"}}",
+        "{{log \"x\"}}",
+        "{{lookup contact \"name\"}}",
+        "{{len contact}}",
+        "{{#if (eq 1 1)}}",
+        "{{{{raw}}}}",
+        "{{{{/raw}}}}",
+        "{{!-- c --}}",
+        "{{~contact.id~}}",
+        "{{{queue.name}}}",
+        "{{&queue.name}}",
+        "{{*inline}}",
+        "{{",
+        "}}",
+        "(",
+        ")",
+        "[",
+        "]",
+        "\"",
+        "'",
+        "#",
+        "/",
+        ">",
+        "*",
+        "@",
+        "~",
+        "^",
+        "{{^}}",
+        "{{.}}",
+        "{{../x}}",
+        "{{this}}",
+        "{{[contact]}}",
+        "{{contact.[name]}}",
+        "{{a.b.c.d}}",
+        "{{1}}",
+        "{{\"s\"}}",
+        "{{null}}",
+        "{{[1,[2,{\"a\":3}]]}}",
+        "{{x as |y|}}",
+        "{{#each @root as |v k|}}{{k}}{{/each}}",
+    ];
+
+    fn template_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let pieces = proptest::collection::vec(
+            prop_oneof![
+                4 => proptest::sample::select(FRAGMENTS).prop_map(str::to_owned),
+                1 => "\\PC{0,8}",
+                1 => (proptest::sample::select(FRAGMENTS), 1usize..40)
+                    .prop_map(|(f, n)| f.repeat(n)),
+            ],
+            0..60,
+        )
+        .prop_map(|v| v.concat());
+        // Mutations of a valid template: a byte range replaced by random text.
+        let valid = "Hello, {{first_name contact.name}}! {{#if contact.email}}We will write to \
+                     {{contact.email}}.{{else}}No email.{{/if}} {{#*inline \"sig\"}}{{operator.name}}, \
+                     {{upper channel.name}}{{/inline}}{{> sig}} {{#each contact}}{{@key}}={{this}} {{/each}}";
+        let mutated = (0..valid.len(), 0usize..12, "\\PC{0,6}").prop_map(move |(at, len, ins)| {
+            let mut s = valid.to_owned();
+            let mut at = at;
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + len).min(s.len());
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.replace_range(at..end, &ins);
+            s
+        });
+        prop_oneof![3 => pieces, 1 => mutated]
+    }
+
+    #[test]
+    fn random_templates_never_panic_and_end_quickly() {
+        use proptest::strategy::{Strategy, ValueTree};
+        use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+        let config = Config {
+            cases: 400,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+        let r = Renderer::new();
+        let strategy = template_strategy();
+        let mut rendered = 0;
+        for _ in 0..400 {
+            let Ok(tree) = strategy.new_tree(&mut runner) else {
+                continue;
+            };
+            let body = tree.current();
+            let took = check_and_render(&r, &body);
+            assert!(took < Duration::from_secs(1), "{took:?} for {body:?}");
+            if r.check(&body).is_ok() {
+                rendered += 1;
+            }
+        }
+        // The generator reaches valid templates too, not only parse errors.
+        assert!(rendered > 20, "{rendered}");
     }
 }

@@ -30,10 +30,24 @@ export function launch() {
   });
 }
 
+/**
+ * Fails the script when the page reports a Content-Security-Policy violation: the server's
+ * policy must allow everything the web app and the widget really load.
+ */
+export function watchCsp(page) {
+  page.on("console", (m) => {
+    if (/Content Security Policy/i.test(m.text())) {
+      console.log("FAIL CSP violation: " + m.text().split("\n")[0]);
+      process.exit(1);
+    }
+  });
+}
+
 /** A fresh browser context signed in as `user` on the app at `base`. */
 export async function signIn(browser, base, user, pw) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await ctx.newPage();
+  watchCsp(page);
   page.setDefaultTimeout(15000);
   await page.goto(`${base}/login`);
   await page.getByLabel("Username").fill(user);

@@ -2,6 +2,7 @@
 // Prints "step …" lines, then PASS or FAIL; screenshots go to $SHOTS.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { watchCsp } from "./common.mjs";
 
 const base = process.env.BASE;
 const key = process.env.KEY;
@@ -21,6 +22,7 @@ const shot = (page, name) => page.screenshot({ path: `${shots}/${name}.png` });
 async function operator(user) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await ctx.newPage();
+  watchCsp(page);
   await page.goto(`${base}/login`);
   await page.getByLabel("Username").fill(user);
   await page.getByLabel("Password").fill(password);
@@ -33,6 +35,7 @@ async function operator(user) {
 async function visitor() {
   const ctx = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   const page = await ctx.newPage();
+  watchCsp(page);
   await page.goto(`${base}/widget/demo?key=${key}`);
   await page.getByTestId("fd-open").click();
   return page;

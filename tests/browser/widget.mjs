@@ -2,6 +2,7 @@
 // operator's reply to appear live. Prints PASS or FAIL; screenshots go to $SHOTS.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { watchCsp } from "./common.mjs";
 
 const base = process.env.BASE;
 const key = process.env.KEY;
@@ -16,6 +17,7 @@ const browser = await chromium.launch({
 let ok = false;
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  watchCsp(page);
   await page.goto(`${base}/widget/demo?key=${key}`);
   await page.getByTestId("fd-open").click();
   await page.getByTestId("fd-input").fill("Hello from Chromium");

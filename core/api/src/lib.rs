@@ -23,6 +23,7 @@ use ferrydesk_desk::Desk;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
+pub use auth::parse_trusted_proxies;
 pub use extract::{CSRF_HEADER, SESSION_COOKIE};
 pub use openapi::ApiDoc;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Mark the session cookie `Secure` (behind HTTPS).
     pub secure_cookies: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (login and widget-session throttles).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The whole application router.

@@ -37,7 +37,11 @@ pub struct UserPatchInput {
     #[schema(value_type = Option<i64>)]
     pub chat_limit: Option<Option<i64>>,
     pub disabled: Option<bool>,
+    /// A new password. Changing one's own needs `current_password`; a change ends the user's
+    /// other sessions and revokes their API tokens (an admin reset ends all sessions).
     pub password: Option<String>,
+    /// The caller's current password, required with `password` when changing one's own.
+    pub current_password: Option<String>,
 }
 
 fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
@@ -225,17 +229,36 @@ impl Desk {
             .ok_or(Error::not_found("user"))
     }
 
-    /// Admins change anything; users change their own name, locale and password.
+    /// Admins change anything; users change their own name, locale and password (with their
+    /// current password, checked and throttled like a login from `client`). A password change
+    /// or a disable ends the user's sessions (all but the caller's current one when changing
+    /// one's own password), a password change also revokes their API tokens; open sockets
+    /// close within seconds.
     pub async fn update_user(
         &self,
         p: &Principal,
         id: &UserId,
         patch: UserPatchInput,
+        client: &str,
     ) -> Result<User> {
         let own_only =
             patch.role.is_none() && patch.chat_limit.is_none() && patch.disabled.is_none();
         if id != p.id() || !own_only {
             p.require(Role::Admin)?;
+        }
+        let own_password = patch.password.is_some() && id == p.id();
+        if patch.current_password.is_some() && !own_password {
+            return Err(Error::invalid(
+                "current_password",
+                "is only used together with a new password for yourself",
+            ));
+        }
+        if let Some(pw) = &patch.password {
+            crate::auth::check_password_strength(pw)?;
+        }
+        if own_password {
+            self.check_current_password(p, patch.current_password.as_deref(), client)
+                .await?;
         }
         if let Some(n) = &patch.display_name {
             check_len("display_name", n, 1, 200)?;
@@ -276,11 +299,22 @@ impl Desk {
         if !changed {
             return Err(Error::not_found("user"));
         }
-        if patch.disabled == Some(true) || hash.is_some() && id != p.id() {
-            ferrydesk_store::security::delete_user_sessions(&mut tx, id).await?;
-        }
         let mut events = Vec::new();
-        if patch.disabled == Some(true) {
+        if patch.disabled == Some(true) || hash.is_some() {
+            let keep = match &p.via {
+                crate::auth::Via::Session { token_hash, .. } if own_password => {
+                    Some(token_hash.as_str())
+                }
+                _ => None,
+            };
+            ferrydesk_store::security::delete_user_sessions(&mut tx, id, keep).await?;
+            // A disabled user's tokens are refused while disabled; a new password revokes them.
+            if hash.is_some() {
+                ferrydesk_store::security::revoke_user_tokens(&mut tx, id, Ts::now()).await?;
+            }
+            events.push(Self::credentials_changed(id));
+        }
+        if patch.disabled == Some(true) || hash.is_some() && !own_password {
             self.set_status_in(
                 &mut tx,
                 id,
@@ -610,10 +644,12 @@ impl Desk {
         .await?;
         let mut timeline = Vec::with_capacity(chats.len());
         for mut c in chats {
-            // The visibility rule (S10): others' unfinished chats show without their content.
+            // The visibility rule (S10): others' unfinished chats show without their content,
+            // nor the case made from them (hidden by the case rule too).
             if !p.role().sees_all_chats() && self.readable_chat(&mut conn, p, &c.id).await.is_err()
             {
                 c.preview = None;
+                c.case_id = None;
             }
             timeline.push(TimelineEntry::Chat {
                 at: c.started_at,

@@ -30,6 +30,16 @@ pub struct ConfigArgs {
     /// Session idle lifetime in seconds [default: 43200].
     #[arg(long, global = true, env = "FERRYDESK_SESSION_TTL_SECS")]
     pub session_ttl_secs: Option<u64>,
+    /// Proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names the client
+    /// for login and widget-session throttling [default: none: the socket peer counts].
+    #[arg(long, global = true, env = "FERRYDESK_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// New widget visitor sessions per client address per minute [default: 20].
+    #[arg(long, global = true, env = "FERRYDESK_WIDGET_SESSIONS_PER_MINUTE")]
+    pub widget_sessions_per_minute: Option<i64>,
+    /// A widget visitor session unused this many seconds ends [default: 2592000 (30 days)].
+    #[arg(long, global = true, env = "FERRYDESK_VISITOR_SESSION_TTL_SECS")]
+    pub visitor_session_ttl_secs: Option<u64>,
     /// Directory of plugins the demo installs [default: ./plugins].
     #[arg(long, global = true, env = "FERRYDESK_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
@@ -68,6 +78,9 @@ struct FileConfig {
     session_ttl_secs: Option<u64>,
     log_json: Option<bool>,
     secure_cookies: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
+    widget_sessions_per_minute: Option<i64>,
+    visitor_session_ttl_secs: Option<u64>,
     max_connections: Option<u32>,
     max_file_bytes: Option<u64>,
     plugins_dir: Option<PathBuf>,
@@ -87,6 +100,9 @@ pub struct Config {
     pub session_ttl_secs: u64,
     pub log_json: bool,
     pub secure_cookies: bool,
+    pub trusted_proxies: Vec<String>,
+    pub widget_sessions_per_minute: i64,
+    pub visitor_session_ttl_secs: u64,
     pub max_connections: u32,
     pub max_file_bytes: u64,
     pub plugins_dir: PathBuf,
@@ -136,6 +152,21 @@ impl Config {
                 .max(1),
             log_json: args.log_json.or(file.log_json).unwrap_or(false),
             secure_cookies: args.secure_cookies.or(file.secure_cookies).unwrap_or(false),
+            trusted_proxies: args
+                .trusted_proxies
+                .clone()
+                .or(file.trusted_proxies)
+                .unwrap_or_default(),
+            widget_sessions_per_minute: args
+                .widget_sessions_per_minute
+                .or(file.widget_sessions_per_minute)
+                .unwrap_or(20)
+                .max(1),
+            visitor_session_ttl_secs: args
+                .visitor_session_ttl_secs
+                .or(file.visitor_session_ttl_secs)
+                .unwrap_or(30 * 24 * 3600)
+                .max(1),
             max_connections: file.max_connections.unwrap_or(16),
             max_file_bytes: file.max_file_bytes.unwrap_or(20 * 1024 * 1024),
             plugins_dir: args

@@ -114,6 +114,8 @@ async fn start_desk(cfg: &Config) -> anyhow::Result<Desk> {
         max_file_bytes: cfg.max_file_bytes,
         duplicate_scan_every: (cfg.duplicate_scan_secs > 0)
             .then(|| std::time::Duration::from_secs(cfg.duplicate_scan_secs)),
+        visitor_sessions_per_minute: cfg.widget_sessions_per_minute,
+        visitor_session_ttl: std::time::Duration::from_secs(cfg.visitor_session_ttl_secs),
         ..DeskOptions::default()
     };
     Ok(Desk::start(store, blobs, opts).await?)
@@ -261,10 +263,16 @@ async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         engine: engine.clone(),
         metrics,
         secure_cookies: cfg.secure_cookies,
+        trusted_proxies: ferrydesk_api::parse_trusted_proxies(&cfg.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!(e))?,
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The peer address is what login and widget-session throttles count.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     engine.shutdown();
     desk.shutdown();
     desk.store().close().await;

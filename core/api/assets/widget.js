@@ -55,10 +55,22 @@
     return fetch(base + "/widget/v1" + path, opts).then(function (r) {
       return r.text().then(function (t) {
         var body = t ? JSON.parse(t) : null;
+        // The session ended (idle too long, or the server forgot it): the next action starts
+        // a new one.
+        if (r.status === 401 && path !== "/sessions") forget();
         if (!r.ok) throw new Error((body && body.message) || ("HTTP " + r.status));
         return body;
       });
     });
+  }
+
+  function forget() {
+    localStorage.removeItem(storeKey);
+    state.token = null;
+    starting = null;
+    var ws = state.ws;
+    state.ws = null;
+    if (ws) ws.close();
   }
 
   function uuid() {
@@ -122,7 +134,12 @@
       else if (ev.type === "resync") load();
     };
     ws.onclose = function () {
-      setTimeout(connect, state.retry);
+      if (state.ws !== ws) return;
+      // Reload first: a 401 means the session ended (forget() then stops reconnecting).
+      setTimeout(function () {
+        if (state.ws !== ws) return;
+        load().then(connect, function () { if (state.ws === ws) connect(); });
+      }, state.retry);
       state.retry = Math.min(state.retry * 2, 15000);
     };
   }
@@ -156,7 +173,7 @@
     var body = { text: text, client_id: uuid(), files: files || [] };
     errBox.textContent = "";
     var attempt = function (n) {
-      return api("/messages", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
+      return ensure().then(function () { return api("/messages", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }); })
         .catch(function (e) { if (n < 3) return new Promise(function (r) { setTimeout(r, 500 * (n + 1)); }).then(function () { return attempt(n + 1); }); throw e; });
     };
     return ensure().then(function () { return attempt(0); }).then(load).catch(function (e) {

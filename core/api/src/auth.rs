@@ -13,6 +13,89 @@ use crate::AppState;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Auth, Json, SESSION_COOKIE};
 
+/// The client's address as the throttles count it: the socket's peer address, or — when the
+/// peer is one of the `trusted_proxies` — the right-most address of `X-Forwarded-For` that is
+/// not a trusted proxy. IPv6 addresses count by their /64 (one host usually owns a whole /64);
+/// IPv4-mapped IPv6 addresses count as IPv4. `unknown` when the server runs without socket
+/// information (tests calling the router directly).
+pub struct ClientAddr(pub String);
+
+impl axum::extract::FromRequestParts<AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientAddr(match peer {
+            Some(peer) => address_key(client_ip(peer, &parts.headers, &s.trusted_proxies)),
+            None => "unknown".into(),
+        }))
+    }
+}
+
+/// Parses the `trusted_proxies` setting: addresses (`10.0.0.1`) or networks (`10.0.0.0/8`).
+pub fn parse_trusted_proxies(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("trusted_proxies: {s:?} is not an IP address or network"))
+        })
+        .collect()
+}
+
+fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The client's IP: the peer, or behind trusted proxies the last untrusted hop they report.
+pub(crate) fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let peer = canonical(peer);
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    // Several X-Forwarded-For headers are one list, in order.
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(v) = value.to_str() else { return client };
+        for hop in v.rsplit(',') {
+            let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+                return client;
+            };
+            client = canonical(ip);
+            if !is_trusted(&client) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+/// The throttle key of an address: IPv4 as is, IPv6 by its /64.
+pub(crate) fn address_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/auth/login", post(login))
@@ -39,11 +122,16 @@ pub struct Me {
     pub csrf_token: Option<String>,
 }
 
-/// Logs in and sets the session cookie (HttpOnly, SameSite=Strict).
+/// Logs in and sets the session cookie (HttpOnly, SameSite=Strict). Attempts are throttled
+/// per username and client address and per client address: 429 with `Retry-After`.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = Me), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn login(State(s): State<AppState>, Json(req): Json<LoginRequest>) -> ApiResult<Response> {
-    let ok = s.desk.login(&req.username, &req.password).await?;
+async fn login(
+    State(s): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Response> {
+    let ok = s.desk.login(&req.username, &req.password, &client).await?;
     let max_age = (ok.expires_at.0 - Ts::now().0) / 1000;
     let secure = if s.secure_cookies { "; Secure" } else { "" };
     let cookie = format!(
@@ -189,4 +277,64 @@ async fn revoke_token(
         .revoke_api_token(&p, &UserId(id), &TokenId(token))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn xff(v: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in v {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let trusted = parse_trusted_proxies(&["10.0.0.0/8".into(), "192.0.2.1".into()]).unwrap();
+        let h = xff(&["198.51.100.7"]);
+        // An untrusted peer cannot choose its address.
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &h, &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_ip(ip("203.0.113.9"), &h, &[]), ip("203.0.113.9"));
+        // A trusted proxy reports the client.
+        assert_eq!(client_ip(ip("10.1.2.3"), &h, &trusted), ip("198.51.100.7"));
+        // The right-most untrusted hop wins: a client cannot prepend a fake one.
+        let h = xff(&["1.1.1.1, 198.51.100.7, 10.0.0.5"]);
+        assert_eq!(client_ip(ip("192.0.2.1"), &h, &trusted), ip("198.51.100.7"));
+        let h = xff(&["1.1.1.1", "198.51.100.7"]);
+        assert_eq!(client_ip(ip("192.0.2.1"), &h, &trusted), ip("198.51.100.7"));
+        // Garbage stops the walk at the last good hop.
+        let h = xff(&["nonsense, 10.0.0.7"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.7"));
+        // Mapped IPv4 is IPv4.
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.1"), &h, &trusted),
+            ip("10.0.0.7")
+        );
+        assert!(parse_trusted_proxies(&["10.0.0.0/33".into()]).is_err());
+        assert!(parse_trusted_proxies(&["proxy.local".into()]).is_err());
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64() {
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            address_key(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(address_key(ip("192.0.2.4")), "192.0.2.4");
+    }
 }

@@ -75,14 +75,19 @@ async fn get_user(
     Ok(Out(s.desk.get_user(&p, &UserId(id)).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "admin", request_body = UserPatchInput, responses((status = 200, body = User)))]
+/// Changes a user. Changing one's own password needs `current_password` (422 naming it when
+/// missing or wrong; throttled like logins: 429); a password change or a disable ends the
+/// user's other sessions, API tokens (password) and open sockets.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "admin", request_body = UserPatchInput,
+    responses((status = 200, body = User), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn update_user(
     State(s): State<AppState>,
     Auth(p): Auth,
+    crate::auth::ClientAddr(client): crate::auth::ClientAddr,
     Path(id): Path<String>,
     Json(u): Json<UserPatchInput>,
 ) -> ApiResult<Out<User>> {
-    Ok(Out(s.desk.update_user(&p, &UserId(id), u).await?))
+    Ok(Out(s.desk.update_user(&p, &UserId(id), u, &client).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/queues", tag = "admin", responses((status = 200, body = Vec<Queue>)))]

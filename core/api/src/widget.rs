@@ -108,7 +108,9 @@ impl FromRequestParts<AppState> for VisitorAuth {
             .map(str::to_owned)
             .or(from_query)
             .ok_or(ApiError(ferrydesk_desk::Error::Unauthenticated))?;
-        Ok(VisitorAuth(s.desk.authenticate_visitor(&token).await?))
+        Ok(VisitorAuth(
+            s.desk.authenticate_visitor(&token, true).await?,
+        ))
     }
 }
 
@@ -121,15 +123,21 @@ pub struct SessionRequest {
     pub name: Option<String>,
 }
 
-/// Starts a visitor session; the widget keeps the token in localStorage.
-#[utoipa::path(post, path = "/widget/v1/sessions", tag = "widget", request_body = SessionRequest, responses((status = 201, body = VisitorSession), (status = 404, body = ErrorBody)))]
+/// Starts a visitor session; the widget keeps the token in localStorage. Limited per client
+/// address (429 with `Retry-After`); the token ends after a period without use (then 401 and
+/// the widget starts a new session).
+#[utoipa::path(post, path = "/widget/v1/sessions", tag = "widget", request_body = SessionRequest, responses((status = 201, body = VisitorSession), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn session(
     State(s): State<AppState>,
+    crate::auth::ClientAddr(client): crate::auth::ClientAddr,
     Json(r): Json<SessionRequest>,
 ) -> ApiResult<(StatusCode, Out<VisitorSession>)> {
     Ok((
         StatusCode::CREATED,
-        Out(s.desk.visitor_session(&r.key, r.name.as_deref()).await?),
+        Out(s
+            .desk
+            .visitor_session(&r.key, r.name.as_deref(), &client)
+            .await?),
     ))
 }
 
@@ -208,18 +216,45 @@ async fn ws(
     State(s): State<AppState>,
     VisitorAuth(v): VisitorAuth,
     up: WebSocketUpgrade,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    up.on_upgrade(move |socket| serve(s, v, socket))
+    // The token `VisitorAuth` accepted, in the same order, for the socket's re-checks.
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+        .or_else(|| {
+            q.as_deref()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    up.on_upgrade(move |socket| serve(s, v, token, socket))
 }
 
-async fn serve(s: AppState, v: Visitor, mut socket: WebSocket) {
+async fn serve(s: AppState, v: Visitor, token: String, mut socket: WebSocket) {
     let rx = s.desk.bus().subscribe();
     let me = v.identity.id.clone();
+    // The session is re-checked (not renewed) while the socket is open: an idle session that
+    // expires closes it.
+    let recheck = crate::ws::RECHECK.min(s.desk.options().visitor_session_ttl / 2);
     crate::ws::pump(
         &mut socket,
         rx,
         |to| to.includes_visitor(&me),
-        || async { true },
+        || {
+            let desk = s.desk.clone();
+            let token = token.clone();
+            async move {
+                !matches!(
+                    desk.authenticate_visitor(&token, false).await,
+                    Err(ferrydesk_desk::Error::Unauthenticated)
+                )
+            }
+        },
+        recheck.max(std::time::Duration::from_millis(200)),
     )
     .await;
     let _ = socket.send(WsMessage::Close(None)).await;

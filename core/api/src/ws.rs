@@ -2,7 +2,8 @@
 //!
 //! Audiences are resolved when the event is committed, so a transfer away from an operator
 //! stops their socket from receiving that chat's messages at once. The socket re-checks its
-//! session periodically and closes when it has ended.
+//! session or API token when the user's credentials change (`credentials_changed`, sent by
+//! every node), after missed events, and every 30 s; it closes when the credential has ended.
 
 use std::time::Duration;
 
@@ -46,10 +47,19 @@ async fn upgrade(
             )));
         }
     }
-    Ok(ws.on_upgrade(move |socket| serve(s, p, socket)))
+    // A token socket re-checks its own token (a session socket its session).
+    let token_hash = match p.via {
+        ferrydesk_desk::auth::Via::Token => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| ferrydesk_desk::auth::hash_secret(t.trim())),
+        ferrydesk_desk::auth::Via::Session { .. } => None,
+    };
+    Ok(ws.on_upgrade(move |socket| serve(s, p, token_hash, socket)))
 }
 
-async fn serve(s: AppState, p: Principal, mut socket: WebSocket) {
+async fn serve(s: AppState, p: Principal, token_hash: Option<String>, mut socket: WebSocket) {
     let rx = s.desk.bus().subscribe();
     metrics::gauge!("ferrydesk_ws_connections").increment(1.0);
     let hello = serde_json::json!({ "type": "hello", "user_id": p.id(), "status": p.user.status });
@@ -63,7 +73,8 @@ async fn serve(s: AppState, p: Principal, mut socket: WebSocket) {
             &mut socket,
             rx,
             |to| to.includes_user(&user),
-            || still_valid(&s, &p),
+            || s.desk.credential_valid(&p, token_hash.as_deref()),
+            RECHECK,
         )
         .await;
     }
@@ -71,31 +82,50 @@ async fn serve(s: AppState, p: Principal, mut socket: WebSocket) {
     metrics::gauge!("ferrydesk_ws_connections").decrement(1.0);
 }
 
+/// How often an open socket re-checks its credential without being asked.
+pub(crate) const RECHECK: Duration = Duration::from_secs(30);
+
 /// Forwards the bus events `wants` accepts to the socket as JSON, sends `resync` when the
-/// socket fell behind, and every 30 s pings it and asks `valid` whether to go on. Returns when
-/// the client leaves, the socket fails or `valid` says no. Shared by operator and visitor sockets.
+/// socket fell behind, and asks `valid` whether to go on: when a `credentials_changed` event
+/// for it arrives (not forwarded), after missed events, and every `recheck` (with a ping).
+/// Returns when the client leaves, the socket fails or `valid` says no. Shared by operator and
+/// visitor sockets.
 pub(crate) async fn pump<W, V, F>(
     socket: &mut WebSocket,
     mut rx: tokio::sync::broadcast::Receiver<std::sync::Arc<ferrydesk_desk::Event>>,
     wants: W,
     valid: V,
+    recheck: Duration,
 ) where
     W: Fn(&ferrydesk_desk::Audience) -> bool,
     V: Fn() -> F,
     F: std::future::Future<Output = bool>,
 {
-    let mut recheck = tokio::time::interval(Duration::from_secs(30));
+    use ferrydesk_desk::EventBody;
+    let mut recheck = tokio::time::interval(recheck);
     recheck.tick().await;
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(ev) if wants(&ev.to) => {
+                    match &ev.body {
+                        EventBody::CredentialsChanged { .. } => {
+                            if !valid().await { break; }
+                            continue;
+                        }
+                        // Events (a revocation among them) may have been missed.
+                        EventBody::Resync => {
+                            if !valid().await { break; }
+                        }
+                        _ => {}
+                    }
                     let Ok(text) = serde_json::to_string(&ev.body) else { continue };
                     if socket.send(Message::Text(text.into())).await.is_err() { break; }
                 }
                 Ok(_) => {}
                 // Missed events: the client reloads its lists.
                 Err(RecvError::Lagged(_)) => {
+                    if !valid().await { break; }
                     if socket.send(Message::Text(r#"{"type":"resync"}"#.into())).await.is_err() { break; }
                 }
                 Err(RecvError::Closed) => break,
@@ -109,25 +139,5 @@ pub(crate) async fn pump<W, V, F>(
                 if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
             }
         }
-    }
-}
-
-async fn still_valid(s: &AppState, p: &Principal) -> bool {
-    match &p.via {
-        ferrydesk_desk::auth::Via::Session { token_hash, .. } => {
-            let Ok(mut conn) = s.desk.store().read().await else {
-                return true;
-            };
-            matches!(
-                ferrydesk_store::security::session_user(
-                    &mut conn,
-                    token_hash,
-                    ferrydesk_domain::Ts::now()
-                )
-                .await,
-                Ok(Some(_))
-            )
-        }
-        ferrydesk_desk::auth::Via::Token => true,
     }
 }

@@ -1,5 +1,9 @@
 //! Authentication (argon2id passwords, server-side sessions, hashed API tokens, login
 //! throttling) and the principal every service call is made as.
+//!
+//! Ending a credential (token revoked, password changed or reset, user disabled, logout)
+//! publishes [`crate::EventBody::CredentialsChanged`] to the user: open sockets re-check their
+//! own credential when it arrives, on every node (PostgreSQL `NOTIFY`).
 
 use std::time::Duration;
 
@@ -71,6 +75,63 @@ pub struct LoginOk {
     pub expires_at: Ts,
 }
 
+/// Login throttling. Every attempt is counted before the password is checked, under two keys:
+/// the (username, client address) pair and the client address alone (an IPv6 address counts by
+/// its /64). Each key allows `free` attempts; after that each further attempt must wait
+/// `base · 2^(n − free)` after the previous one, capped at `max` (429 with `Retry-After`). A
+/// successful login clears its (username, address) key and gives its attempt back to the
+/// address key; a key with no attempt for `forget_after` starts from zero. A username is never
+/// locked as such: a stranger's failures delay only the stranger's address, so the real user
+/// signs in from any address that has not been failing.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginPolicy {
+    /// Per (username, client address): 5 free, then 1 s, 2 s, … up to 15 min.
+    pub per_user: security::AttemptPolicy,
+    /// Per client address (all usernames): 20 free, then 1 s, 2 s, … up to 15 min.
+    pub per_address: security::AttemptPolicy,
+}
+
+impl Default for LoginPolicy {
+    fn default() -> Self {
+        let day = 24 * 3600 * 1000;
+        LoginPolicy {
+            per_user: security::AttemptPolicy {
+                free: 5,
+                base_delay_ms: 1000,
+                max_delay_ms: 15 * 60 * 1000,
+                forget_after_ms: day,
+            },
+            per_address: security::AttemptPolicy {
+                free: 20,
+                base_delay_ms: 1000,
+                max_delay_ms: 15 * 60 * 1000,
+                forget_after_ms: day,
+            },
+        }
+    }
+}
+
+/// The throttle keys of a login attempt.
+struct LoginKeys {
+    user: String,
+    address: String,
+}
+
+impl LoginKeys {
+    fn new(username: &str, client: &str) -> LoginKeys {
+        let name: String = username.trim().to_lowercase().chars().take(200).collect();
+        LoginKeys {
+            user: format!("login:{client}:{name}"),
+            address: format!("login-addr:{client}"),
+        }
+    }
+}
+
+fn retry_after(at: Ts, now: Ts) -> Duration {
+    let ms = (at.0 - now.0).max(1);
+    Duration::from_secs(((ms + 999) / 1000) as u64)
+}
+
 impl Desk {
     fn argon2(&self) -> Argon2<'static> {
         let params = Params::new(self.options().argon2_memory_kib, 2, 1, None).unwrap_or_default();
@@ -86,36 +147,55 @@ impl Desk {
             .map_err(|e| Error::Internal(e.to_string()))
     }
 
-    /// Logs a user in. Too many failures for the username lock it out for the window; the
-    /// answer does not tell whether the username exists.
-    pub async fn login(&self, username: &str, password: &str) -> Result<LoginOk> {
+    /// Checks `password` against a stored hash on a blocking thread.
+    async fn verify_password(&self, hash: String, password: &str) -> bool {
+        let pw = password.to_owned();
+        let a = self.argon2();
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|h| a.verify_password(pw.as_bytes(), &h).is_ok())
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Counts a password attempt under both keys before it is checked (see [`LoginPolicy`]);
+    /// refused attempts change nothing.
+    async fn take_login_attempt(&self, keys: &LoginKeys) -> Result<()> {
         let now = Ts::now();
-        let window = self.options().login_window;
-        let key = format!("user:{}", username.to_lowercase());
-        let mut conn = self.store().read().await?;
-        let (failures, last) =
-            security::login_failures(&mut conn, &key, Ts(now.0 - window.as_millis() as i64))
-                .await?;
-        if failures >= self.options().login_max_failures {
-            let until = last.unwrap_or(now).0 + window.as_millis() as i64;
+        let policy = self.options().login;
+        let mut tx = self.store().begin().await?;
+        let refused =
+            match security::take_attempt(&mut tx, &keys.user, now, &policy.per_user).await? {
+                Err(at) => Some(at),
+                Ok(_) => security::take_attempt(&mut tx, &keys.address, now, &policy.per_address)
+                    .await?
+                    .err(),
+            };
+        if let Some(at) = refused {
+            drop(tx);
+            metrics::counter!("ferrydesk_login_throttled_total").increment(1);
             return Err(Error::RateLimited {
-                retry_after: Duration::from_millis((until - now.0).max(1000) as u64),
+                retry_after: retry_after(at, now),
             });
         }
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        Ok(())
+    }
+
+    /// Logs a user in from `client` (the client's address key). Attempts are throttled per
+    /// username and address and per address ([`LoginPolicy`]); the answer does not tell whether
+    /// the username exists.
+    pub async fn login(&self, username: &str, password: &str, client: &str) -> Result<LoginOk> {
+        let keys = LoginKeys::new(username, client);
+        self.take_login_attempt(&keys).await?;
+        let mut conn = self.store().read().await?;
         let found = directory::get_user_for_login(&mut conn, username).await?;
         drop(conn);
         let verified = match &found {
             Some((user, hash)) if !user.disabled => {
-                let hash = hash.clone();
-                let pw = password.to_owned();
-                let a = self.argon2();
-                tokio::task::spawn_blocking(move || {
-                    PasswordHash::new(&hash)
-                        .map(|h| a.verify_password(pw.as_bytes(), &h).is_ok())
-                        .unwrap_or(false)
-                })
-                .await
-                .unwrap_or(false)
+                self.verify_password(hash.clone(), password).await
             }
             _ => {
                 // Spend comparable time so that response timing does not reveal unknown users.
@@ -125,14 +205,14 @@ impl Desk {
                 false
             }
         };
-        let mut tx = self.store().begin().await?;
         let Some((user, _)) = found.filter(|_| verified) else {
-            security::record_login_failure(&mut tx, &key, now).await?;
-            tx.commit().await.map_err(ferrydesk_store::Error::from)?;
             metrics::counter!("ferrydesk_login_failures_total").increment(1);
             return Err(Error::Unauthenticated);
         };
-        security::clear_login_failures(&mut tx, &key, Ts(now.0 - 24 * 3600 * 1000)).await?;
+        let now = Ts::now();
+        let mut tx = self.store().begin().await?;
+        security::clear_attempts(&mut tx, &keys.user).await?;
+        security::refund_attempt(&mut tx, &keys.address).await?;
         let (session_token, token_hash) = new_secret("fds_");
         let (csrf_token, _) = new_secret("");
         let expires_at = Ts(now.0 + self.options().session_ttl.as_millis() as i64);
@@ -145,6 +225,39 @@ impl Desk {
             user,
             expires_at,
         })
+    }
+
+    /// Checks the caller's current password before they change it, throttled like a login
+    /// from `client`. A missing or wrong password is an error on `current_password`.
+    pub(crate) async fn check_current_password(
+        &self,
+        p: &Principal,
+        current: Option<&str>,
+        client: &str,
+    ) -> Result<()> {
+        let Some(current) = current.filter(|c| !c.is_empty()) else {
+            return Err(Error::invalid(
+                "current_password",
+                "is required to change your own password",
+            ));
+        };
+        let keys = LoginKeys::new(&p.user.username, client);
+        self.take_login_attempt(&keys).await?;
+        let mut conn = self.store().read().await?;
+        let found = directory::get_user_for_login(&mut conn, &p.user.username).await?;
+        drop(conn);
+        let ok = match found {
+            Some((u, hash)) if u.id == p.user.id => self.verify_password(hash, current).await,
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::invalid("current_password", "is not correct"));
+        }
+        let mut tx = self.store().begin().await?;
+        security::clear_attempts(&mut tx, &keys.user).await?;
+        security::refund_attempt(&mut tx, &keys.address).await?;
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        Ok(())
     }
 
     /// Resolves a session cookie; slides its expiry when more than a minute old.
@@ -183,13 +296,44 @@ impl Desk {
         })
     }
 
+    /// Whether the credential behind an open socket still holds: the session (`Via::Session`)
+    /// or the API token with hash `token_hash` (`Via::Token`) is live and its user enabled.
+    /// A database error counts as still valid (the next check decides).
+    pub async fn credential_valid(&self, p: &Principal, token_hash: Option<&str>) -> bool {
+        let Ok(mut conn) = self.store().read().await else {
+            return true;
+        };
+        let r = match (&p.via, token_hash) {
+            (Via::Session { token_hash, .. }, _) => {
+                security::session_user(&mut conn, token_hash, Ts::now())
+                    .await
+                    .map(|u| u.is_some())
+            }
+            (Via::Token, Some(h)) => security::api_token_user(&mut conn, h)
+                .await
+                .map(|u| u.is_some()),
+            (Via::Token, None) => Ok(true),
+        };
+        r.unwrap_or(true)
+    }
+
+    /// The event that makes the user's open sockets re-check their credentials.
+    pub(crate) fn credentials_changed(user: &UserId) -> crate::Event {
+        crate::Event::to_user(
+            user,
+            crate::EventBody::CredentialsChanged {
+                user_id: user.clone(),
+            },
+        )
+    }
+
     /// Ends the session; an operator with no other session becomes Inactive (S3).
     pub async fn logout(&self, p: &Principal) -> Result<()> {
         let Via::Session { token_hash, .. } = &p.via else {
             return Ok(());
         };
         let mut tx = self.store().begin().await?;
-        let mut events = Vec::new();
+        let mut events = vec![Self::credentials_changed(p.id())];
         if let Some(user) = security::delete_session(&mut tx, token_hash).await?
             && security::live_sessions(&mut tx, &user, Ts::now()).await? == 0
         {
@@ -251,12 +395,47 @@ impl Desk {
         if !security::revoke_api_token(&mut tx, user, id, Ts::now()).await? {
             return Err(Error::not_found("token"));
         }
-        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-        Ok(())
+        self.commit(tx, vec![Self::credentials_changed(user)]).await
     }
 }
 
-fn check_password_strength(pw: &str) -> Result<()> {
+/// Forgets old throttle rows and deletes idle visitor sessions, once a minute.
+pub(crate) async fn prune(desk: Desk, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let o = desk.options();
+        let forget = o
+            .login
+            .per_user
+            .forget_after_ms
+            .max(o.login.per_address.forget_after_ms)
+            .max(2 * 60 * 1000);
+        let now = Ts::now();
+        let r = async {
+            let mut tx = desk.store().begin().await?;
+            security::prune_throttle(&mut tx, Ts(now.0 - forget)).await?;
+            security::expire_visitor_sessions(
+                &mut tx,
+                Ts(now.0 - o.visitor_session_ttl.as_millis() as i64),
+                10_000,
+            )
+            .await?;
+            tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "pruning throttles and visitor sessions");
+        }
+    }
+}
+
+pub(crate) fn check_password_strength(pw: &str) -> Result<()> {
     if pw.chars().count() < 8 {
         return Err(Error::invalid("password", "must be at least 8 characters"));
     }

@@ -65,6 +65,10 @@ pub enum EventBody {
         status: OperatorStatus,
         reason: StatusReason,
     },
+    /// The user's sessions or API tokens changed (a token revoked, the password changed or
+    /// reset, the user disabled, a logout): each of the user's sockets checks its own
+    /// credential at once and closes when it has ended. Sockets do not forward it.
+    CredentialsChanged { user_id: UserId },
     /// Events may have been missed (the socket lagged, or this node lost its connection to the
     /// other nodes' events for a moment): reload lists and open chats.
     Resync,

@@ -43,9 +43,13 @@ pub struct DeskOptions {
     pub timer_tick: Duration,
     /// Largest accepted file.
     pub max_file_bytes: u64,
-    /// Failed logins per username within `login_window` before logins are refused.
-    pub login_max_failures: i64,
-    pub login_window: Duration,
+    /// Login throttling per (username, client address) and per client address (see
+    /// `auth::LoginPolicy`).
+    pub login: auth::LoginPolicy,
+    /// New widget visitor sessions per client address per minute.
+    pub visitor_sessions_per_minute: i64,
+    /// A widget visitor session unused for this long ends (401; the widget starts a new one).
+    pub visitor_session_ttl: Duration,
     /// Largest ingestion batch committed at once.
     pub ingest_batch: usize,
     /// Concurrent ingestion writers on PostgreSQL (SQLite always has one).
@@ -62,8 +66,9 @@ impl Default for DeskOptions {
             session_ttl: Duration::from_secs(12 * 3600),
             timer_tick: Duration::from_millis(500),
             max_file_bytes: 20 * 1024 * 1024,
-            login_max_failures: 5,
-            login_window: Duration::from_secs(15 * 60),
+            login: auth::LoginPolicy::default(),
+            visitor_sessions_per_minute: 20,
+            visitor_session_ttl: Duration::from_secs(30 * 24 * 3600),
             ingest_batch: 512,
             ingest_writers: 4,
             argon2_memory_kib: 19 * 1024,
@@ -164,6 +169,7 @@ impl Desk {
             desk.clone(),
             desk.inner.shutdown.subscribe(),
         ));
+        tokio::spawn(auth::prune(desk.clone(), desk.inner.shutdown.subscribe()));
         if let Some(every) = desk.options().duplicate_scan_every {
             tokio::spawn(duplicate_scan::schedule(
                 desk.clone(),

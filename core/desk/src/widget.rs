@@ -14,7 +14,11 @@ use crate::{Desk, Error, Result};
 #[derive(Debug, Clone)]
 pub struct Visitor {
     pub channel: ChannelId,
+    /// The visitor's identity on the channel. Until the first message (`has_contact` false) it
+    /// is only reserved: its id is final, but no row exists and `contact_id` matches nothing.
     pub identity: Identity,
+    /// Whether the identity and its contact exist (the visitor has written).
+    pub has_contact: bool,
 }
 
 /// A new visitor session: keep the token in the browser to stay the same visitor.
@@ -36,13 +40,33 @@ pub struct OutboundItem {
 }
 
 impl Desk {
-    /// Starts a widget visitor session on the channel with this public key.
+    /// Starts a widget visitor session on the channel with this public key, for a client at
+    /// `client` (its address key): at most `visitor_sessions_per_minute` per address and
+    /// minute. No contact is created until the visitor writes.
     pub async fn visitor_session(
         &self,
         public_key: &str,
         name: Option<&str>,
+        client: &str,
     ) -> Result<VisitorSession> {
         let now = Ts::now();
+        let mut tx = self.store().begin().await?;
+        if let Some(at) = security::take_rate(
+            &mut tx,
+            &format!("widget-session:{client}"),
+            now,
+            60_000,
+            self.options().visitor_sessions_per_minute,
+        )
+        .await?
+        {
+            return Err(Error::RateLimited {
+                retry_after: std::time::Duration::from_secs(
+                    ((at.0 - now.0).max(1) as u64).div_ceil(1000),
+                ),
+            });
+        }
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         let mut tx = self.store().begin().await?;
         let channel = directory::channel_by_public_key(&mut tx, public_key)
             .await?
@@ -54,11 +78,89 @@ impl Desk {
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .map(|n| n.chars().take(200).collect::<String>());
+        let identity = IdentityId::generate();
+        let external_id = format!("visitor-{}", uuid::Uuid::now_v7().simple());
+        let (token, hash) = new_secret("fdv_");
+        security::insert_visitor_session(
+            &mut tx,
+            &hash,
+            &channel.id,
+            &identity,
+            &external_id,
+            name.as_deref(),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        Ok(VisitorSession {
+            token,
+            visitor_id: identity,
+            channel_name: channel.name,
+            settings: channel.settings,
+        })
+    }
+
+    /// Resolves a visitor token. A session unused for `visitor_session_ttl` has ended (and is
+    /// deleted). `touch` marks it used (requests do; the socket's re-check does not, so an
+    /// abandoned open page does not keep a session alive).
+    pub async fn authenticate_visitor(&self, token: &str, touch: bool) -> Result<Visitor> {
+        let now = Ts::now();
+        let hash = hash_secret(token);
+        let mut conn = self.store().read().await?;
+        let row = security::visitor_session(&mut conn, &hash)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        drop(conn);
+        let ttl = self.options().visitor_session_ttl.as_millis() as i64;
+        if row.last_seen_at.0 <= now.0 - ttl {
+            let mut tx = self.store().begin().await?;
+            security::delete_visitor_session(&mut tx, &hash).await?;
+            tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+            return Err(Error::Unauthenticated);
+        }
+        // Written at most every ttl/20 (and at least hourly), not on every request.
+        if touch && now.0 - row.last_seen_at.0 > (ttl / 20).min(3_600_000) {
+            let mut tx = self.store().begin().await?;
+            security::touch_visitor_session(&mut tx, &hash, now).await?;
+            tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        }
+        let has_contact = row.identity.is_some();
+        let identity = row.identity.unwrap_or_else(|| Identity {
+            id: row.identity_id,
+            contact_id: ContactId::generate(),
+            channel_id: row.channel.clone(),
+            external_id: row.external_id,
+            display_name: row.display_name,
+            created_at: row.created_at,
+        });
+        Ok(Visitor {
+            channel: row.channel,
+            identity,
+            has_contact,
+        })
+    }
+
+    /// Creates the visitor's contact and identity (with the session's reserved id) before
+    /// their first message; a no-op when they exist.
+    async fn ensure_visitor_contact(&self, v: &Visitor) -> Result<()> {
+        if v.has_contact {
+            return Ok(());
+        }
+        let now = Ts::now();
+        let mut tx = self.store().begin().await?;
+        if contacts::identity_by_external(&mut tx, &v.channel, &v.identity.external_id)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
         let contact_id = ContactId::generate();
-        let visitor_no = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let display = name
+        let tail = v.identity.external_id.len().saturating_sub(8);
+        let display = v
+            .identity
+            .display_name
             .clone()
-            .unwrap_or_else(|| format!("Visitor {visitor_no}"));
+            .unwrap_or_else(|| format!("Visitor {}", &v.identity.external_id[tail..]));
         contacts::insert_contact(
             &mut tx,
             contacts::NewContact {
@@ -72,41 +174,28 @@ impl Desk {
         )
         .await?;
         let identity = Identity {
-            id: IdentityId::generate(),
-            contact_id,
-            channel_id: channel.id.clone(),
-            external_id: format!("visitor-{}", uuid::Uuid::now_v7()),
-            display_name: name,
+            contact_id: contact_id.clone(),
             created_at: now,
+            ..v.identity.clone()
         };
-        contacts::insert_identity(&mut tx, &identity).await?;
-        let (token, hash) = new_secret("fdv_");
-        security::insert_visitor_session(&mut tx, &hash, &channel.id, &identity.id, now).await?;
+        if !contacts::insert_identity(&mut tx, &identity).await? {
+            // Another request of the same visitor won the race.
+            return Ok(());
+        }
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-        Ok(VisitorSession {
-            token,
-            visitor_id: identity.id,
-            channel_name: channel.name,
-            settings: channel.settings,
-        })
+        Ok(())
     }
 
-    pub async fn authenticate_visitor(&self, token: &str) -> Result<Visitor> {
-        let mut conn = self.store().read().await?;
-        let (channel, identity) = security::visitor_session(&mut conn, &hash_secret(token))
-            .await?
-            .ok_or(Error::Unauthenticated)?;
-        Ok(Visitor { channel, identity })
-    }
-
-    /// The visitor's conversation: every chat of their contact on this channel, oldest first,
-    /// without internal system lines.
+    /// The visitor's conversation: every chat of this visitor session's identity on this
+    /// channel, oldest first, without internal system lines. Chats belong to the identity the
+    /// visitor wrote from, not to the contact: after an operator merges two visitors' contacts,
+    /// each visitor still sees only their own chats.
     pub async fn visitor_transcript(&self, v: &Visitor) -> Result<Vec<Message>> {
         let mut conn = self.store().read().await?;
         let (chats, _) = chat_store::list_chats(
             &mut conn,
             &chat_store::ChatFilter {
-                contact: Some(v.identity.contact_id.clone()),
+                identity: Some(v.identity.id.clone()),
                 channel: Some(v.channel.clone()),
                 limit: 100,
                 ..Default::default()
@@ -128,6 +217,9 @@ impl Desk {
         client_id: Option<&str>,
         files: Vec<FileId>,
     ) -> Result<IngestOutcome> {
+        // Checked before the contact is created, so that empty sends create nothing.
+        crate::chats::validate_text(text, files.len())?;
+        self.ensure_visitor_contact(v).await?;
         self.ingest(Inbound {
             channel: v.channel.clone(),
             external_id: client_id.map(|c| format!("{}:{c}", v.identity.id)),
@@ -140,7 +232,8 @@ impl Desk {
         .await
     }
 
-    /// A file of the visitor's conversation.
+    /// A file of the visitor's own conversation (a chat of their identity, as
+    /// [`Desk::visitor_transcript`]), or one they uploaded.
     pub async fn visitor_download(
         &self,
         v: &Visitor,
@@ -151,11 +244,13 @@ impl Desk {
             .await?
             .ok_or(Error::not_found("file"))?;
         let allowed = match &rec.chat_id {
-            Some(chat) => chat_store::get_chat(&mut conn, chat, Ts::now())
-                .await?
-                .is_some_and(|c| {
-                    c.contact_id == v.identity.contact_id && c.channel_id == v.channel
-                }),
+            Some(chat) => {
+                chat_store::identity_of(&mut conn, chat)
+                    .await?
+                    .flatten()
+                    .as_deref()
+                    == Some(v.identity.id.as_str())
+            }
             None => rec.uploader_identity.as_ref() == Some(&v.identity.id),
         };
         if !allowed {

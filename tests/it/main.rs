@@ -6,11 +6,15 @@ mod browser;
 mod chats;
 mod duplicates;
 mod engine;
+mod hardening;
 mod ingest;
 mod input;
+mod permissions;
 mod plugins;
+mod process_limits;
 mod processes;
 mod race;
+mod templates;
 mod timers;
 mod visibility;
 

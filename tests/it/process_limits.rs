@@ -1,0 +1,319 @@
+//! Rows 1–4 of issue 14 against the real server: what an admin's process cannot do. A loop
+//! without a wait state is refused at deploy naming its elements; a walk that fails at run
+//! time (the step budget, an expression error) becomes an incident, also when an anonymous
+//! widget message starts it; deep FEEL and deep XML are refused at deploy; overflowing date
+//! arithmetic is an incident, not a timer firing at once. The server answers throughout.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use ferrydesk_tests::{Api, Backend, Fixture, FixtureOptions, Server, Visitor};
+use serde_json::{Value, json};
+
+use crate::{on_both_backends, setup};
+
+on_both_backends!(
+    loop_refused_and_runtime_failure_is_an_incident,
+    widget_message_start_that_fails_is_an_incident,
+    deep_feel_and_deep_xml_are_refused,
+    overflowing_date_arithmetic_is_an_incident
+);
+
+async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn deploy(admin: &Api, xml: &str) -> Result<ferrydesk_tests::Resp> {
+    admin
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/processes",
+            "application/xml",
+            xml.as_bytes().to_vec(),
+        )
+        .await
+}
+
+/// `/healthz` answers 200 within a second.
+async fn alive(server: &Server) -> Result<()> {
+    let r = tokio::time::timeout(Duration::from_secs(1), server.api().get("/healthz")).await;
+    match r {
+        Ok(Ok(r)) if r.status == 200 => Ok(()),
+        Ok(Ok(r)) => bail!("/healthz answered {}", r.status),
+        Ok(Err(e)) => bail!("/healthz failed: {e}"),
+        Err(_) => bail!("/healthz did not answer within 1 s"),
+    }
+}
+
+fn definitions(process: &str, start: &str, body: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
+  <bpmn:message id="m" name="chat.message.received"><bpmn:extensionElements><zeebe:subscription correlationKey="=chatId" /></bpmn:extensionElements></bpmn:message>
+  <bpmn:process id="{process}" isExecutable="true">
+    {start}
+    {body}
+  </bpmn:process>
+</bpmn:definitions>"#
+    )
+}
+
+const NONE_START: &str = r#"<bpmn:startEvent id="s" />"#;
+const MESSAGE_START: &str =
+    r#"<bpmn:startEvent id="s"><bpmn:messageEventDefinition messageRef="m" /></bpmn:startEvent>"#;
+
+/// `stages` parallel splits doubling the tokens: no loop, but 2^stages tokens in one command.
+fn fan_out(stages: usize) -> String {
+    let mut body = String::from(r#"<bpmn:sequenceFlow id="f0" sourceRef="s" targetRef="p0" />"#);
+    for k in 0..stages {
+        let next = if k + 1 == stages {
+            "e".to_owned()
+        } else {
+            format!("p{}", k + 1)
+        };
+        body.push_str(&format!(
+            r#"
+    <bpmn:parallelGateway id="p{k}" />
+    <bpmn:exclusiveGateway id="x{k}" default="n{k}" />
+    <bpmn:sequenceFlow id="a{k}" sourceRef="p{k}" targetRef="x{k}" />
+    <bpmn:sequenceFlow id="b{k}" sourceRef="p{k}" targetRef="x{k}" />
+    <bpmn:sequenceFlow id="n{k}" sourceRef="x{k}" targetRef="{next}" />"#
+        ));
+    }
+    body.push_str(r#"<bpmn:endEvent id="e" />"#);
+    body
+}
+
+/// The open incident of an instance, waiting for it.
+async fn incident_of(admin: &Api, instance: &str) -> Result<Value> {
+    until(20, "an incident", || async {
+        let list = admin.get("/api/v1/incidents").await?.ok()?;
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["instance_id"] == instance)
+            .cloned())
+    })
+    .await
+}
+
+async fn loop_refused_and_runtime_failure_is_an_incident(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    // The issue's process: `gw1 -default-> gw2 -default-> gw1`.
+    let looping = definitions(
+        "looping",
+        NONE_START,
+        r#"<bpmn:exclusiveGateway id="gw1" default="f2" />
+    <bpmn:exclusiveGateway id="gw2" default="f3" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="gw1" />
+    <bpmn:sequenceFlow id="f2" sourceRef="gw1" targetRef="gw2" />
+    <bpmn:sequenceFlow id="f3" sourceRef="gw2" targetRef="gw1" />"#,
+    );
+    let r = deploy(&fx.admin, &looping).await?;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let msg = r.body["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("gw1 → gw2 → gw1") && msg.contains("no wait state"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["field"], "bpmn:gw1", "{}", r.text);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_definitions WHERE process_key = 'looping'")
+            .await?,
+        0
+    );
+    alive(&server).await?;
+
+    // A walk past the step budget (a huge fan-out, legitimate but too large for one command):
+    // the instance is created and waits in an incident naming the budget; nothing of the
+    // walk is kept.
+    deploy(&fx.admin, &definitions("fanning", NONE_START, &fan_out(14)))
+        .await?
+        .ok()?;
+    let started = tokio::time::timeout(
+        Duration::from_secs(10),
+        fx.admin
+            .post("/api/v1/processes/fanning/instances", json!({"variables": {"k": 1}})),
+    )
+    .await??;
+    let started = started.ok()?;
+    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let inc = incident_of(&fx.admin, &id).await?;
+    assert!(
+        inc["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("without reaching a wait state"),
+        "{inc}"
+    );
+    let i = fx
+        .admin
+        .get(&format!("/api/v1/process-instances/{id}"))
+        .await?
+        .ok()?;
+    assert_eq!(i["instance"]["state"], "active", "{i}");
+    assert_eq!(i["instance"]["incidents"], 1, "{i}");
+    assert_eq!(i["variables"]["k"], 1, "{i}");
+    // Retrying fails the same way: the incident stays, the server carries on.
+    let iid = inc["id"].as_str().unwrap_or_default();
+    let r = fx
+        .admin
+        .post(&format!("/api/v1/incidents/{iid}/retry"), json!({"retries": 1}))
+        .await?;
+    assert_eq!(r.status, 409, "{}", r.text);
+    incident_of(&fx.admin, &id).await?;
+    alive(&server).await?;
+    Ok(())
+}
+
+async fn widget_message_start_that_fails_is_an_incident(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    // Started by every client message; its walk exceeds the step budget.
+    deploy(&fx.admin, &definitions("greeting", MESSAGE_START, &fan_out(14)))
+        .await?
+        .ok()?;
+    let visitor = Visitor::new(&server.base, &fx.widget_key).await?;
+    visitor.send("Hello").await?;
+    let inc = until(30, "an incident on the started instance", || async {
+        let list = fx.admin.get("/api/v1/incidents").await?.ok()?;
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| {
+                i["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("without reaching a wait state")
+            })
+            .cloned())
+    })
+    .await?;
+    let id = inc["instance_id"].as_str().unwrap_or_default().to_owned();
+    let i = fx
+        .admin
+        .get(&format!("/api/v1/process-instances/{id}"))
+        .await?
+        .ok()?;
+    assert_eq!(i["instance"]["process_key"], "greeting", "{i}");
+    alive(&server).await?;
+    // The signal was consumed once (not left to come back when its lease runs out), and the
+    // server keeps serving visitors: the next message starts the next instance.
+    until(10, "the signal to be consumed", || async {
+        Ok((db.scalar_i64("SELECT COUNT(*) FROM process_signals").await? == 0).then_some(()))
+    })
+    .await?;
+    visitor.send("Still there?").await?;
+    until(30, "a second incident", || async {
+        let list = fx.admin.get("/api/v1/incidents").await?.ok()?;
+        Ok((list.as_array().map(Vec::len).unwrap_or(0) >= 2).then_some(()))
+    })
+    .await?;
+    alive(&server).await?;
+    Ok(())
+}
+
+async fn deep_feel_and_deep_xml_are_refused(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let cond = format!("={}x{}", "(".repeat(1000), ")".repeat(1000));
+    let xml = definitions(
+        "deep",
+        NONE_START,
+        &format!(
+            r#"<bpmn:exclusiveGateway id="gw" default="f3" />
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="gw" />
+    <bpmn:sequenceFlow id="f2" sourceRef="gw" targetRef="e"><bpmn:conditionExpression>{cond}</bpmn:conditionExpression></bpmn:sequenceFlow>
+    <bpmn:sequenceFlow id="f3" sourceRef="gw" targetRef="e" />"#
+        ),
+    );
+    let r = deploy(&fx.admin, &xml).await?;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["field"], "bpmn:f2", "{}", r.text);
+    assert!(r.text.contains("nests deeper than 64 levels"), "{}", r.text);
+    alive(&server).await?;
+
+    let deep = format!(
+        r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL">{}{}</bpmn:definitions>"#,
+        "<bpmn:a>".repeat(65_000),
+        "</bpmn:a>".repeat(65_000)
+    );
+    let r = deploy(&fx.admin, &deep).await?;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("nest deeper than 128 levels"), "{}", r.text);
+    alive(&server).await?;
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_definitions WHERE process_key = 'deep'")
+            .await?,
+        0
+    );
+    Ok(())
+}
+
+async fn overflowing_date_arithmetic_is_an_incident(b: Backend) -> Result<()> {
+    let (_db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    for (key, when) in [
+        ("far", r#"<bpmn:timeDate>=now() + duration("P999999999999D")</bpmn:timeDate>"#),
+        ("years", r#"<bpmn:timeDate>=duration("P999999999999Y") + now()</bpmn:timeDate>"#),
+        ("beyond", r#"<bpmn:timeDate>=now() + duration("P3000000D")</bpmn:timeDate>"#),
+    ] {
+        let xml = definitions(
+            key,
+            NONE_START,
+            &format!(
+                r#"<bpmn:intermediateCatchEvent id="wait"><bpmn:timerEventDefinition>{when}</bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="wait" />
+    <bpmn:sequenceFlow id="f2" sourceRef="wait" targetRef="e" />"#
+            ),
+        );
+        deploy(&fx.admin, &xml).await?.ok()?;
+        let started = fx
+            .admin
+            .post(&format!("/api/v1/processes/{key}/instances"), json!({}))
+            .await?
+            .ok()?;
+        let id = started["id"].as_str().unwrap_or_default().to_owned();
+        let inc = incident_of(&fx.admin, &id).await?;
+        assert_eq!(inc["element"], "wait", "{inc}");
+        let m = inc["message"].as_str().unwrap_or_default();
+        assert!(
+            m.contains("20,000 years") || m.contains("years and months") || m.contains("leaves the years"),
+            "{inc}"
+        );
+        // The timer did not fire: the instance waits in its incident, nothing completed.
+        let i = fx
+            .admin
+            .get(&format!("/api/v1/process-instances/{id}"))
+            .await?
+            .ok()?;
+        assert_eq!(i["instance"]["state"], "active", "{i}");
+        let fired = i["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| h["element"] == "wait" && h["event"] == "completed");
+        assert!(!fired, "{i}");
+    }
+    alive(&server).await?;
+    Ok(())
+}

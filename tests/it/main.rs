@@ -9,12 +9,10 @@ mod engine;
 mod hardening;
 mod ingest;
 mod input;
-mod permissions;
 mod plugins;
 mod process_limits;
 mod processes;
 mod race;
-mod templates;
 mod timers;
 mod visibility;
 

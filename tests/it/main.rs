@@ -9,6 +9,7 @@ mod engine;
 mod hardening;
 mod ingest;
 mod input;
+mod permissions;
 mod plugins;
 mod process_limits;
 mod processes;

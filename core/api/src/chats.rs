@@ -78,6 +78,7 @@ impl ListQuery {
             operator: self.operator_id.clone().map(UserId),
             contact: self.contact_id.clone().map(ContactId),
             case: self.case_id.clone().map(CaseId),
+            identity: None,
             visible_to: None,
             from: parse_ts("from", &self.from)?,
             to: parse_ts("to", &self.to)?,

@@ -44,6 +44,7 @@ use crate::AppState;
         crate::processes::claim, crate::processes::complete, crate::processes::get_menu, crate::processes::put_menu,
         crate::processes::start_from_chat, crate::processes::list_cases, crate::processes::create_case,
         crate::processes::get_case, crate::processes::update_case, crate::processes::start_chat_from_case,
+        crate::processes::case_history,
     ),
     components(schemas(ferrydesk_desk::EventBody)),
     modifiers(&Security),

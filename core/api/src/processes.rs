@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json as Out, Router};
-use ferrydesk_desk::cases::{CaseInput, CasePatch, CaseView};
+use ferrydesk_desk::cases::{CaseChange, CaseInput, CasePatch, CaseView};
 use ferrydesk_domain::*;
 use ferrydesk_engine::menu::{ChatActionSetting, ProcessRun};
 use ferrydesk_engine::{
@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/cases", get(list_cases).post(create_case))
         .route("/cases/{id}", get(get_case).patch(update_case))
         .route("/cases/{id}/chats", post(start_chat_from_case))
+        .route("/cases/{id}/history", get(case_history))
 }
 
 /// Deploying takes the BPMN XML as the raw body (up to 4 MiB).
@@ -334,6 +335,7 @@ async fn list_cases(
                 contact: q.contact_id,
                 responsible: q.responsible_id,
                 q: q.q,
+                visible_to: None,
                 limit: q.limit.unwrap_or(50),
                 offset: q.offset.unwrap_or(0),
             },
@@ -350,12 +352,9 @@ async fn create_case(
     Auth(p): Auth,
     Json(input): Json<CaseInput>,
 ) -> ApiResult<(StatusCode, Out<Case>)> {
-    if let Some(c) = &input.chat_id {
-        s.desk.chat_view(&p, c).await?;
-    }
     Ok((
         StatusCode::CREATED,
-        Out(s.desk.create_case(Some(p.id()), input, None).await?),
+        Out(s.desk.create_case_as(&p, input).await?),
     ))
 }
 
@@ -369,8 +368,11 @@ async fn get_case(
     Ok(Out(s.desk.case_view(&p, &CaseId(id)).await?))
 }
 
+/// Edits a case: supervisors and admins any case; an operator a case they are responsible for,
+/// or one nobody is responsible for (see docs/api.md, "Cases"). Each changed field is recorded
+/// in the case history.
 #[utoipa::path(patch, path = "/api/v1/cases/{id}", operation_id = "update_case", tag = "cases", request_body = CasePatch,
-    responses((status = 200, body = Case), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Case), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn update_case(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -378,6 +380,17 @@ async fn update_case(
     Json(patch): Json<CasePatch>,
 ) -> ApiResult<Out<Case>> {
     Ok(Out(s.desk.update_case(&p, &CaseId(id), patch).await?))
+}
+
+/// Who changed what on the case, oldest first (at most 1,000 entries).
+#[utoipa::path(get, path = "/api/v1/cases/{id}/history", operation_id = "case_history", tag = "cases",
+    responses((status = 200, body = Vec<CaseChange>), (status = 404, body = ErrorBody)))]
+async fn case_history(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Vec<CaseChange>>> {
+    Ok(Out(s.desk.case_history(&p, &CaseId(id)).await?))
 }
 
 /// Starts a chat with the case's contact, linked to the case (S22).

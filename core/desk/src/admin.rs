@@ -660,6 +660,9 @@ impl Desk {
             &mut conn,
             &ferrydesk_store::cases::CaseFilter {
                 contact: Some(id.clone()),
+                // The case visibility rule (see `cases.rs`): cases made from others'
+                // unfinished chats are left out.
+                visible_to: (!p.role().sees_all_chats()).then(|| p.id().clone()),
                 limit: 500,
                 ..Default::default()
             },

@@ -1,9 +1,21 @@
 //! Cases: created by hand, by the "Create case" process (through the `case.create` task) or by
 //! the API; listed, edited, shown on the contact's timeline; a chat can be started from one
-//! (S22). Every operator may read and edit cases; the chat link follows the visibility rule.
+//! (S22).
+//!
+//! Who may read a case ([`Desk::readable_case`], one place; lists use the same rule as SQL,
+//! `CaseFilter::visible_to`): supervisors and admins every case; an operator a case that was not
+//! made from a chat, a case they are responsible for, and a case whose chat they may read
+//! (S10, [`Desk::readable_chat`]) — a case made from a chat carries its content (the subject is
+//! the client's first line, the description the transcript), so it is as private as the chat
+//! until the chat is finished. Anything else is `not_found`.
+//!
+//! Who may edit a case ([`Desk::editable_case`]): supervisors and admins every case; an operator
+//! a case they may read and are responsible for, or a readable case nobody is responsible for
+//! (to take it). Every change is recorded field by field in the case history
+//! ([`Desk::case_history`]).
 
 use ferrydesk_domain::*;
-use ferrydesk_store::{cases, contacts, directory};
+use ferrydesk_store::{Conn, cases, contacts, directory};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -50,6 +62,23 @@ mod double_option {
         Option::<T>::deserialize(d).map(Some)
     }
 }
+
+/// One recorded change of a case: who changed which field from what to what, and when.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CaseChange {
+    pub id: String,
+    /// The user who made the change; `null` for a process.
+    pub actor_id: Option<UserId>,
+    pub actor_name: Option<String>,
+    /// `subject`, `description`, `status`, `priority` or `responsible_id`.
+    pub field: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub at: Ts,
+}
+
+/// Most history entries returned for one case.
+pub const MAX_CASE_HISTORY: i64 = 1000;
 
 /// A case with the chats linked to it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -159,20 +188,83 @@ impl Desk {
         Ok(case)
     }
 
+    /// Creates a case for a user of the API: a chat to link must be one they may read.
+    pub async fn create_case_as(&self, p: &Principal, input: CaseInput) -> Result<Case> {
+        if let Some(c) = &input.chat_id {
+            let mut conn = self.store().read().await?;
+            self.readable_chat(&mut conn, p, c)
+                .await
+                .map_err(|_| Error::invalid("chat_id", format!("no chat `{c}`")))?;
+        }
+        self.create_case(Some(p.id()), input, None).await
+    }
+
+    /// The case visibility rule (see the module documentation): the case, or `not_found`.
+    pub async fn readable_case(&self, conn: &mut Conn, p: &Principal, id: &CaseId) -> Result<Case> {
+        let case = cases::get_case(conn, id)
+            .await?
+            .ok_or(Error::not_found("case"))?;
+        if p.role().sees_all_chats() || case.responsible_id.as_ref() == Some(p.id()) {
+            return Ok(case);
+        }
+        if let Some(chat) = &case.chat_id
+            && self.readable_chat(conn, p, chat).await.is_err()
+        {
+            return Err(Error::not_found("case"));
+        }
+        Ok(case)
+    }
+
+    /// The case edit rule (see the module documentation): the case, `not_found` when the
+    /// caller may not read it, `forbidden` when they may read but not edit it.
+    async fn editable_case(&self, conn: &mut Conn, p: &Principal, id: &CaseId) -> Result<Case> {
+        let case = self.readable_case(conn, p, id).await?;
+        if p.role().sees_all_chats() {
+            return Ok(case);
+        }
+        match &case.responsible_id {
+            None => Ok(case),
+            Some(r) if r == p.id() => Ok(case),
+            Some(_) => Err(Error::forbidden(
+                "only the case's responsible operator or a supervisor may edit this case",
+            )),
+        }
+    }
+
+    /// Cases the caller may read (the total counts only those).
     pub async fn list_cases(
         &self,
-        _p: &Principal,
+        p: &Principal,
         filter: &cases::CaseFilter,
     ) -> Result<(Vec<Case>, i64)> {
+        let mut filter = filter.clone();
+        filter.visible_to = (!p.role().sees_all_chats()).then(|| p.id().clone());
         let mut conn = self.store().read().await?;
-        Ok(cases::list_cases(&mut conn, filter).await?)
+        Ok(cases::list_cases(&mut conn, &filter).await?)
+    }
+
+    /// Who changed what on a case, oldest first (for whoever may read the case).
+    pub async fn case_history(&self, p: &Principal, id: &CaseId) -> Result<Vec<CaseChange>> {
+        let mut conn = self.store().read().await?;
+        self.readable_case(&mut conn, p, id).await?;
+        Ok(cases::case_changes(&mut conn, id, MAX_CASE_HISTORY)
+            .await?
+            .into_iter()
+            .map(|r| CaseChange {
+                id: r.id,
+                actor_id: r.actor_id.map(UserId),
+                actor_name: r.actor_name,
+                field: r.field,
+                old_value: r.old_value,
+                new_value: r.new_value,
+                at: Ts(r.at),
+            })
+            .collect())
     }
 
     pub async fn case_view(&self, p: &Principal, id: &CaseId) -> Result<CaseView> {
         let mut conn = self.store().read().await?;
-        let case = cases::get_case(&mut conn, id)
-            .await?
-            .ok_or(Error::not_found("case"))?;
+        let case = self.readable_case(&mut conn, p, id).await?;
         let (chats, _) = ferrydesk_store::chats::list_chats(
             &mut conn,
             &ferrydesk_store::chats::ChatFilter {
@@ -197,9 +289,8 @@ impl Desk {
     pub async fn update_case(&self, p: &Principal, id: &CaseId, patch: CasePatch) -> Result<Case> {
         let now = Ts::now();
         let mut tx = self.store().begin().await?;
-        let mut c = cases::get_case(&mut tx, id)
-            .await?
-            .ok_or(Error::not_found("case"))?;
+        let before = self.editable_case(&mut tx, p, id).await?;
+        let mut c = before.clone();
         if let Some(s) = &patch.subject {
             c.subject = check_subject(s)?;
         }
@@ -227,8 +318,49 @@ impl Desk {
             };
             c.status = s;
         }
-        let _ = p;
+        let changes = [
+            ("subject", Some(before.subject.clone()), Some(c.subject.clone())),
+            (
+                "description",
+                Some(before.description.clone()),
+                Some(c.description.clone()),
+            ),
+            (
+                "status",
+                Some(before.status.as_str().to_owned()),
+                Some(c.status.as_str().to_owned()),
+            ),
+            (
+                "priority",
+                Some(before.priority.as_str().to_owned()),
+                Some(c.priority.as_str().to_owned()),
+            ),
+            (
+                "responsible_id",
+                before.responsible_id.as_ref().map(|u| u.0.clone()),
+                c.responsible_id.as_ref().map(|u| u.0.clone()),
+            ),
+        ];
+        if changes.iter().all(|(_, old, new)| old == new) {
+            return Ok(before);
+        }
         cases::update_case(&mut tx, &c, now).await?;
+        for (field, old, new) in &changes {
+            if old != new {
+                cases::insert_case_change(
+                    &mut tx,
+                    cases::NewCaseChange {
+                        case: id,
+                        actor: Some(p.id()),
+                        field,
+                        old_value: old.as_deref(),
+                        new_value: new.as_deref(),
+                        now,
+                    },
+                )
+                .await?;
+            }
+        }
         let c = cases::get_case(&mut tx, id)
             .await?
             .ok_or(Error::not_found("case"))?;
@@ -246,9 +378,7 @@ impl Desk {
     ) -> Result<Chat> {
         let case = {
             let mut conn = self.store().read().await?;
-            cases::get_case(&mut conn, id)
-                .await?
-                .ok_or(Error::not_found("case"))?
+            self.readable_case(&mut conn, p, id).await?
         };
         let contact = case
             .contact_id

@@ -99,6 +99,33 @@ impl Desk {
         }
     }
 
+    /// Whether `p` may read the chat (the visibility rule, for other crates: the process
+    /// engine's instance and task views). An unknown chat is not readable.
+    pub async fn may_read_chat(&self, p: &Principal, id: &ChatId) -> Result<bool> {
+        if p.role().sees_all_chats() {
+            return Ok(true);
+        }
+        let mut conn = self.store().read().await?;
+        match self.readable_chat(&mut conn, p, id).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `p` may read the case (the case visibility rule, `cases.rs`).
+    pub async fn may_read_case(&self, p: &Principal, id: &CaseId) -> Result<bool> {
+        if p.role().sees_all_chats() {
+            return Ok(true);
+        }
+        let mut conn = self.store().read().await?;
+        match self.readable_case(&mut conn, p, id).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn inbox(&self, p: &Principal) -> Result<Inbox> {
         let now = Ts::now();
         let mut conn = self.store().read().await?;
@@ -431,7 +458,9 @@ impl Desk {
         p: &Principal,
         q: &str,
     ) -> Result<Vec<TransferOperator>> {
-        let _ = p;
+        // Every staff member may list transfer targets (the transfer dialog): names,
+        // availability and load, no chat content. The caller is not a target.
+        p.require(Role::Operator)?;
         let mut conn = self.store().read().await?;
         let default_limit = self.default_chat_limit(&mut conn).await?;
         let q = q.to_lowercase();
@@ -440,6 +469,7 @@ impl Desk {
             .into_iter()
             .filter(|u| {
                 !u.disabled
+                    && &u.id != p.id()
                     && (q.is_empty()
                         || u.display_name.to_lowercase().contains(&q)
                         || u.username.contains(&q))

@@ -323,15 +323,19 @@ impl Engine {
         let row = store::get_instance(&mut conn, id)
             .await?
             .ok_or(Error::not_found("process instance"))?;
-        if !p.role().sees_all_chats() && row.started_by.as_deref() != Some(p.id().as_str()) {
-            match &row.chat_id {
-                Some(c) => {
-                    drop(conn);
-                    self.desk().chat_view(p, &ChatId(c.clone())).await?;
-                    conn = self.desk().store().read().await?;
-                }
-                None => return Err(Error::not_found("process instance")),
+        // Operators: an instance of a chat (or case) they may read; their own instances only
+        // while its chat and case stay readable to them — variables and history carry the
+        // chat's content (S10).
+        if !p.role().sees_all_chats() {
+            let own = row.started_by.as_deref() == Some(p.id().as_str());
+            if row.chat_id.is_none() && row.case_id.is_none() && !own {
+                return Err(Error::not_found("process instance"));
             }
+            drop(conn);
+            if !self.may_see_records(p, row.chat_id.as_deref(), row.case_id.as_deref()).await? {
+                return Err(Error::not_found("process instance"));
+            }
+            conn = self.desk().store().read().await?;
         }
         let inst: run::Instance = serde_json::from_str(&row.data).map_err(corrupt)?;
         let process = self.process(&mut conn, &row.definition_id).await?;
@@ -470,8 +474,45 @@ impl Engine {
         .await
     }
 
+    /// Whether an operator may see a process's data tied to this chat and case: both must be
+    /// readable to them (the visibility rule, `Desk::may_read_chat` / `may_read_case`).
+    async fn may_see_records(
+        &self,
+        p: &Principal,
+        chat: Option<&str>,
+        case: Option<&str>,
+    ) -> Result<bool> {
+        if let Some(c) = chat
+            && !self.desk().may_read_chat(p, &ChatId(c.to_owned())).await?
+        {
+            return Ok(false);
+        }
+        if let Some(c) = case
+            && !self.desk().may_read_case(p, &CaseId(c.to_owned())).await?
+        {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Whether `p` sees the task: it is for them ([`task_is_for`]) and its chat and case are
+    /// readable to them (a task's form and result carry the process's variables).
+    async fn task_visible(
+        &self,
+        p: &Principal,
+        t: &store::UserTaskRow,
+        queues: &[Queue],
+    ) -> Result<bool> {
+        Ok(task_is_for(p, t, queues)
+            && (p.role().sees_all_chats()
+                || self
+                    .may_see_records(p, t.chat_id.as_deref(), t.case_id.as_deref())
+                    .await?))
+    }
+
     /// The caller's task list: tasks assigned to them, and unassigned tasks of their candidate
-    /// groups (their role, or a queue they belong to). Supervisors see every open task.
+    /// groups (their role, or a queue they belong to), whose chat and case they may read.
+    /// Supervisors see every open task.
     pub async fn task_list(&self, p: &Principal, state: &str) -> Result<Vec<UserTask>> {
         if !matches!(state, "open" | "completed" | "canceled") {
             return Err(Error::invalid(
@@ -479,28 +520,39 @@ impl Engine {
                 "is one of open, completed, canceled",
             ));
         }
-        let mut conn = self.desk().store().read().await?;
-        let queues = ferrydesk_store::directory::list_queues(&mut conn).await?;
-        Ok(store::list_user_tasks(&mut conn, state, None, 500)
-            .await?
-            .into_iter()
-            .filter(|t| task_is_for(p, t, &queues))
-            .map(UserTask::from)
-            .collect())
+        let (queues, rows) = {
+            let mut conn = self.desk().store().read().await?;
+            let queues = ferrydesk_store::directory::list_queues(&mut conn).await?;
+            let rows = store::list_user_tasks(&mut conn, state, None, 500).await?;
+            (queues, rows)
+        };
+        let mut out = Vec::new();
+        for t in rows {
+            if self.task_visible(p, &t, &queues).await? {
+                out.push(UserTask::from(t));
+            }
+        }
+        Ok(out)
     }
 
     pub async fn user_task(&self, p: &Principal, id: &str) -> Result<UserTask> {
-        let mut conn = self.desk().store().read().await?;
-        let queues = ferrydesk_store::directory::list_queues(&mut conn).await?;
-        let t = store::get_user_task(&mut conn, id)
-            .await?
-            .filter(|t| task_is_for(p, t, &queues))
-            .ok_or(Error::not_found("task"))?;
+        let (queues, t) = {
+            let mut conn = self.desk().store().read().await?;
+            let queues = ferrydesk_store::directory::list_queues(&mut conn).await?;
+            let t = store::get_user_task(&mut conn, id)
+                .await?
+                .ok_or(Error::not_found("task"))?;
+            (queues, t)
+        };
+        if !self.task_visible(p, &t, &queues).await? {
+            return Err(Error::not_found("task"));
+        }
         Ok(UserTask::from(t))
     }
 
     /// Takes an unassigned task (it leaves the others' lists).
     pub async fn claim_user_task(&self, p: &Principal, id: &str) -> Result<UserTask> {
+        self.user_task(p, id).await?;
         let mut tx = self.desk().store().begin().await?;
         let queues = ferrydesk_store::directory::list_queues(&mut tx).await?;
         let mut t = store::get_user_task(&mut tx, id)
@@ -544,6 +596,7 @@ impl Engine {
         if !values.is_object() {
             return Err(Error::invalid("/", "the form's values are a JSON object"));
         }
+        self.user_task(p, id).await?;
         let mut tx = self.desk().store().begin().await?;
         let queues = ferrydesk_store::directory::list_queues(&mut tx).await?;
         let mut t = store::get_user_task(&mut tx, id)

@@ -132,6 +132,10 @@ pub struct CaseFilter {
     pub responsible: Option<UserId>,
     /// Matches the subject (case-insensitive) or the number.
     pub q: Option<String>,
+    /// Only cases this operator may read (the case visibility rule, as SQL): cases not made
+    /// from a chat, cases they are responsible for, and cases whose chat they may read
+    /// ([`crate::chats::readable_by_sql`]).
+    pub visible_to: Option<UserId>,
     pub limit: i64,
     pub offset: i64,
 }
@@ -151,6 +155,9 @@ pub async fn list_cases(conn: &mut Conn, f: &CaseFilter) -> Result<(Vec<Case>, i
     }
     if let Some(u) = &f.responsible {
         push(&mut cond, " AND k.responsible_id = ?", u.0.clone());
+    }
+    if let Some(u) = &f.visible_to {
+        push(&mut cond, &case_readable_by_sql("?"), u.0.clone());
     }
     if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         match q.trim_start_matches('#').parse::<i64>() {
@@ -185,6 +192,16 @@ pub async fn list_cases(conn: &mut Conn, f: &CaseFilter) -> Result<(Vec<Case>, i
     Ok((rows.iter().map(case).collect::<Result<_>>()?, total))
 }
 
+/// The case visibility rule for operators as an SQL condition on the case row `k`; `user` is
+/// the operator id's placeholder.
+fn case_readable_by_sql(user: &str) -> String {
+    format!(
+        " AND (k.chat_id IS NULL OR k.responsible_id = {user} OR EXISTS (SELECT 1 FROM chats c \
+         WHERE c.id = k.chat_id AND {}))",
+        crate::chats::readable_by_sql("c", user)
+    )
+}
+
 pub async fn update_case(conn: &mut Conn, c: &Case, now: Ts) -> Result<()> {
     sqlx::query(
         "UPDATE cases SET subject = $1, description = $2, status = $3, priority = $4, \
@@ -201,6 +218,60 @@ pub async fn update_case(conn: &mut Conn, c: &Case, now: Ts) -> Result<()> {
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// One changed field of a case: who, what, from, to, when.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CaseChangeRow {
+    pub id: String,
+    pub case_id: String,
+    /// `None` for a change made by a process.
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub field: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub at: i64,
+}
+
+/// A field change to record in the case history.
+pub struct NewCaseChange<'a> {
+    pub case: &'a CaseId,
+    pub actor: Option<&'a UserId>,
+    pub field: &'a str,
+    pub old_value: Option<&'a str>,
+    pub new_value: Option<&'a str>,
+    pub now: Ts,
+}
+
+pub async fn insert_case_change(conn: &mut Conn, c: NewCaseChange<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO case_changes (id, case_id, actor_id, field, old_value, new_value, at) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(c.case.as_str())
+    .bind(c.actor.map(|a| a.as_str()))
+    .bind(c.field)
+    .bind(c.old_value)
+    .bind(c.new_value)
+    .bind(c.now.0)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The history of a case, oldest first (at most `limit` entries).
+pub async fn case_changes(conn: &mut Conn, case: &CaseId, limit: i64) -> Result<Vec<CaseChangeRow>> {
+    Ok(sqlx::query_as(
+        "SELECT h.id, h.case_id, h.actor_id, u.display_name AS actor_name, h.field, h.old_value, \
+         h.new_value, h.at FROM case_changes h LEFT JOIN users u ON u.id = h.actor_id \
+         WHERE h.case_id = $1 ORDER BY h.at, h.id LIMIT $2",
+    )
+    .bind(case.as_str())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Links a chat to a case (the chat created it, or was started from it).

@@ -93,6 +93,8 @@ pub struct ChatFilter {
     pub operator: Option<UserId>,
     pub contact: Option<ContactId>,
     pub case: Option<CaseId>,
+    /// Only chats of this contact identity (a widget visitor session's own conversations).
+    pub identity: Option<IdentityId>,
     /// Only chats this operator may read (the visibility rule S10, as SQL): completed chats,
     /// chats in progress they are responsible for, new chats offered to them.
     pub visible_to: Option<UserId>,
@@ -100,6 +102,22 @@ pub struct ChatFilter {
     pub to: Option<Ts>,
     pub limit: i64,
     pub offset: i64,
+}
+
+/// The operator half of the visibility rule (S10) as an SQL condition on the chat row `alias`:
+/// completed chats, chats in progress `user` is responsible for, new chats offered to them.
+/// `user` is the placeholder of the operator's id (used several times). Every list that must
+/// only show readable chats (or records made from them, like cases) uses this one condition;
+/// `Desk::readable_chat` is the same rule for one chat.
+pub fn readable_by_sql(alias: &str, user: &str) -> String {
+    format!(
+        "({a}.status = 'completed' OR ({a}.status = 'in_progress' AND {a}.responsible_id = {u}) \
+         OR ({a}.status = 'new' AND ({a}.directed_to = {u} OR ({a}.directed_to IS NULL AND EXISTS ( \
+           SELECT 1 FROM queue_members qm JOIN queues q ON q.id = qm.queue_id \
+           WHERE qm.queue_id = {a}.queue_id AND qm.user_id = {u} AND q.routing_rule = 'all_operators')))))",
+        a = alias,
+        u = user
+    )
 }
 
 /// Chats matching the filter, newest first, and the total count.
@@ -129,15 +147,11 @@ pub async fn list_chats(conn: &mut Conn, f: &ChatFilter, now: Ts) -> Result<(Vec
     if let Some(c) = &f.case {
         push("c.case_id = ?", c.0.clone(), &mut binds);
     }
+    if let Some(i) = &f.identity {
+        push("c.identity_id = ?", i.0.clone(), &mut binds);
+    }
     if let Some(u) = &f.visible_to {
-        push(
-            "(c.status = 'completed' OR (c.status = 'in_progress' AND c.responsible_id = ?1) \
-             OR (c.status = 'new' AND (c.directed_to = ?1 OR (c.directed_to IS NULL AND EXISTS ( \
-               SELECT 1 FROM queue_members qm JOIN queues q ON q.id = qm.queue_id \
-               WHERE qm.queue_id = c.queue_id AND qm.user_id = ?1 AND q.routing_rule = 'all_operators')))))",
-            u.0.clone(),
-            &mut binds,
-        );
+        push(&readable_by_sql("c", "?1"), u.0.clone(), &mut binds);
     }
     let mut where_sql = conds.join(" AND ");
     let mut n = binds.len();

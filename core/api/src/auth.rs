@@ -285,20 +285,24 @@ mod tests {
     use std::net::IpAddr;
 
     fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+        s.parse().expect("an IP address")
     }
 
     fn xff(v: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in v {
-            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            h.append(
+                "x-forwarded-for",
+                HeaderValue::from_str(v).expect("a header value"),
+            );
         }
         h
     }
 
     #[test]
     fn forwarded_for_only_from_trusted_proxies() {
-        let trusted = parse_trusted_proxies(&["10.0.0.0/8".into(), "192.0.2.1".into()]).unwrap();
+        let trusted = parse_trusted_proxies(&["10.0.0.0/8".into(), "192.0.2.1".into()])
+            .expect("valid proxies");
         let h = xff(&["198.51.100.7"]);
         // An untrusted peer cannot choose its address.
         assert_eq!(

@@ -108,17 +108,13 @@ pub(crate) async fn pump<W, V, F>(
         tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(ev) if wants(&ev.to) => {
-                    match &ev.body {
-                        EventBody::CredentialsChanged { .. } => {
-                            if !valid().await { break; }
-                            continue;
-                        }
-                        // Events (a revocation among them) may have been missed.
-                        EventBody::Resync => {
-                            if !valid().await { break; }
-                        }
-                        _ => {}
-                    }
+                    // A credential may have ended (or, after missed events, may have).
+                    let ended = matches!(
+                        ev.body,
+                        EventBody::CredentialsChanged { .. } | EventBody::Resync
+                    );
+                    if ended && !valid().await { break; }
+                    if matches!(ev.body, EventBody::CredentialsChanged { .. }) { continue; }
                     let Ok(text) = serde_json::to_string(&ev.body) else { continue };
                     if socket.send(Message::Text(text.into())).await.is_err() { break; }
                 }

@@ -33,7 +33,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Logs in and sets the session cookie (HttpOnly, SameSite=Strict). */
+        /**
+         * Logs in and sets the session cookie (HttpOnly, SameSite=Strict). Attempts are throttled
+         *     per username and client address and per client address: 429 with `Retry-After`.
+         */
         post: operations["login"];
         delete?: never;
         options?: never;
@@ -105,6 +108,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
+        /**
+         * Edits a case: supervisors and admins any case; an operator a case they are responsible for,
+         *     or one nobody is responsible for (see docs/api.md, "Cases"). Each changed field is recorded
+         *     in the case history.
+         */
         patch: operations["update_case"];
         trace?: never;
     };
@@ -119,6 +127,23 @@ export interface paths {
         put?: never;
         /** Starts a chat with the case's contact, linked to the case (S22). */
         post: operations["start_chat_from_case"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/cases/{id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Who changed what on the case, oldest first (at most 1,000 entries). */
+        get: operations["case_history"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1309,6 +1334,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
+        /**
+         * Changes a user. Changing one's own password needs `current_password` (422 naming it when
+         *     missing or wrong; throttled like logins: 429); a password change or a disable ends the
+         *     user's other sessions, API tokens (password) and open sockets.
+         */
         patch: operations["update_user"];
         trace?: never;
     };
@@ -1456,7 +1486,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Starts a visitor session; the widget keeps the token in localStorage. */
+        /**
+         * Starts a visitor session; the widget keeps the token in localStorage. Limited per client
+         *     address (429 with `Retry-After`); the token ends after a period without use (then 401 and
+         *     the widget starts a new session).
+         */
         post: operations["session"];
         delete?: never;
         options?: never;
@@ -1568,6 +1602,13 @@ export interface components {
             status: components["schemas"]["OperatorStatus"];
             user_id: components["schemas"]["UserId"];
         };
+        /** @description What an upgrade changed in the capabilities, against what the admin approved. */
+        CapabilityChanges: {
+            /** @description Asked for now, not approved: the plugin stays disabled until the admin enables it. */
+            added: string[];
+            /** @description Approved before, no longer asked for. */
+            removed: string[];
+        };
         /** @description A case: a client's request tracked beyond a chat (often created from one). */
         Case: {
             channel_id?: null | components["schemas"]["ChannelId"];
@@ -1590,6 +1631,17 @@ export interface components {
             status: components["schemas"]["CaseStatus"];
             subject: string;
             updated_at: components["schemas"]["Ts"];
+        };
+        /** @description One recorded change of a case: who changed which field from what to what, and when. */
+        CaseChange: {
+            actor_id?: null | components["schemas"]["UserId"];
+            actor_name?: string | null;
+            at: components["schemas"]["Ts"];
+            /** @description `subject`, `description`, `status`, `priority` or `responsible_id`. */
+            field: string;
+            id: string;
+            new_value?: string | null;
+            old_value?: string | null;
         };
         CaseId: string;
         /** @description What a new case is made of. Everything but the subject is optional. */
@@ -1947,15 +1999,33 @@ export interface components {
             user_id: components["schemas"]["UserId"];
         } | {
             /** @enum {string} */
+            type: "credentials_changed";
+            user_id: components["schemas"]["UserId"];
+        } | {
+            /** @enum {string} */
             type: "resync";
         };
         FileId: string;
         /** @description What the admin approved when enabling a plugin. */
         Grant: {
+            /**
+             * @description Capabilities the admin approved when last enabling the plugin (set by the server; an
+             *     upgrade asking for more is installed disabled until they are approved).
+             */
+            approved?: string[];
             /** @description Origin patterns from the manifest's `capabilities.http.allowed_hosts`. */
             hosts?: string[];
-            /** @description Private and loopback addresses (only if the manifest asks for them). */
+            /**
+             * @description Private and loopback addresses for every granted host (only if the manifest asks for
+             *     them). Prefer `private_hosts`.
+             */
             private?: boolean;
+            /**
+             * @description Granted origin patterns whose hosts may resolve to private and loopback addresses (only
+             *     if the manifest asks for them). Link-local and cloud metadata addresses are never
+             *     reachable.
+             */
+            private_hosts?: string[];
         };
         /** @description Two contacts of a group and why they match. */
         GroupLink: {
@@ -2141,6 +2211,7 @@ export interface components {
             actions: Record<string, never>;
             /** @description What the manifest asks for. */
             capabilities: Record<string, never>;
+            capability_changes?: null | components["schemas"]["CapabilityChanges"];
             /** @description Settings with secrets replaced by `{"set": true}`. */
             config: Record<string, never>;
             config_schema: Record<string, never>;
@@ -2148,6 +2219,8 @@ export interface components {
             configured: boolean;
             connector: Record<string, never>;
             description: Record<string, never>;
+            /** @description The limits the plugin's calls run under (the manifest's, capped by the host). */
+            effective_limits: Record<string, never>;
             enabled: boolean;
             /** @description Why the plugin could not be loaded on this node, if it could not. */
             error?: string | null;
@@ -2157,6 +2230,11 @@ export interface components {
             kind: string;
             limits: Record<string, never>;
             name: Record<string, never>;
+            /**
+             * @description The publisher's key (`ed25519:…`) whose signature the package carried; `null` for an
+             *     unsigned package.
+             */
+            publisher?: string | null;
             sha256: string;
             stats: components["schemas"]["PluginStats"];
             updated_at: components["schemas"]["Ts"];
@@ -2459,10 +2537,16 @@ export interface components {
         UserPatchInput: {
             /** Format: int64 */
             chat_limit?: number | null;
+            /** @description The caller's current password, required with `password` when changing one's own. */
+            current_password?: string | null;
             disabled?: boolean | null;
             display_name?: string | null;
             email?: string | null;
             locale?: string | null;
+            /**
+             * @description A new password. Changing one's own needs `current_password`; a change ends the user's
+             *     other sessions and revokes their API tokens (an admin reset ends all sessions).
+             */
             password?: string | null;
             role?: null | components["schemas"]["Role"];
         };
@@ -2725,6 +2809,22 @@ export interface operations {
                     "application/json": components["schemas"]["Case"];
                 };
             };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2767,6 +2867,35 @@ export interface operations {
                 };
             };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    case_history: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaseChange"][];
+                };
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5090,6 +5219,22 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     set_status: {
@@ -5330,6 +5475,14 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

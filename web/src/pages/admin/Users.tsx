@@ -112,6 +112,7 @@ function UserForm({
     username: user?.username ?? "",
     display_name: user?.display_name ?? "",
     password: "",
+    current_password: "",
     role: (user?.role ?? "operator") as S["Role"],
     email: user?.email ?? "",
     locale: user?.locale ?? (i18n.language === "ru" ? "ru" : "en"),
@@ -138,6 +139,7 @@ function UserForm({
         body.disabled = v.disabled;
       }
       if (v.password) body.password = v.password;
+      if (v.password && self) body.current_password = v.current_password;
       return unwrap(api.PATCH("/api/v1/users/{id}", { params: { path: { id: user.id } }, body }));
     },
     onSuccess: (u) => {
@@ -148,6 +150,7 @@ function UserForm({
         void qc.invalidateQueries({ queryKey: ["inbox"] });
       }
       f.set("password", "");
+      f.set("current_password", "");
       onSaved(u);
     },
     onError: f.fail,
@@ -161,6 +164,7 @@ function UserForm({
         : (check.length(v.username, 2, 64) ?? (/^[A-Za-z0-9._@-]+$/.test(v.username.trim()) ? undefined : t("admin.users.usernameRule"))),
       display_name: check.length(v.display_name, 1, 200),
       password: !user && !v.password ? check.required(v.password) : v.password && [...v.password].length < 8 ? t("admin.users.passwordRule") : undefined,
+      current_password: self && v.password && !v.current_password ? check.required(v.current_password) : undefined,
       email: v.email.trim() && !v.email.includes("@") ? t("admin.users.emailInvalid") : undefined,
       chat_limit: v.chat_limit.trim() ? check.int(v.chat_limit, 1, 100) : undefined,
     });
@@ -195,6 +199,18 @@ function UserForm({
           {...f.aria("password", true)}
         />
       </Field>
+      {self && v.password && (
+        <Field form={f} name="current_password" label={t("admin.users.currentPassword")} hint={t("admin.users.currentPasswordHint")}>
+          <input
+            type="password"
+            value={v.current_password}
+            onChange={(e) => f.set("current_password", e.target.value)}
+            autoComplete="current-password"
+            required
+            {...f.aria("current_password", true)}
+          />
+        </Field>
+      )}
       <Field form={f} name="role" label={t("admin.users.role")} hint={self ? t("admin.users.selfHint") : undefined}>
         <select value={v.role} onChange={(e) => f.set("role", e.target.value as S["Role"])} disabled={self} {...f.aria("role", self)}>
           {ROLES.map((r) => (

@@ -14,6 +14,7 @@ mod plugins;
 mod process_limits;
 mod processes;
 mod race;
+mod templates;
 mod timers;
 mod visibility;
 

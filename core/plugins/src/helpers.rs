@@ -26,6 +26,10 @@ impl HelperDef for PluginHelper {
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
         let fail = |msg: String| RenderError::from(RenderErrorReason::Other(msg));
+        // A render's time limit covers its plugin calls: none starts after it, none outlasts it.
+        ferrydesk_desk::templates::check_render_deadline()?;
+        let time_left = ferrydesk_desk::templates::render_time_left()
+            .unwrap_or(ferrydesk_desk::templates::RENDER_TIME_LIMIT);
         let inner = self
             .runtime
             .upgrade()
@@ -75,14 +79,24 @@ impl HelperDef for PluginHelper {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| fail("plugin helpers render inside the server's runtime".into()))?;
         let out = tokio::task::block_in_place(|| {
-            rt.block_on(plugin.render(&call, &helper, &params, &hash, &data))
+            rt.block_on(tokio::time::timeout(
+                time_left,
+                plugin.render(&call, &helper, &params, &hash, &data),
+            ))
         })
+        .map_err(|_| {
+            fail(format!(
+                "{{{{{}}}}} (plugin `{}`): the template's render time ran out",
+                self.helper, self.plugin
+            ))
+        })?
         .map_err(|e| {
             fail(format!(
                 "{{{{{}}}}} (plugin `{}`): {e}",
                 self.helper, self.plugin
             ))
         })?;
+        ferrydesk_desk::templates::count_helper_output(out.len())?;
         Ok(ScopedJson::Derived(serde_json::Value::String(out)))
     }
 }

@@ -16,7 +16,8 @@ on_both_backends!(
     loop_refused_and_runtime_failure_is_an_incident,
     widget_message_start_that_fails_is_an_incident,
     deep_feel_and_deep_xml_are_refused,
-    overflowing_date_arithmetic_is_an_incident
+    overflowing_date_arithmetic_is_an_incident,
+    a_process_calling_itself_is_bounded
 );
 
 async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> Result<T>
@@ -314,6 +315,52 @@ async fn overflowing_date_arithmetic_is_an_incident(b: Backend) -> Result<()> {
             .any(|h| h["element"] == "wait" && h["event"] == "completed");
         assert!(!fired, "{i}");
     }
+    alive(&server).await?;
+    Ok(())
+}
+
+/// Call activities start their child in the same command: a process calling itself would
+/// nest without end. The chain stops at the limit with an incident on the deepest call.
+async fn a_process_calling_itself_is_bounded(b: Backend) -> Result<()> {
+    let (_db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let xml = definitions(
+        "recursing",
+        NONE_START,
+        r#"<bpmn:callActivity id="again"><bpmn:extensionElements><zeebe:calledElement processId="recursing" /></bpmn:extensionElements></bpmn:callActivity>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="again" />
+    <bpmn:sequenceFlow id="f2" sourceRef="again" targetRef="e" />"#,
+    );
+    deploy(&fx.admin, &xml).await?.ok()?;
+    let started = tokio::time::timeout(
+        Duration::from_secs(20),
+        fx.admin
+            .post("/api/v1/processes/recursing/instances", json!({})),
+    )
+    .await??;
+    started.ok()?;
+    let list = fx.admin.get("/api/v1/incidents").await?.ok()?;
+    let deepest: Vec<&Value> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| {
+            i["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("nest deeper than 16 levels")
+        })
+        .collect();
+    assert_eq!(deepest.len(), 1, "{list}");
+    assert_eq!(deepest[0]["element"], "again");
+    let all = fx
+        .admin
+        .get("/api/v1/process-instances?process=recursing")
+        .await?
+        .ok()?;
+    let n = all.as_array().map(Vec::len).unwrap_or(0);
+    assert!((1..=17).contains(&n), "{n} instances: {all}");
     alive(&server).await?;
     Ok(())
 }

@@ -172,6 +172,14 @@ fn run_error(e: run::RunError) -> Error {
     }
 }
 
+/// Called processes started within one command, one inside the other (see `add_wait`).
+pub const MAX_CALL_DEPTH: usize = 16;
+
+tokio::task_local! {
+    /// How many call activities of the current command started their child, nested.
+    static CALL_DEPTH: usize;
+}
+
 /// The element a failed walk names, if any.
 fn failed_element(e: &run::RunError) -> Option<&str> {
     match e {
@@ -1054,55 +1062,68 @@ impl Engine {
                 variables,
             } => {
                 // The child starts in this transaction; a missing process is an incident on
-                // the call activity (a job that retries the start).
-                match store::latest_definition(tx, &process_id).await? {
+                // the call activity (a job that retries the start). So is a chain of calls
+                // deeper than MAX_CALL_DEPTH within one command (a process calling itself, or
+                // a loop around a call whose child completes at once): each level nests the
+                // command's futures, so it is bounded like the token walk.
+                let depth = CALL_DEPTH.try_with(|d| *d).unwrap_or(0);
+                let refusal = match store::latest_definition(tx, &process_id).await? {
+                    Some(_) if depth >= MAX_CALL_DEPTH => Some(format!(
+                        "called processes nest deeper than {MAX_CALL_DEPTH} levels in one command (does `{process_id}` call itself?)"
+                    )),
                     Some(d) => {
-                        self.start_in(
-                            tx,
-                            &process_id,
-                            None,
-                            variables,
-                            StartContext {
-                                chat: row.chat_id.clone().map(ChatId),
-                                contact: row.contact_id.clone().map(ContactId),
-                                case: row.case_id.clone().map(CaseId),
-                                started_by: row.started_by.clone().map(UserId),
-                                start_key: None,
-                                parent: Some((id.clone(), token)),
-                            },
-                            Some(d),
-                        )
-                        .await?;
+                        CALL_DEPTH
+                            .scope(
+                                depth + 1,
+                                self.start_in(
+                                    tx,
+                                    &process_id,
+                                    None,
+                                    variables.clone(),
+                                    StartContext {
+                                        chat: row.chat_id.clone().map(ChatId),
+                                        contact: row.contact_id.clone().map(ContactId),
+                                        case: row.case_id.clone().map(CaseId),
+                                        started_by: row.started_by.clone().map(UserId),
+                                        start_key: None,
+                                        parent: Some((id.clone(), token)),
+                                    },
+                                    Some(d),
+                                ),
+                            )
+                            .await?;
+                        None
                     }
-                    None => {
-                        let _ = process;
-                        let mut j = job(
-                            token,
-                            &element,
-                            "call",
-                            &process_id,
-                            0,
-                            now,
-                            serde_json::json!({"variables": variables}),
-                        );
-                        j.state = "incident".into();
-                        j.last_error = Some(format!("no process `{process_id}` is deployed"));
-                        store::insert_job(tx, &j).await?;
-                        store::insert_incident(
-                            tx,
-                            &store::IncidentRow {
-                                id: uuid::Uuid::now_v7().to_string(),
-                                instance_id: id.clone(),
-                                job_id: Some(j.id.clone()),
-                                element,
-                                message: format!("no process `{process_id}` is deployed"),
-                                created_at: now,
-                                resolved_at: None,
-                                resolved_by: None,
-                            },
-                        )
-                        .await?;
-                    }
+                    None => Some(format!("no process `{process_id}` is deployed")),
+                };
+                if let Some(message) = refusal {
+                    let _ = process;
+                    let mut j = job(
+                        token,
+                        &element,
+                        "call",
+                        &process_id,
+                        0,
+                        now,
+                        serde_json::json!({"variables": variables}),
+                    );
+                    j.state = "incident".into();
+                    j.last_error = Some(message.clone());
+                    store::insert_job(tx, &j).await?;
+                    store::insert_incident(
+                        tx,
+                        &store::IncidentRow {
+                            id: uuid::Uuid::now_v7().to_string(),
+                            instance_id: id.clone(),
+                            job_id: Some(j.id.clone()),
+                            element,
+                            message,
+                            created_at: now,
+                            resolved_at: None,
+                            resolved_by: None,
+                        },
+                    )
+                    .await?;
                 }
             }
         }

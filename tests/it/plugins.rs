@@ -1093,3 +1093,475 @@ async fn connector_on_two_nodes_postgres() -> Result<()> {
     assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM messages WHERE direction = 'outbound' AND delivery_status = 'sent'").await?, N as i64);
     Ok(())
 }
+
+// ---- issue 14: hostile plugins are bounded; secrets, paths and publishers ------------------
+
+on_both_backends!(hostile_plugins_are_bounded, secrets_paths_and_publishers);
+
+/// A plugins directory of its own for one server: the evil component under several manifests.
+/// `variants` are (directory, manifest fields replaced).
+fn plugins_dir_with(variants: &[(&str, Value)]) -> Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let evil = std::path::PathBuf::from(plugin_dir("testing/evil"));
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(evil.join("plugin.json"))?)?;
+    for (name, patch) in variants {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d)?;
+        std::fs::copy(evil.join("plugin.wasm"), d.join("plugin.wasm"))?;
+        let mut m = manifest.clone();
+        if let (Some(o), Some(p)) = (m.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        std::fs::write(d.join("plugin.json"), serde_json::to_vec_pretty(&m)?)?;
+    }
+    Ok(dir)
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+async fn accepted_chat(fx: &Fixture, op: &Api) -> Result<String> {
+    op.set_status("active").await?;
+    fx.inbound("h-1", "hana", "Hello").await?;
+    let chat = op.get("/api/v1/me/inbox").await?.ok()?["new_chats"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+    Ok(chat)
+}
+
+/// Rows 6–8 of issue 14 against the real server: eight looping calls leave `/healthz`
+/// answering within a second and stop near their limit; eight 2 GiB allocations fail "out of
+/// memory" while the server's memory stays within the plugin budget; huge output, 100,000
+/// notes and unbounded kv writes fail the call and apply nothing.
+async fn hostile_plugins_are_bounded(b: Backend) -> Result<()> {
+    let Some(db) = ferrydesk_tests::Db::new(b).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let pdir = plugins_dir_with(&[
+        ("evil", json!({})),
+        (
+            "evil-big",
+            json!({"id": "evil-big", "limits": {"memory_mb": 128, "timeout_ms": 20000, "concurrency": 8}}),
+        ),
+        (
+            "evil-huge",
+            json!({"id": "evil-huge", "limits": {"memory_mb": 512, "timeout_ms": 20000}}),
+        ),
+    ])?;
+    let server = ferrydesk_tests::Server::start_with(
+        &db,
+        &[
+            ("FERRYDESK_PLUGINS_DIR", &pdir.path().display().to_string()),
+            ("FERRYDESK_PLUGIN_MEMORY_BUDGET_MB", "512"),
+        ],
+    )
+    .await?;
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let anna = &fx.operators[0];
+    for id in ["evil", "evil-big", "evil-huge"] {
+        fx.admin
+            .post("/api/v1/plugins", json!({"path": pdir.path().join(id)}))
+            .await?
+            .ok()?;
+        fx.admin
+            .post(&format!("/api/v1/plugins/{id}/enable"), json!({}))
+            .await?
+            .ok()?;
+    }
+    // The limits are shown to the admin.
+    let info = fx.admin.get("/api/v1/plugins/evil").await?.ok()?;
+    assert_eq!(info["effective_limits"]["output_bytes"], 65536, "{info}");
+    assert_eq!(info["effective_limits"]["kv_keys"], 100, "{info}");
+    assert_eq!(info["effective_limits"]["concurrency"], 8, "{info}");
+    let chat = accepted_chat(&fx, anna).await?;
+    let run = |plugin: &'static str, action: &'static str, input: Value| {
+        let anna = anna.clone();
+        let path = format!("/api/v1/chats/{chat}/actions/{plugin}/{action}");
+        async move {
+            let t0 = std::time::Instant::now();
+            let r = anna.post(&path, json!({"input": input})).await;
+            (r, t0.elapsed())
+        }
+    };
+
+    // Row 6: eight loops at once; /healthz keeps answering within 1 s.
+    let health = format!("{}/healthz", server.base);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut worst = Duration::ZERO;
+            let mut probes = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t0 = std::time::Instant::now();
+                let ok = client
+                    .get(&health)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                assert!(ok, "/healthz failed");
+                worst = worst.max(t0.elapsed());
+                probes += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (worst, probes)
+        })
+    };
+    let loops: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(run("evil", "loop", json!({}))))
+        .collect();
+    let mut times = Vec::new();
+    for l in loops {
+        let (r, took) = l.await?;
+        let r = r?;
+        assert_eq!((r.status, r.code()), (409, "plugin_failed"), "{}", r.text);
+        assert!(r.text.contains("time limit"), "{}", r.text);
+        times.push(took.as_millis());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (worst, probes) = prober.await?;
+    eprintln!(
+        "[{b:?}] 8 looping calls answered after {times:?} ms (limit 500); /healthz worst {worst:?} over {probes} probes"
+    );
+    assert!(worst < Duration::from_secs(1), "/healthz took {worst:?}");
+    assert!(times.iter().all(|t| (500..1500).contains(t)), "{times:?}");
+
+    // Row 7: eight calls each trying to allocate 2 GiB (cap 128 MiB, budget 512 MiB).
+    let pid = server
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("no server pid"))?;
+    let rss_before = proc_status_kib(pid, "VmRSS:");
+    let bombs: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(run("evil-big", "memory", json!({"mb": 2048}))))
+        .collect();
+    for bomb in bombs {
+        let (r, _) = bomb.await?;
+        let r = r?;
+        assert_eq!(r.status, 409, "{}", r.text);
+        assert!(r.text.contains("out of memory"), "{}", r.text);
+    }
+    let hwm = proc_status_kib(pid, "VmHWM:");
+    eprintln!(
+        "[{b:?}] memory bombs: VmRSS before {} MiB, VmHWM after {} MiB (budget 512 MiB)",
+        rss_before / 1024,
+        hwm / 1024
+    );
+    assert!(
+        hwm < rss_before + (512 + 128) * 1024,
+        "VmHWM {hwm} kB from VmRSS {rss_before} kB"
+    );
+
+    // Row 8: output, effects and kv beyond the limits fail and change nothing.
+    let messages = db.scalar_i64("SELECT COUNT(*) FROM messages").await?;
+    let (r, _) = run("evil-huge", "big-output", json!({"kb": 100 << 10})).await;
+    let r = r?;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("limits.output_bytes"), "{}", r.text);
+    let (r, _) = run("evil-huge", "notes", json!({"n": 100000})).await;
+    let r = r?;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("100000 effects"), "{}", r.text);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM messages").await?,
+        messages
+    );
+    let mut refused = 0;
+    for i in 0..11 {
+        let (r, _) = run(
+            "evil",
+            "kv-flood",
+            json!({"keys": 4, "prefix": format!("k{i}-")}),
+        )
+        .await;
+        let r = r?;
+        if r.status != 200 {
+            assert!(r.text.contains("storage quota"), "{}", r.text);
+            refused += 1;
+        }
+    }
+    assert!(refused >= 7, "{refused}");
+    let keys = db
+        .scalar_i64("SELECT COUNT(*) FROM plugin_kv WHERE scope = 'plugin:evil'")
+        .await?;
+    assert!(keys <= 16, "{keys} keys stored");
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", server.base))
+            .await?
+            .status(),
+        200
+    );
+    Ok(())
+}
+
+/// Rows 9, 18 and 19 of issue 14: upgrades asking for more are installed disabled with the
+/// difference shown; a package cannot take over another publisher's id; secret settings are
+/// sealed in the database yet reach the plugin; installs by path only inside plugins_dir, with
+/// one answer whether a path outside exists or not.
+async fn secrets_paths_and_publishers(b: Backend) -> Result<()> {
+    let Some(db) = ferrydesk_tests::Db::new(b).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let caps = |records: Value| json!({"kv": true, "records": records});
+    let pdir = plugins_dir_with(&[
+        ("evil", json!({})),
+        (
+            "cap-1",
+            json!({"id": "cap", "version": "0.1.0", "capabilities": caps(json!({}))}),
+        ),
+        (
+            "cap-2",
+            json!({"id": "cap", "version": "0.2.0", "capabilities": caps(json!({"read": ["contact"]}))}),
+        ),
+        (
+            "cap-3",
+            json!({"id": "cap", "version": "0.3.0", "capabilities": caps(json!({}))}),
+        ),
+        (
+            "signed-1",
+            json!({"id": "signed", "version": "0.1.0", "capabilities": caps(json!({}))}),
+        ),
+        (
+            "signed-2",
+            json!({"id": "signed", "version": "0.2.0", "capabilities": caps(json!({}))}),
+        ),
+    ])?;
+    let server = ferrydesk_tests::Server::start_with(
+        &db,
+        &[("FERRYDESK_PLUGINS_DIR", &pdir.path().display().to_string())],
+    )
+    .await?;
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let at = |d: &str| json!({"path": pdir.path().join(d)});
+
+    // Row 19: outside plugins_dir, existing or not, one generic answer.
+    let mut answers = Vec::new();
+    for path in [
+        "/etc".to_owned(),
+        "/no/such/dir".to_owned(),
+        plugin_dir("greeting"), // a real plugin, but outside this server's plugins_dir
+        format!("{}/../..", pdir.path().display()),
+        pdir.path().join("no-such-plugin").display().to_string(),
+    ] {
+        let r = fx
+            .admin
+            .post("/api/v1/plugins", json!({"path": path}))
+            .await?;
+        assert_eq!(r.status, 422, "{path}: {}", r.text);
+        answers.push(r.body["message"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    assert!(!answers[0].contains("/etc"), "{answers:?}");
+
+    // Row 18: a secret setting is sealed at rest and still reaches the plugin.
+    fx.admin.post("/api/v1/plugins", at("evil")).await?.ok()?;
+    fx.admin
+        .put(
+            "/api/v1/plugins/evil/config",
+            json!({"config": {"token": "s3cr3t-token-4242"}}),
+        )
+        .await?
+        .ok()?;
+    fx.admin
+        .post("/api/v1/plugins/evil/enable", json!({}))
+        .await?
+        .ok()?;
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM plugin_settings WHERE config LIKE '%s3cr3t-token%'")
+            .await?,
+        0
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM plugin_settings WHERE config LIKE 'enc:v1:%'")
+            .await?,
+        1
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(db.dir.path().join("secret.key"))?
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let anna = &fx.operators[0];
+    let chat = accepted_chat(&fx, anna).await?;
+    let r = anna
+        .post(
+            &format!("/api/v1/chats/{chat}/actions/evil/secret"),
+            json!({"input": {"expect": "s3cr3t-token-4242"}}),
+        )
+        .await?
+        .ok()?;
+    assert_eq!(r["output"]["matches"], true, "{r}");
+
+    // Row 9: an upgrade asking for a new capability is installed disabled, with the diff.
+    fx.admin.post("/api/v1/plugins", at("cap-1")).await?.ok()?;
+    fx.admin
+        .post("/api/v1/plugins/cap/enable", json!({}))
+        .await?
+        .ok()?;
+    let up = fx
+        .admin
+        .post("/api/v1/plugins?upgrade=true", at("cap-2"))
+        .await?
+        .ok()?;
+    assert_eq!(up["enabled"], false, "{up}");
+    assert_eq!(
+        up["capability_changes"],
+        json!({"added": ["records.read:contact"], "removed": []}),
+        "{up}"
+    );
+    let r = anna
+        .post(
+            &format!("/api/v1/chats/{chat}/actions/cap/echo"),
+            json!({"input": {}}),
+        )
+        .await?;
+    assert_ne!(r.status, 200, "{}", r.text);
+    let on = fx
+        .admin
+        .post("/api/v1/plugins/cap/enable", json!({}))
+        .await?
+        .ok()?;
+    assert_eq!(
+        (on["enabled"].clone(), on["capability_changes"].clone()),
+        (json!(true), Value::Null)
+    );
+    // Dropping a capability needs no new approval.
+    let down = fx
+        .admin
+        .post("/api/v1/plugins?upgrade=true", at("cap-3"))
+        .await?
+        .ok()?;
+    assert_eq!(down["enabled"], true, "{down}");
+
+    // Publishers: a package signed by a key (packed with FERRYDESK_PLUGIN_SIGNING_KEY)…
+    let work = tempfile::tempdir()?;
+    let pack = |dir: std::path::PathBuf, key: &'static str, out: std::path::PathBuf| async move {
+        let mut cmd = tokio::process::Command::new(ferrydesk_tests::server_bin());
+        cmd.args(["plugin", "pack"]).arg(&dir).arg("-o").arg(&out);
+        if !key.is_empty() {
+            cmd.env("FERRYDESK_PLUGIN_SIGNING_KEY", key);
+        }
+        run_cmd("plugin pack", &mut cmd).await?;
+        Ok::<_, anyhow::Error>(std::fs::read(&out)?)
+    };
+    let key_a = work.path().join("a.key");
+    let key_b = work.path().join("b.key");
+    std::fs::write(&key_a, "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=")?;
+    std::fs::write(&key_b, "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=")?;
+    let key_a: &'static str = Box::leak(key_a.display().to_string().into_boxed_str());
+    let key_b: &'static str = Box::leak(key_b.display().to_string().into_boxed_str());
+    let tar = |bytes: Vec<u8>, upgrade: bool| {
+        let admin = fx.admin.clone();
+        async move {
+            admin
+                .raw(
+                    reqwest::Method::POST,
+                    if upgrade {
+                        "/api/v1/plugins?upgrade=true"
+                    } else {
+                        "/api/v1/plugins"
+                    },
+                    "application/x-tar",
+                    bytes,
+                )
+                .await
+        }
+    };
+    let s1a = pack(
+        pdir.path().join("signed-1"),
+        key_a,
+        work.path().join("s1a.tar"),
+    )
+    .await?;
+    let s2a = pack(
+        pdir.path().join("signed-2"),
+        key_a,
+        work.path().join("s2a.tar"),
+    )
+    .await?;
+    let s2b = pack(
+        pdir.path().join("signed-2"),
+        key_b,
+        work.path().join("s2b.tar"),
+    )
+    .await?;
+    let s2u = pack(
+        pdir.path().join("signed-2"),
+        "",
+        work.path().join("s2u.tar"),
+    )
+    .await?;
+    let c4b = {
+        let mut m: Value = serde_json::from_str(&std::fs::read_to_string(
+            pdir.path().join("cap-3/plugin.json"),
+        )?)?;
+        m["version"] = json!("0.4.0");
+        let d = work.path().join("cap-4");
+        std::fs::create_dir_all(&d)?;
+        std::fs::copy(pdir.path().join("cap-3/plugin.wasm"), d.join("plugin.wasm"))?;
+        std::fs::write(d.join("plugin.json"), m.to_string())?;
+        pack(d, key_b, work.path().join("c4b.tar")).await?
+    };
+    let info = tar(s1a, false).await?.ok()?;
+    assert!(
+        info["publisher"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ed25519:"),
+        "{info}"
+    );
+    // …cannot be upgraded by another key or by an unsigned package…
+    for (what, bytes) in [("key b", s2b), ("unsigned", s2u)] {
+        let r = tar(bytes, true).await?;
+        assert_eq!(
+            (r.status, r.code()),
+            (409, "plugin_publisher_mismatch"),
+            "{what}: {}",
+            r.text
+        );
+    }
+    // …an unsigned installation cannot be taken over by a signed package either…
+    let r = tar(c4b, true).await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "plugin_publisher_mismatch"),
+        "{}",
+        r.text
+    );
+    // …and a tampered package is refused.
+    let mut tampered = s2a.clone();
+    let at_byte = tampered.len() / 2;
+    tampered[at_byte] ^= 1;
+    let r = tar(tampered, true).await?;
+    assert_eq!(r.status, 422, "{}", r.text);
+    // The same publisher upgrades.
+    let up = tar(s2a, true).await?.ok()?;
+    assert_eq!(up["version"], "0.2.0");
+    Ok(())
+}

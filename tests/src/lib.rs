@@ -187,6 +187,11 @@ impl Server {
         Self::start_with(db, &[]).await
     }
 
+    /// The server process's id (to read its memory use from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     pub async fn start_with(db: &Db, env: &[(&str, &str)]) -> Result<Server> {
         let mut s = Server {
             child: None,

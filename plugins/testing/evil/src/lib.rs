@@ -99,6 +99,13 @@ impl Action for Evil {
                     json!({ "file": file, "env": env, "dir": dir, "config_token": secret }),
                 ))
             }
+            "secret" => {
+                // Whether the secret setting reached the plugin (without showing it).
+                let expect = input.get("expect").and_then(Json::as_str).unwrap_or("");
+                Ok(Outcome::new(
+                    json!({ "matches": ctx.secret("token").as_deref() == Some(expect) }),
+                ))
+            }
             "garbage" => Ok(Outcome::new(json!(
                 "this is not the object the output schema wants"
             ))),

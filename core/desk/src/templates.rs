@@ -516,10 +516,10 @@ impl<'t> Measure<'t> {
                 cost.add(self.params(&d.name, &d.params, d.hash.values(), depth)?);
                 // An inline partial's body runs where it is included; other decorators are
                 // not registered and fail.
-                if inline_name(d).is_none() {
-                    if let Some(t) = &d.template {
-                        cost.nest(self.template(t, depth + 1)?, 1);
-                    }
+                if inline_name(d).is_none()
+                    && let Some(t) = &d.template
+                {
+                    cost.nest(self.template(t, depth + 1)?, 1);
                 }
                 cost
             }

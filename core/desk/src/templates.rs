@@ -933,7 +933,7 @@ fn first_word(s: &str) -> String {
     s.split_whitespace().next().unwrap_or_default().to_owned()
 }
 
-/// The values macros can use (documented for template authors in docs/admins.md).
+/// The values macros can use (listed for template authors in docs/api.md, "Templates").
 #[derive(Debug, Clone, Serialize)]
 pub struct MacroContext {
     pub contact: ContactVars,

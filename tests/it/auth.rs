@@ -224,6 +224,10 @@ async fn login_throttling(b: Backend) -> Result<()> {
             other => bail!("unexpected answer {other:?}"),
         }
     }
+    eprintln!(
+        "60 parallel wrong passwords: {checked} checked (401), {} refused (429)",
+        60 - checked
+    );
     // 5 free; one more only if the burst outlasted the first 1 s delay.
     assert!(
         (5..=6).contains(&checked),
@@ -354,6 +358,10 @@ async fn credentials_end_sockets(b: Backend) -> Result<()> {
         .send("hello after the revocation")
         .await?;
     closes_without_offers(&mut ws, Duration::from_secs(5)).await?;
+    eprintln!(
+        "revoked token's socket closed after {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // A session's socket: an admin password reset closes it.

@@ -43,6 +43,7 @@ enum Rule {
 
 /// The rule of every mutating endpoint, by `METHOD path` as in the OpenAPI document, with the
 /// body to send (`None`: `{}`). Keep in step with docs/api.md, "Permissions".
+#[rustfmt::skip]
 const RULES: &[(&str, Rule, Option<&str>)] = &[
     ("POST /api/v1/auth/login", Rule::Public, Some(r#"{"username":"nobody","password":"wrong-password"}"#)),
     ("POST /api/v1/auth/logout", Rule::Public, None),
@@ -215,7 +216,10 @@ async fn permission_matrix(b: Backend) -> Result<()> {
         .map(|(k, ..)| *k)
         .filter(|k| !ops.iter().any(|o| o == k))
         .collect();
-    assert!(stale.is_empty(), "rules for endpoints that are gone: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "rules for endpoints that are gone: {stale:?}"
+    );
 
     let mut failures = Vec::new();
     let mut n = 0;
@@ -234,7 +238,11 @@ async fn permission_matrix(b: Backend) -> Result<()> {
         n += 1;
         op.set_status("active").await?;
         let m = fx
-            .inbound(&format!("perm-{n}"), &format!("perm-sender-{n}"), "matrix secret")
+            .inbound(
+                &format!("perm-{n}"),
+                &format!("perm-sender-{n}"),
+                "matrix secret",
+            )
             .await?;
         let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
         let contact = m["contact_id"].as_str().unwrap_or_default().to_owned();

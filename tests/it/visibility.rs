@@ -331,7 +331,10 @@ async fn case_from_an_unfinished_chat(b: Backend) -> Result<()> {
         .await?;
     assert_eq!(r.status, 404, "{}", r.text);
     // The contact's timeline, the task list.
-    for path in [format!("/api/v1/contacts/{contact}"), "/api/v1/tasks".into()] {
+    for path in [
+        format!("/api/v1/contacts/{contact}"),
+        "/api/v1/tasks".into(),
+    ] {
         let (status, text) = text_of(boris, &path).await?;
         assert_eq!(status, 200, "{path}: {text}");
         leaks(&path, status, &text);
@@ -365,10 +368,7 @@ async fn case_from_an_unfinished_chat(b: Backend) -> Result<()> {
     leaks("plugin action", r.status, &r.text);
     // A case cannot be attached to a chat Boris cannot read.
     let r = boris
-        .post(
-            "/api/v1/cases",
-            json!({"subject": "mine", "chat_id": chat}),
-        )
+        .post("/api/v1/cases", json!({"subject": "mine", "chat_id": chat}))
         .await?;
     assert_eq!(
         (r.status, r.body["field"].as_str()),
@@ -424,7 +424,8 @@ async fn case_edits_and_history(b: Backend) -> Result<()> {
         .ok()?;
     let id = case["id"].as_str().unwrap_or_default().to_owned();
     let path = format!("/api/v1/cases/{id}");
-    let hijack = json!({"subject": "Boris was here", "status": "closed", "responsible_id": boris.id()});
+    let hijack =
+        json!({"subject": "Boris was here", "status": "closed", "responsible_id": boris.id()});
 
     // While the chat is Anna's, Boris cannot even see the case.
     let r = boris.patch(&path, hijack.clone()).await?;
@@ -441,12 +442,8 @@ async fn case_edits_and_history(b: Backend) -> Result<()> {
     assert_eq!(unchanged["case"]["status"], "new");
 
     // Anna (responsible) and a supervisor may; nothing changed records nothing.
-    anna.patch(&path, json!({"priority": "high"}))
-        .await?
-        .ok()?;
-    anna.patch(&path, json!({"priority": "high"}))
-        .await?
-        .ok()?;
+    anna.patch(&path, json!({"priority": "high"})).await?.ok()?;
+    anna.patch(&path, json!({"priority": "high"})).await?.ok()?;
     sue.patch(
         &path,
         json!({"subject": "Refund for order 42", "responsible_id": boris.id()}),
@@ -454,7 +451,10 @@ async fn case_edits_and_history(b: Backend) -> Result<()> {
     .await?
     .ok()?;
     // Now Boris is responsible and may edit; Anna no longer.
-    boris.patch(&path, json!({"status": "resolved"})).await?.ok()?;
+    boris
+        .patch(&path, json!({"status": "resolved"}))
+        .await?
+        .ok()?;
     let r = anna.patch(&path, json!({"status": "new"})).await?;
     assert_eq!(r.status, 403, "{}", r.text);
 
@@ -555,7 +555,10 @@ async fn widget_after_a_merge(b: Backend) -> Result<()> {
         a.contains("Alice private words") && a.contains("Alice's invoice"),
         "{a}"
     );
-    assert!(!a.contains("Bob private words"), "Alice sees Bob's chat: {a}");
+    assert!(
+        !a.contains("Bob private words"),
+        "Alice sees Bob's chat: {a}"
+    );
     let bt = transcript(&vb).await?;
     assert!(bt.contains("Bob private words"), "{bt}");
     assert!(

@@ -319,7 +319,11 @@ impl Desk {
             c.status = s;
         }
         let changes = [
-            ("subject", Some(before.subject.clone()), Some(c.subject.clone())),
+            (
+                "subject",
+                Some(before.subject.clone()),
+                Some(c.subject.clone()),
+            ),
             (
                 "description",
                 Some(before.description.clone()),

@@ -332,7 +332,10 @@ impl Engine {
                 return Err(Error::not_found("process instance"));
             }
             drop(conn);
-            if !self.may_see_records(p, row.chat_id.as_deref(), row.case_id.as_deref()).await? {
+            if !self
+                .may_see_records(p, row.chat_id.as_deref(), row.case_id.as_deref())
+                .await?
+            {
                 return Err(Error::not_found("process instance"));
             }
             conn = self.desk().store().read().await?;

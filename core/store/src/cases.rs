@@ -262,7 +262,11 @@ pub async fn insert_case_change(conn: &mut Conn, c: NewCaseChange<'_>) -> Result
 }
 
 /// The history of a case, oldest first (at most `limit` entries).
-pub async fn case_changes(conn: &mut Conn, case: &CaseId, limit: i64) -> Result<Vec<CaseChangeRow>> {
+pub async fn case_changes(
+    conn: &mut Conn,
+    case: &CaseId,
+    limit: i64,
+) -> Result<Vec<CaseChangeRow>> {
     Ok(sqlx::query_as(
         "SELECT h.id, h.case_id, h.actor_id, u.display_name AS actor_name, h.field, h.old_value, \
          h.new_value, h.at FROM case_changes h LEFT JOIN users u ON u.id = h.actor_id \

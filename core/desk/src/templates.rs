@@ -1288,6 +1288,39 @@ mod tests {
     }
 
     #[test]
+    fn text_produced_by_helpers_is_bounded_where_the_output_cannot_see_it() {
+        struct Big;
+        impl HelperDef for Big {
+            fn call<'reg: 'rc, 'rc>(
+                &self,
+                _: &Helper<'rc>,
+                _: &'reg Handlebars<'reg>,
+                _: &'rc Context,
+                _: &mut RenderContext<'reg, 'rc>,
+                out: &mut dyn Output,
+            ) -> HelperResult {
+                helper_write(out, &"b".repeat(300_000))
+            }
+        }
+        let r = Renderer::new();
+        r.register_helper("big", Box::new(Big));
+        // Subexpressions render helpers into a buffer of their own, not into the output.
+        let e = r
+            .render(&"{{#if (big)}}{{/if}}".repeat(5), &sample())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            format!("body: helpers produced more than {MAX_HELPER_BYTES} bytes")
+        );
+        assert!(
+            r.render(&"{{#if (big)}}{{/if}}".repeat(3), &sample())
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn helpers_cannot_write_to_the_server_log() {
         let e = check_err("{{log \"hello from a template\"}}");
         assert!(e.contains("log helper is not available"), "{e}");

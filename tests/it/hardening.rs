@@ -113,7 +113,11 @@ async fn every_kind_of_response_carries_its_security_headers() -> Result<()> {
         assert_eq!(h["referrer-policy"], "no-referrer", "{page}");
         assert_eq!(h["x-frame-options"], "DENY", "{page}");
     }
-    for api in ["/api/v1/auth/me", "/api/openapi.json", "/widget/v1/messages"] {
+    for api in [
+        "/api/v1/auth/me",
+        "/api/openapi.json",
+        "/widget/v1/messages",
+    ] {
         let r = get(api).await?;
         let h = r.headers();
         let csp = h

@@ -9,6 +9,7 @@ mod directory;
 pub mod error;
 mod extract;
 mod files;
+mod headers;
 mod openapi;
 mod ops;
 mod plugins;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Proxies whose `X-Forwarded-For` names the client (login and widget-session throttles).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
 }
 
 /// The whole application router.
@@ -66,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(webapp::router())
         .fallback(webapp::page)
+        .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

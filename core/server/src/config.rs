@@ -60,6 +60,14 @@ pub struct ConfigArgs {
     /// seconds, for a message catch that opens later; 0 = not buffered [default: 0].
     #[arg(long, global = true, env = "FERRYDESK_CHAT_MESSAGE_TTL_SECS")]
     pub chat_message_ttl_secs: Option<u64>,
+    /// Require `Authorization: Bearer TOKEN` on `/metrics` [default: open].
+    #[arg(
+        long,
+        global = true,
+        env = "FERRYDESK_METRICS_TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
     /// Log as JSON lines.
     #[arg(long, global = true, env = "FERRYDESK_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
     pub log_json: Option<bool>,
@@ -89,6 +97,7 @@ struct FileConfig {
     job_backoff_ms: Option<u64>,
     duplicate_scan_secs: Option<u64>,
     chat_message_ttl_secs: Option<u64>,
+    metrics_token: Option<String>,
 }
 
 /// Effective configuration.
@@ -111,6 +120,8 @@ pub struct Config {
     pub job_backoff_ms: u64,
     pub duplicate_scan_secs: u64,
     pub chat_message_ttl_secs: u64,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<String>,
 }
 
 impl Config {
@@ -198,6 +209,11 @@ impl Config {
                 .or(file.chat_message_ttl_secs)
                 .unwrap_or(0)
                 .min(7 * 24 * 3600),
+            metrics_token: args
+                .metrics_token
+                .clone()
+                .or(file.metrics_token)
+                .filter(|s| !s.is_empty()),
         })
     }
 

@@ -67,7 +67,34 @@ enum UserCmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors print as one line, the cause chain joined by `: ` — no backtrace, whatever
+/// `RUST_BACKTRACE` says (a panic still prints one when it is set).
+fn main() -> std::process::ExitCode {
+    match try_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error's chain on one line: each cause once (sqlx repeats its source in its own
+/// message), inner line breaks (TOML's caret diagrams) folded into spaces.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || parts.last().is_some_and(|p| p.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+fn try_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = Config::load(&cli.config)?;
     init_tracing(&cfg);
@@ -263,6 +290,7 @@ async fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
         engine: engine.clone(),
         metrics,
         secure_cookies: cfg.secure_cookies,
+        metrics_token: cfg.metrics_token.clone(),
         trusted_proxies: ferrydesk_api::parse_trusted_proxies(&cfg.trusted_proxies)
             .map_err(|e| anyhow::anyhow!(e))?,
     });

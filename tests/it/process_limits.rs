@@ -149,8 +149,10 @@ async fn loop_refused_and_runtime_failure_is_an_incident(b: Backend) -> Result<(
         .ok()?;
     let started = tokio::time::timeout(
         Duration::from_secs(10),
-        fx.admin
-            .post("/api/v1/processes/fanning/instances", json!({"variables": {"k": 1}})),
+        fx.admin.post(
+            "/api/v1/processes/fanning/instances",
+            json!({"variables": {"k": 1}}),
+        ),
     )
     .await??;
     let started = started.ok()?;
@@ -175,7 +177,10 @@ async fn loop_refused_and_runtime_failure_is_an_incident(b: Backend) -> Result<(
     let iid = inc["id"].as_str().unwrap_or_default();
     let r = fx
         .admin
-        .post(&format!("/api/v1/incidents/{iid}/retry"), json!({"retries": 1}))
+        .post(
+            &format!("/api/v1/incidents/{iid}/retry"),
+            json!({"retries": 1}),
+        )
         .await?;
     assert_eq!(r.status, 409, "{}", r.text);
     incident_of(&fx.admin, &id).await?;
@@ -187,9 +192,12 @@ async fn widget_message_start_that_fails_is_an_incident(b: Backend) -> Result<()
     let (db, server) = setup!(b);
     let fx = Fixture::new(&server, FixtureOptions::default()).await?;
     // Started by every client message; its walk exceeds the step budget.
-    deploy(&fx.admin, &definitions("greeting", MESSAGE_START, &fan_out(14)))
-        .await?
-        .ok()?;
+    deploy(
+        &fx.admin,
+        &definitions("greeting", MESSAGE_START, &fan_out(14)),
+    )
+    .await?
+    .ok()?;
     let visitor = Visitor::new(&server.base, &fx.widget_key).await?;
     visitor.send("Hello").await?;
     let inc = until(30, "an incident on the started instance", || async {
@@ -218,7 +226,11 @@ async fn widget_message_start_that_fails_is_an_incident(b: Backend) -> Result<()
     // The signal was consumed once (not left to come back when its lease runs out), and the
     // server keeps serving visitors: the next message starts the next instance.
     until(10, "the signal to be consumed", || async {
-        Ok((db.scalar_i64("SELECT COUNT(*) FROM process_signals").await? == 0).then_some(()))
+        Ok((db
+            .scalar_i64("SELECT COUNT(*) FROM process_signals")
+            .await?
+            == 0)
+            .then_some(()))
     })
     .await?;
     visitor.send("Still there?").await?;
@@ -273,9 +285,18 @@ async fn overflowing_date_arithmetic_is_an_incident(b: Backend) -> Result<()> {
     let (_db, server) = setup!(b);
     let fx = Fixture::new(&server, FixtureOptions::default()).await?;
     for (key, when) in [
-        ("far", r#"<bpmn:timeDate>=now() + duration("P999999999999D")</bpmn:timeDate>"#),
-        ("years", r#"<bpmn:timeDate>=duration("P999999999999Y") + now()</bpmn:timeDate>"#),
-        ("beyond", r#"<bpmn:timeDate>=now() + duration("P3000000D")</bpmn:timeDate>"#),
+        (
+            "far",
+            r#"<bpmn:timeDate>=now() + duration("P999999999999D")</bpmn:timeDate>"#,
+        ),
+        (
+            "years",
+            r#"<bpmn:timeDate>=duration("P999999999999Y") + now()</bpmn:timeDate>"#,
+        ),
+        (
+            "beyond",
+            r#"<bpmn:timeDate>=now() + duration("P3000000D")</bpmn:timeDate>"#,
+        ),
     ] {
         let xml = definitions(
             key,
@@ -298,7 +319,9 @@ async fn overflowing_date_arithmetic_is_an_incident(b: Backend) -> Result<()> {
         assert_eq!(inc["element"], "wait", "{inc}");
         let m = inc["message"].as_str().unwrap_or_default();
         assert!(
-            m.contains("20,000 years") || m.contains("years and months") || m.contains("leaves the years"),
+            m.contains("20,000 years")
+                || m.contains("years and months")
+                || m.contains("leaves the years"),
             "{inc}"
         );
         // The timer did not fire: the instance waits in its incident, nothing completed.

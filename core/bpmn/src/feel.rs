@@ -137,8 +137,10 @@ fn tokenize(s: &str) -> Result<(Vec<Tok>, Vec<usize>), String> {
             "the expression is longer than {MAX_SOURCE_CHARS} characters"
         ));
     }
-    let multiword: Vec<(&str, Vec<char>)> =
-        MULTIWORD.iter().map(|m| (*m, m.chars().collect())).collect();
+    let multiword: Vec<(&str, Vec<char>)> = MULTIWORD
+        .iter()
+        .map(|m| (*m, m.chars().collect()))
+        .collect();
     let mut i = 0;
     let mut out = Vec::new();
     let mut at = Vec::new();
@@ -901,7 +903,12 @@ fn call(name: &str, a: &[Value], now: i64) -> Result<Value, String> {
             let chars: Vec<char> = s.chars().collect();
             let len = chars.len() as i64;
             let st = *start as i64;
-            let from = if st > 0 { st - 1 } else { len.saturating_add(st) }.clamp(0, len);
+            let from = if st > 0 {
+                st - 1
+            } else {
+                len.saturating_add(st)
+            }
+            .clamp(0, len);
             let take = match rest {
                 [Number(n)] => (*n as i64).max(0),
                 [] => len,
@@ -1055,9 +1062,7 @@ pub fn duration_checked(s: &str) -> Result<Option<i64>, String> {
     }
     // Checked before converting: `as i64` would saturate a huge value to i64::MAX.
     if !(ms.is_finite() && ms <= MAX_DURATION_MS as f64) {
-        return Err(format!(
-            "duration `P{s}` is longer than 20,000 years"
-        ));
+        return Err(format!("duration `P{s}` is longer than 20,000 years"));
     }
     let ms = ms as i64;
     Ok(Some(if neg { -ms } else { ms }))
@@ -1284,9 +1289,15 @@ mod tests {
         assert!(e.contains("leaves the years"), "{e}");
         let e = eval_err("=duration(\"P3000000D\") * 1000000", v.clone());
         assert!(e.contains("overflows"), "{e}");
-        let e = eval_err("=duration(\"P5000000D\") + duration(\"P5000000D\")", v.clone());
+        let e = eval_err(
+            "=duration(\"P5000000D\") + duration(\"P5000000D\")",
+            v.clone(),
+        );
         assert!(e.contains("overflows"), "{e}");
-        let e = eval_err("=date and time(\"9999-12-31T00:00:00Z\") + duration(\"P2D\")", v);
+        let e = eval_err(
+            "=date and time(\"9999-12-31T00:00:00Z\") + duration(\"P2D\")",
+            v,
+        );
         assert!(e.contains("leaves the years"), "{e}");
         assert_eq!(parse_duration("P999999999999D"), None);
         assert_eq!(parse_duration("P1Y"), None);

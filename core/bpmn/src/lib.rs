@@ -193,7 +193,11 @@ impl Process {
     pub fn link(&mut self) {
         let mut links: HashMap<String, (Vec<String>, usize)> = HashMap::new();
         for f in self.flows.values() {
-            links.entry(f.source.clone()).or_default().0.push(f.id.clone());
+            links
+                .entry(f.source.clone())
+                .or_default()
+                .0
+                .push(f.id.clone());
             links.entry(f.target.clone()).or_default().1 += 1;
         }
         self.links = links;
@@ -910,7 +914,10 @@ fn check(ctx: &mut Ctx, p: &Process) -> BTreeMap<String, feel::Expression> {
                 candidate_groups,
                 ..
             } => {
-                for (what, x) in [("assignee", assignee), ("candidateGroups", candidate_groups)] {
+                for (what, x) in [
+                    ("assignee", assignee),
+                    ("candidateGroups", candidate_groups),
+                ] {
                     if let Some(x) = x {
                         compile_expr(ctx, &mut exprs, &e.id, e.line, what, x);
                     }

@@ -230,10 +230,7 @@ impl Instance {
 /// their order).
 enum Work {
     /// The element completed: take its outgoing flows.
-    Leave {
-        element: String,
-        scope: Option<u64>,
-    },
+    Leave { element: String, scope: Option<u64> },
     /// A token arrives at `element` over `flow`.
     Enter {
         flow: String,
@@ -271,12 +268,7 @@ pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result
     })
 }
 
-fn apply_inner(
-    p: &Process,
-    inst: &mut Instance,
-    cmd: Command,
-    now: i64,
-) -> Result<Step, RunError> {
+fn apply_inner(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result<Step, RunError> {
     if inst.completed {
         return Err(RunError::Completed);
     }
@@ -520,8 +512,7 @@ fn cancel(cx: &mut Cx, inst: &mut Instance, token: u64) {
     // Joins inside a cancelled subprocess forget their arrivals.
     let p = cx.p;
     for t in inst.tokens.iter().filter(|t| seen.contains(&t.id)) {
-        if p
-            .elements
+        if p.elements
             .get(&t.element)
             .is_some_and(|e| matches!(e.kind, Kind::SubProcess { .. }))
         {

@@ -68,7 +68,10 @@ fn a_loop_without_a_wait_state_is_refused_naming_its_elements() {
     <bpmn:sequenceFlow id="f3" sourceRef="sub" targetRef="gw" />"#,
     ));
     assert!(e.contains("no wait state"), "{e}");
-    assert!(e.contains("sub") && e.contains("s2") && e.contains("e2"), "{e}");
+    assert!(
+        e.contains("sub") && e.contains("s2") && e.contains("e2"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -101,7 +104,8 @@ fn a_loop_through_a_wait_state_is_fine() {
 /// `stages` parallel splits, each doubling the tokens (two flows into one exclusive merge):
 /// no loop, but 2^stages tokens reach the end in one command.
 fn doubling(stages: usize) -> String {
-    let mut body = String::from(r#"<bpmn:sequenceFlow id="f0" sourceRef="start" targetRef="p0" />"#);
+    let mut body =
+        String::from(r#"<bpmn:sequenceFlow id="f0" sourceRef="start" targetRef="p0" />"#);
     for k in 0..stages {
         body.push_str(&format!(
             r#"
@@ -191,7 +195,11 @@ fn deep_xml_and_deep_feel_are_refused_at_deploy() {
     let e = problems(&deep);
     assert!(e.contains("nest deeper than 128 levels"), "{e}");
 
-    let big = format!("{}{}", process(""), " ".repeat(ferrydesk_bpmn::MAX_FILE_BYTES));
+    let big = format!(
+        "{}{}",
+        process(""),
+        " ".repeat(ferrydesk_bpmn::MAX_FILE_BYTES)
+    );
     let e = problems(&big);
     assert!(e.contains("the limit is"), "{e}");
 

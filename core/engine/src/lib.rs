@@ -187,9 +187,7 @@ fn failed_element(e: &run::RunError) -> Option<&str> {
         run::RunError::Element { element, .. }
         | run::RunError::Budget { element, .. }
         | run::RunError::Unhandled { element, .. } => Some(element),
-        run::RunError::UnknownToken(_) | run::RunError::Completed | run::RunError::Panic(_) => {
-            None
-        }
+        run::RunError::UnknownToken(_) | run::RunError::Completed | run::RunError::Panic(_) => None,
     }
 }
 
@@ -435,7 +433,7 @@ impl Engine {
             let Kind::StartEvent(StartTrigger::Timer(t)) = &e.kind else {
                 continue;
             };
-            let Some((due, remaining)) = start_timer_due(t, now, None) else {
+            let Some((due, remaining)) = start_timer_due(p, t, now, None) else {
                 return Err(Error::invalid(
                     format!("bpmn:{}", e.id),
                     "the timer start event has no valid first due date",
@@ -496,7 +494,7 @@ impl Engine {
         let remaining = payload.get("remaining").and_then(|v| v.as_i64());
         if let Timer::Cycle(_) = t
             && remaining.is_none_or(|r| r > 1)
-            && let Some((due, _)) = start_timer_due(t, j.due_at.max(now - 1), remaining)
+            && let Some((due, _)) = start_timer_due(&process, t, j.due_at.max(now - 1), remaining)
         {
             let mut next = j.clone();
             next.id = uuid::Uuid::now_v7().to_string();
@@ -1468,11 +1466,16 @@ async fn sqlx_delete_job(tx: &mut Conn, id: &str) -> Result<()> {
 
 /// The first (or next, after `from`) due time of a timer start event, and for a cycle
 /// `R<n>/<duration>` the repetitions left (`None`: unbounded).
-fn start_timer_due(t: &Timer, from: i64, remaining: Option<i64>) -> Option<(i64, Option<i64>)> {
+/// Expressions are the ones the process compiled at deploy.
+fn start_timer_due(
+    p: &Process,
+    t: &Timer,
+    from: i64,
+    remaining: Option<i64>,
+) -> Option<(i64, Option<i64>)> {
     let text = |s: &str| -> Option<String> {
         if s.starts_with('=') {
-            ferrydesk_bpmn::feel::compile(s)
-                .ok()?
+            p.expression(s)?
                 .eval(&serde_json::json!({}), from)
                 .ok()?
                 .to_json()

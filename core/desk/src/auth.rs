@@ -127,6 +127,18 @@ impl LoginKeys {
     }
 }
 
+/// How long a password check waits for a hash slot before it is refused.
+pub const HASH_WAIT: Duration = Duration::from_secs(5);
+
+/// The node's password-hash slots: as many as cores (at least 2).
+fn hash_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores.max(2))
+    })
+}
+
 fn retry_after(at: Ts, now: Ts) -> Duration {
     let ms = (at.0 - now.0).max(1);
     Duration::from_secs(((ms + 999) / 1000) as u64)
@@ -147,17 +159,69 @@ impl Desk {
             .map_err(|e| Error::Internal(e.to_string()))
     }
 
-    /// Checks `password` against a stored hash on a blocking thread.
-    async fn verify_password(&self, hash: String, password: &str) -> bool {
-        let pw = password.to_owned();
+    /// Runs a password hash on a blocking thread once one of the node's hash slots is free.
+    /// Each argon2 run takes `argon2_memory_kib` of memory and a core for tens of milliseconds,
+    /// so at most [`hash_slots`] run at once, whatever the number of clients; a caller that gets
+    /// no slot within [`HASH_WAIT`] is refused (429, retry in 1 s).
+    async fn hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T> {
+        let busy = || Error::RateLimited {
+            retry_after: Duration::from_secs(1),
+        };
+        let _slot = tokio::time::timeout(HASH_WAIT, hash_slots().acquire())
+            .await
+            .map_err(|_| {
+                metrics::counter!("ferrydesk_login_busy_total").increment(1);
+                busy()
+            })?
+            .map_err(|_| busy())?;
         let a = self.argon2();
-        tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || f(a))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Checks `password` against a stored hash (in a hash slot).
+    async fn verify_password(&self, hash: String, password: &str) -> Result<bool> {
+        let pw = password.to_owned();
+        self.hashing(move |a| {
             PasswordHash::new(&hash)
                 .map(|h| a.verify_password(pw.as_bytes(), &h).is_ok())
                 .unwrap_or(false)
         })
         .await
-        .unwrap_or(false)
+    }
+
+    /// Checks a password attempt counted under `keys`; a refusal for want of a hash slot
+    /// gives the attempt back (it was never checked).
+    async fn check_attempt(
+        &self,
+        keys: &LoginKeys,
+        hash: Option<String>,
+        password: &str,
+    ) -> Result<bool> {
+        let r = match hash {
+            Some(h) => self.verify_password(h, password).await,
+            None => {
+                // Spend comparable time so that response timing does not reveal unknown users.
+                let pw = password.to_owned();
+                let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+                self.hashing(move |a| {
+                    let _ = a.hash_password(pw.as_bytes(), &salt);
+                    false
+                })
+                .await
+            }
+        };
+        if let Err(Error::RateLimited { .. }) = &r {
+            let mut tx = self.store().begin().await?;
+            security::refund_attempt(&mut tx, &keys.user).await?;
+            security::refund_attempt(&mut tx, &keys.address).await?;
+            tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+        }
+        r
     }
 
     /// Counts a password attempt under both keys before it is checked (see [`LoginPolicy`]);
@@ -193,18 +257,11 @@ impl Desk {
         let mut conn = self.store().read().await?;
         let found = directory::get_user_for_login(&mut conn, username).await?;
         drop(conn);
-        let verified = match &found {
-            Some((user, hash)) if !user.disabled => {
-                self.verify_password(hash.clone(), password).await
-            }
-            _ => {
-                // Spend comparable time so that response timing does not reveal unknown users.
-                let pw = password.to_owned();
-                let desk = self.clone();
-                let _ = tokio::task::spawn_blocking(move || desk.hash_password(&pw)).await;
-                false
-            }
+        let hash = match &found {
+            Some((user, hash)) if !user.disabled => Some(hash.clone()),
+            _ => None,
         };
+        let verified = self.check_attempt(&keys, hash, password).await?;
         let Some((user, _)) = found.filter(|_| verified) else {
             metrics::counter!("ferrydesk_login_failures_total").increment(1);
             return Err(Error::Unauthenticated);
@@ -246,10 +303,8 @@ impl Desk {
         let mut conn = self.store().read().await?;
         let found = directory::get_user_for_login(&mut conn, &p.user.username).await?;
         drop(conn);
-        let ok = match found {
-            Some((u, hash)) if u.id == p.user.id => self.verify_password(hash, current).await,
-            _ => false,
-        };
+        let hash = found.and_then(|(u, hash)| (u.id == p.user.id).then_some(hash));
+        let ok = self.check_attempt(&keys, hash, current).await?;
         if !ok {
             return Err(Error::invalid("current_password", "is not correct"));
         }

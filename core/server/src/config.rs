@@ -32,7 +32,12 @@ pub struct ConfigArgs {
     pub session_ttl_secs: Option<u64>,
     /// Proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names the client
     /// for login and widget-session throttling [default: none: the socket peer counts].
-    #[arg(long, global = true, env = "FERRYDESK_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRYDESK_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Option<Vec<String>>,
     /// New widget visitor sessions per client address per minute [default: 20].
     #[arg(long, global = true, env = "FERRYDESK_WIDGET_SESSIONS_PER_MINUTE")]

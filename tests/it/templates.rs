@@ -141,6 +141,7 @@ async fn template_bombs(b: Backend) -> Result<()> {
         ))
         .await?;
     }
+    let mut slowest = Duration::ZERO;
     for (id, _, reason) in &stored {
         let started = Instant::now();
         let r = anna
@@ -152,6 +153,7 @@ async fn template_bombs(b: Backend) -> Result<()> {
         let message = r.body["message"].as_str().unwrap_or_default();
         assert!(message.contains(reason), "{id}: {message}");
         assert!(took < Duration::from_secs(1), "{id} took {took:?}");
+        slowest = slowest.max(took);
     }
     // Eight bombs rendered at once: /healthz keeps answering within a second.
     let renders: Vec<_> = (0..8)
@@ -170,13 +172,17 @@ async fn template_bombs(b: Backend) -> Result<()> {
             })
         })
         .collect();
-    let mut worst = 0;
-    for _ in 0..10 {
+    let (mut worst, mut polls) = (0, 0);
+    while polls < 3 || !renders.iter().all(|r| r.is_finished()) {
         worst = worst.max(healthz_ms(&server.base).await?);
+        polls += 1;
     }
     for r in renders {
         assert!(r.await?.iter().all(|s| *s == 422));
     }
+    eprintln!(
+        "worst /healthz during 8 concurrent bomb renders: {worst} ms; slowest single bomb render: {slowest:?}"
+    );
     assert!(worst < 1_000, "/healthz took {worst} ms during the renders");
     // Others carry on.
     let r = anna

@@ -1100,7 +1100,7 @@ on_both_backends!(hostile_plugins_are_bounded, secrets_paths_and_publishers);
 
 /// A plugins directory of its own for one server: the evil component under several manifests.
 /// `variants` are (directory, manifest fields replaced).
-fn plugins_dir_with(variants: &[(&str, Value)]) -> Result<tempfile::TempDir> {
+pub(crate) fn plugins_dir_with(variants: &[(&str, Value)]) -> Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     let evil = std::path::PathBuf::from(plugin_dir("testing/evil"));
     let manifest: Value =

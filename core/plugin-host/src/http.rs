@@ -588,7 +588,9 @@ mod tests {
         // Granted private for this host.
         assert!(check(&g, &url("http://127.0.0.1:8080/")).await.is_ok());
         // Another private host, granted as a host but not for private addresses.
-        let e = check(&g, &url("http://10.0.0.1:8080/")).await.unwrap_err();
+        let e = check(&g, &url("http://10.0.0.1:8080/"))
+            .await
+            .expect_err("refused");
         assert!(
             matches!(&e, FetchError::Denied(m) if m.contains("private address")),
             "{e:?}"
@@ -598,7 +600,7 @@ mod tests {
             "http://169.254.169.254/latest/meta-data/",
             "http://[fe80::1]/",
         ] {
-            let e = check(&g, &url(u)).await.unwrap_err();
+            let e = check(&g, &url(u)).await.expect_err("refused");
             assert!(
                 matches!(&e, FetchError::Denied(m) if m.contains("never allowed")),
                 "{u}: {e:?}"
@@ -612,7 +614,7 @@ mod tests {
             "http://[::127.0.0.1]/",
             "http://[fec0::1]/",
         ] {
-            let e = check(&g, &url(u)).await.unwrap_err();
+            let e = check(&g, &url(u)).await.expect_err("refused");
             assert!(
                 matches!(&e, FetchError::Denied(m) if m.contains("private address")),
                 "{u}: {e:?}"
@@ -620,7 +622,7 @@ mod tests {
         }
         let e = check(&g, &url("http://[::ffff:169.254.169.254]/"))
             .await
-            .unwrap_err();
+            .expect_err("refused");
         assert!(
             matches!(&e, FetchError::Denied(m) if m.contains("never allowed")),
             "{e:?}"

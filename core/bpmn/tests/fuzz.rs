@@ -15,7 +15,7 @@ const LIMIT: Duration = Duration::from_secs(1);
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 256,
+        cases: 512,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
@@ -137,8 +137,115 @@ fn compile_and_eval(src: &str) {
     assert!(t.elapsed() < LIMIT, "{src}: took {:?}", t.elapsed());
 }
 
+/// A random graph of exclusive gateways (`g…`, passing the token on) and service tasks (`t…`,
+/// waiting), wired by `edges`, behind a none start event leading to node 0.
+fn graph_xml(kinds: &[bool], edges: &[(usize, usize)]) -> String {
+    let n = kinds.len();
+    let name = |i: usize| {
+        if kinds[i] {
+            format!("t{i}")
+        } else {
+            format!("g{i}")
+        }
+    };
+    let mut body = String::from(
+        r#"<bpmn:startEvent id="s" /><bpmn:sequenceFlow id="f_s" sourceRef="s" targetRef="N0" />"#,
+    )
+    .replace("N0", &name(0));
+    for i in 0..n {
+        let out: Vec<(usize, usize)> = edges
+            .iter()
+            .enumerate()
+            .filter(|(_, (a, _))| *a % n == i)
+            .map(|(k, (_, b))| (k, *b % n))
+            .collect();
+        if kinds[i] {
+            body.push_str(&format!(
+                r#"<bpmn:serviceTask id="t{i}"><bpmn:extensionElements><zeebe:taskDefinition type="x" /></bpmn:extensionElements></bpmn:serviceTask>"#
+            ));
+        } else {
+            let default = out
+                .first()
+                .map(|(k, _)| format!(r#" default="e{k}""#))
+                .unwrap_or_default();
+            body.push_str(&format!(r#"<bpmn:exclusiveGateway id="g{i}"{default} />"#));
+        }
+        for (j, (k, b)) in out.iter().enumerate() {
+            let cond = if !kinds[i] && j > 0 {
+                "<bpmn:conditionExpression>=x > 1</bpmn:conditionExpression>"
+            } else {
+                ""
+            };
+            body.push_str(&format!(
+                r#"<bpmn:sequenceFlow id="e{k}" sourceRef="{}" targetRef="{}">{cond}</bpmn:sequenceFlow>"#,
+                name(i),
+                name(*b)
+            ));
+        }
+    }
+    format!(
+        r#"<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0"><bpmn:process id="p">{body}</bpmn:process></bpmn:definitions>"#
+    )
+}
+
+/// Whether the gateways alone (edges between two gateways) contain a cycle (Kahn's algorithm).
+fn gateway_cycle(kinds: &[bool], edges: &[(usize, usize)]) -> bool {
+    let n = kinds.len();
+    let es: Vec<(usize, usize)> = edges
+        .iter()
+        .map(|(a, b)| (a % n, b % n))
+        .filter(|(a, b)| !kinds[*a] && !kinds[*b])
+        .collect();
+    let mut indeg = vec![0; n];
+    for (_, b) in &es {
+        indeg[*b] += 1;
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|i| !kinds[*i] && indeg[*i] == 0).collect();
+    let mut seen = 0;
+    while let Some(v) = ready.pop() {
+        seen += 1;
+        for (a, b) in &es {
+            if *a == v {
+                indeg[*b] -= 1;
+                if indeg[*b] == 0 {
+                    ready.push(*b);
+                }
+            }
+        }
+    }
+    seen < kinds.iter().filter(|k| !**k).count()
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    /// Deploy refuses exactly the graphs whose gateways loop; an accepted graph of exclusive
+    /// gateways and tasks never runs out of the step budget (each entry moves forward).
+    #[test]
+    fn loops_without_wait_states_are_refused_exactly(
+        kinds in prop::collection::vec(any::<bool>(), 1..10),
+        edges in prop::collection::vec((0usize..10, 0usize..10), 0..20),
+    ) {
+        let xml = graph_xml(&kinds, &edges);
+        let t = Instant::now();
+        let parsed = ferrydesk_bpmn::parse(&xml);
+        let looping = gateway_cycle(&kinds, &edges);
+        prop_assert_eq!(parsed.is_err(), looping, "{:?}\n{}", parsed.as_ref().err(), xml);
+        if let Ok(d) = parsed {
+            let mut i = Instance::default();
+            let r = apply(
+                &d.processes[0],
+                &mut i,
+                Command::Start { start: None, variables: json!({}) },
+                0,
+            );
+            prop_assert!(
+                !matches!(r, Err(ferrydesk_bpmn::run::RunError::Budget { .. })),
+                "{:?}", r
+            );
+        }
+        prop_assert!(t.elapsed() < LIMIT);
+    }
 
     #[test]
     fn feel_text_never_panics(src in feel_text()) {

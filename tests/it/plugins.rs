@@ -151,7 +151,21 @@ async fn telegram_webhook(b: Backend) -> Result<()> {
         s.profile_photos.insert(777, "avatar-1".into());
     }
     let channel = telegram_channel(&fx, &tg, "webhook").await?;
-    // setup registered the webhook with its secret.
+    // The bot token and the webhook secret are sealed in the database (issue 14, row 18); the
+    // plugin still has them: setup registered the webhook with its secret, using the token.
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT COUNT(*) FROM plugin_settings WHERE config LIKE '%{}%' OR config LIKE '%{HOOK_SECRET}%'",
+            TOKEN.split(':').nth(1).unwrap_or(TOKEN)
+        ))
+        .await?,
+        0
+    );
+    assert!(
+        db.scalar_i64("SELECT COUNT(*) FROM plugin_settings WHERE config LIKE 'enc:v1:%'")
+            .await?
+            >= 1
+    );
     assert_eq!(
         tg.lock().webhook.clone(),
         Some((

@@ -549,6 +549,7 @@ async fn visitor_sessions(b: Backend) -> Result<()> {
     );
 
     // Another address is not affected; the contact appears with the first message.
+    let silent = Visitor::new(&server.base, &fx.widget_key).await?;
     let v = Visitor::new(&server.base, &fx.widget_key).await?;
     let mut ws = v.ws().await?;
     v.send("hello").await?;
@@ -576,5 +577,14 @@ async fn visitor_sessions(b: Backend) -> Result<()> {
     );
     let r = v.api.get("/widget/v1/messages").await?;
     assert_eq!(r.status, 401, "{}", r.text);
+    let r = silent.api.get("/widget/v1/messages").await?;
+    assert_eq!(
+        r.status, 401,
+        "a session that never wrote ends too: {}",
+        r.text
+    );
+    // What the widget does then: a new session, which works.
+    let again = Visitor::new(&server.base, &fx.widget_key).await?;
+    again.send("back again").await?;
     Ok(())
 }

@@ -480,6 +480,15 @@ pub(crate) async fn prune(desk: Desk, mut shutdown: tokio::sync::watch::Receiver
                 10_000,
             )
             .await?;
+            let unused = o
+                .visitor_session_ttl
+                .min(crate::widget::UNUSED_VISITOR_SESSION_TTL);
+            security::expire_unused_visitor_sessions(
+                &mut tx,
+                Ts(now.0 - unused.as_millis() as i64),
+                10_000,
+            )
+            .await?;
             tx.commit().await.map_err(ferrydesk_store::Error::from)?;
             Ok::<_, Error>(())
         }

@@ -112,6 +112,12 @@ impl Desk {
             .ok_or(Error::Unauthenticated)?;
         drop(conn);
         let ttl = self.options().visitor_session_ttl.as_millis() as i64;
+        // A visitor who never wrote has no conversation to lose: their session ends sooner.
+        let ttl = if row.identity.is_some() {
+            ttl
+        } else {
+            ttl.min(UNUSED_VISITOR_SESSION_TTL.as_millis() as i64)
+        };
         if row.last_seen_at.0 <= now.0 - ttl {
             let mut tx = self.store().begin().await?;
             security::delete_visitor_session(&mut tx, &hash).await?;
@@ -348,6 +354,11 @@ impl Desk {
         self.commit(tx, events).await
     }
 }
+
+/// A widget visitor session whose visitor never wrote ends after this long unused (or the
+/// `visitor_session_ttl`, when shorter), so sessions that nobody uses do not pile up.
+pub const UNUSED_VISITOR_SESSION_TTL: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
 
 /// How long a resolved API-channel token is trusted without asking the database again.
 pub const CHANNEL_AUTH_TTL: std::time::Duration = std::time::Duration::from_secs(5);

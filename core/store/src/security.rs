@@ -418,6 +418,25 @@ pub async fn expire_visitor_sessions(conn: &mut Conn, before: Ts, limit: i64) ->
     .rows_affected())
 }
 
+/// Deletes the visitor sessions whose visitor never wrote (no identity row) and that are idle
+/// since before `before` (at most `limit`), returning how many.
+pub async fn expire_unused_visitor_sessions(
+    conn: &mut Conn,
+    before: Ts,
+    limit: i64,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM visitor_sessions WHERE token_hash IN \
+         (SELECT v.token_hash FROM visitor_sessions v WHERE v.last_seen_at < $1 \
+          AND NOT EXISTS (SELECT 1 FROM contact_identities i WHERE i.id = v.identity_id) LIMIT $2)",
+    )
+    .bind(before.0)
+    .bind(limit)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 /// Deletes one visitor session.
 pub async fn delete_visitor_session(conn: &mut Conn, hash: &str) -> Result<()> {
     sqlx::query("DELETE FROM visitor_sessions WHERE token_hash = $1")

@@ -5,8 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use ferrydesk_tests::{Backend, Fixture, FixtureOptions};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::json;
 
 use crate::{on_both_backends, setup};
@@ -190,5 +193,99 @@ async fn template_bombs(b: Backend) -> Result<()> {
         .await?
         .ok()?;
     assert_eq!(r["text"], "Hi Client!");
+
+    // Random templates through save and render over HTTP: never a 5xx, each within a second.
+    let fragments = [
+        "Hi ",
+        "{{contact.name}}",
+        "{{first_name contact.name}}",
+        "{{#if contact.email}}",
+        "{{else}}",
+        "{{/if}}",
+        "{{#each this}}",
+        "{{@key}}",
+        "{{/each}}",
+        "{{#*inline \"a\"}}",
+        "{{/inline}}",
+        "{{> a}}",
+        "{{#> a}}",
+        "{{/a}}",
+        "{{upper (lower queue.name)}}",
+        "{{log 1}}",
+        "{{date \"[year]\"}}",
+        "{{",
+        "}}",
+        "(",
+        ")",
+        "\"",
+        "{{> (x)}}",
+    ];
+    // Whole constructs, so some random templates are valid and get rendered too.
+    let snippets = [
+        "Hello, {{first_name contact.name}}! ",
+        "{{#if contact.email}}{{contact.email}}{{else}}no email{{/if}}",
+        "{{#each contact}}{{@key}}={{this}} {{/each}}",
+        "{{#*inline \"sig\"}}{{operator.name}}{{/inline}}{{> sig}}",
+        "{{#with channel}}{{name}}{{/with}}",
+        "{{default contact.phone \"-\"}}",
+        "{{upper queue.name}}",
+    ];
+    let mixed = proptest::collection::vec(
+        prop_oneof![
+            3 => proptest::sample::select(fragments.to_vec()).prop_map(str::to_owned),
+            1 => "\\PC{0,6}",
+            1 => (proptest::sample::select(fragments.to_vec()), 1usize..200)
+                .prop_map(|(f, n)| f.repeat(n)),
+        ],
+        1..40,
+    )
+    .prop_map(|v| v.concat());
+    let valid = proptest::collection::vec(
+        (proptest::sample::select(snippets.to_vec()), 1usize..60).prop_map(|(f, n)| f.repeat(n)),
+        1..6,
+    )
+    .prop_map(|v| v.concat());
+    let strategy = prop_oneof![mixed, valid];
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    let (mut saved, mut slowest) = (0, Duration::ZERO);
+    for i in 0..60 {
+        let body = match strategy.new_tree(&mut runner) {
+            Ok(t) => t.current(),
+            Err(e) => bail!("{e}"),
+        };
+        let started = Instant::now();
+        let r = fx
+            .admin
+            .post(
+                "/api/v1/templates",
+                json!({"name": format!("P{i}"), "body": body}),
+            )
+            .await?;
+        slowest = slowest.max(started.elapsed());
+        if !matches!(r.status, 201 | 422) {
+            bail!("save: HTTP {} {} for {body:?}", r.status, r.text);
+        }
+        if r.status == 201 {
+            saved += 1;
+            let started = Instant::now();
+            let id = r.body["id"].as_str().unwrap_or_default().to_owned();
+            let r = anna
+                .post_empty(&format!("/api/v1/chats/{chat}/templates/{id}/render"))
+                .await?;
+            slowest = slowest.max(started.elapsed());
+            if !matches!(r.status, 200 | 422) {
+                bail!("render: HTTP {} {} for {body:?}", r.status, r.text);
+            }
+        }
+    }
+    eprintln!("random templates: {saved} of 60 saved, slowest call {slowest:?}");
+    assert!(saved > 0);
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
     Ok(())
 }

@@ -573,11 +573,34 @@ async fn widget_after_a_merge(b: Backend) -> Result<()> {
     );
     assert_eq!(va.api.get(&file).await?.status, 200);
 
-    // They write again after the merge: still each their own.
-    va.send("Alice again").await?;
+    // They write again after the merge, both while the other's new chat is open: each gets a
+    // chat of their own (one unfinished chat per identity, not per contact), and replies go
+    // to the visitor who wrote.
+    let again_a = va.send("Alice again").await?;
+    let again_b = vb.send("Bob again").await?;
+    assert_ne!(
+        again_a["chat_id"], again_b["chat_id"],
+        "{again_a} {again_b}"
+    );
+    assert_eq!(again_a["contact_id"], again_b["contact_id"]);
+    let chat_b2 = again_b["chat_id"].as_str().unwrap_or_default().to_owned();
+    anna.post_empty(&format!("/api/v1/chats/{chat_b2}/accept"))
+        .await?
+        .ok()?;
+    anna.post(
+        &format!("/api/v1/chats/{chat_b2}/messages"),
+        json!({"text": "Answer for Bob only"}),
+    )
+    .await?
+    .ok()?;
     let a = transcript(&va).await?;
-    assert!(a.contains("Alice again") && !a.contains("Bob"), "{a}");
+    assert!(a.contains("Alice again"), "{a}");
+    assert!(!a.contains("Bob"), "Alice sees Bob's conversation: {a}");
     let bt = transcript(&vb).await?;
-    assert!(!bt.contains("Alice"), "{bt}");
+    assert!(
+        bt.contains("Bob again") && bt.contains("Answer for Bob only"),
+        "{bt}"
+    );
+    assert!(!bt.contains("Alice"), "Bob sees Alice's conversation: {bt}");
     Ok(())
 }

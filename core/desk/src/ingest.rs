@@ -581,7 +581,7 @@ async fn open_conversation(
             }
         }
     };
-    if let Some(open) = chat_store::open_chat_of(conn, &contact, &channel.id).await? {
+    if let Some(open) = chat_store::open_chat_of(conn, &contact, &channel.id, Some(&identity)).await? {
         return Ok((identity, contact, open, false));
     }
     let parent = chat_store::last_completed_of(conn, &contact, &channel.id).await?;
@@ -603,7 +603,7 @@ async fn open_conversation(
     if created {
         Ok((identity, contact, id, true))
     } else {
-        let c = chat_store::open_chat_of(conn, &contact, &channel.id)
+        let c = chat_store::open_chat_of(conn, &contact, &channel.id, Some(&identity))
             .await?
             .ok_or(Error::not_found("chat"))?;
         Ok((identity, contact, c, false))

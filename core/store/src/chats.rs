@@ -21,12 +21,13 @@ pub struct NewChat<'a> {
     pub now: Ts,
 }
 
-/// Creates a chat unless the contact already has an unfinished one on the channel.
+/// Creates a chat unless the contact identity already has an unfinished one on the channel
+/// (the unique index `chats_open_per_identity`).
 pub async fn insert_chat(conn: &mut Conn, c: NewChat<'_>) -> Result<bool> {
     let r = sqlx::query(
         "INSERT INTO chats (id, status, contact_id, channel_id, identity_id, queue_id, parent_id, \
          started_at, queued_at, operator_initiated) VALUES ($1, 'new', $2, $3, $4, $5, $6, $7, $7, $8) \
-         ON CONFLICT (contact_id, channel_id) WHERE status <> 'completed' DO NOTHING",
+         ON CONFLICT DO NOTHING",
     )
     .bind(c.id.as_str())
     .bind(c.contact.as_str())
@@ -41,17 +42,21 @@ pub async fn insert_chat(conn: &mut Conn, c: NewChat<'_>) -> Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
-/// The unfinished chat of a contact on a channel.
+/// The unfinished chat of a contact identity on a channel (`None`: of the contact's chats
+/// without an identity).
 pub async fn open_chat_of(
     conn: &mut Conn,
     contact: &ContactId,
     channel: &ChannelId,
+    identity: Option<&IdentityId>,
 ) -> Result<Option<ChatId>> {
     let id: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM chats WHERE contact_id = $1 AND channel_id = $2 AND status <> 'completed'",
+        "SELECT id FROM chats WHERE contact_id = $1 AND channel_id = $2 AND status <> 'completed' \
+         AND COALESCE(identity_id, '') = $3",
     )
     .bind(contact.as_str())
     .bind(channel.as_str())
+    .bind(identity.map(|i| i.as_str()).unwrap_or(""))
     .fetch_optional(conn)
     .await?;
     Ok(id.map(ChatId))
@@ -577,7 +582,7 @@ pub async fn identity_of(conn: &mut Conn, chat: &ChatId) -> Result<Option<Option
 }
 
 /// What ingestion needs about a sender, in one query: their identity and contact, and the
-/// contact's unfinished chat on the channel if there is one.
+/// identity's unfinished chat on the channel if there is one.
 pub struct SenderState {
     pub identity: IdentityId,
     pub contact: ContactId,
@@ -591,7 +596,7 @@ pub async fn sender_state(
 ) -> Result<Option<SenderState>> {
     let r: Option<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT i.id, i.contact_id, c.id FROM contact_identities i \
-         LEFT JOIN chats c ON c.contact_id = i.contact_id AND c.channel_id = i.channel_id AND c.status <> 'completed' \
+         LEFT JOIN chats c ON c.contact_id = i.contact_id AND c.channel_id = i.channel_id AND c.identity_id = i.id AND c.status <> 'completed' \
          WHERE i.channel_id = $1 AND i.external_id = $2",
     )
     .bind(channel.as_str())
@@ -620,7 +625,7 @@ pub async fn sender_states(
             .join(", ");
         let sql = format!(
             "SELECT i.external_id, i.id, i.contact_id, c.id FROM contact_identities i \
-             LEFT JOIN chats c ON c.contact_id = i.contact_id AND c.channel_id = i.channel_id AND c.status <> 'completed' \
+             LEFT JOIN chats c ON c.contact_id = i.contact_id AND c.channel_id = i.channel_id AND c.identity_id = i.id AND c.status <> 'completed' \
              WHERE i.channel_id = $1 AND i.external_id IN ({list})"
         );
         let mut q =

@@ -344,7 +344,10 @@ fn measure(tpl: &Compiled, ctx: &serde_json::Value) -> Result<(), String> {
     let mut m = Measure::default();
     m.collect(tpl, 0)?;
     // A partial's hash arguments add keys to the object an `#each` inside it may iterate.
-    m.loops = items.saturating_add(m.hash_args).max(1);
+    m.loops = items
+        .max(m.literal_items)
+        .saturating_add(m.hash_args)
+        .max(1);
     m.value = 1 + text / BYTES_PER_STEP;
     let cost = m.template(tpl, 0)?;
     if cost.steps > MAX_RENDER_COST {
@@ -367,10 +370,13 @@ impl Cost {
     fn step(steps: u64) -> Cost {
         Cost { depth: 0, steps }
     }
-    /// Adds `inner`, nested one level below.
+    /// Adds `inner` run `times` times, nested one level below; each run costs a step even
+    /// when its body is empty (an empty `#each` body still iterates).
     fn nest(&mut self, inner: Cost, times: u64) {
         self.depth = self.depth.max(inner.depth + 1);
-        self.steps = self.steps.saturating_add(inner.steps.saturating_mul(times));
+        self.steps = self
+            .steps
+            .saturating_add(inner.steps.saturating_add(1).saturating_mul(times));
     }
     fn add(&mut self, other: Cost) {
         self.depth = self.depth.max(other.depth);
@@ -386,6 +392,8 @@ struct Measure<'t> {
     /// Partials being measured, outermost first: a name found here again is recursion.
     active: Vec<&'t str>,
     hash_args: u64,
+    /// Largest list or object written in the template itself.
+    literal_items: u64,
     /// How often an `#each` body may run.
     loops: u64,
     /// Steps for printing one value.
@@ -482,8 +490,13 @@ impl<'t> Measure<'t> {
         depth: usize,
     ) -> Result<(), String> {
         for p in std::iter::once(name).chain(params).chain(hash) {
-            if let Parameter::Subexpression(s) = p {
-                self.collect_element(&s.element, depth + 1)?;
+            match p {
+                Parameter::Subexpression(s) => self.collect_element(&s.element, depth + 1)?,
+                // `{{#each [1,2,3]}}` iterates a list written in the template.
+                Parameter::Literal(v) => {
+                    self.literal_items = self.literal_items.max(context_bounds(v).0);
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -1233,6 +1246,14 @@ mod tests {
         assert!(render_err(&fan_out("", 10, 6)).contains("too much work"));
         let loops = format!("{}x{}", "{{#each @root}}".repeat(8), "{{/each}}".repeat(8));
         assert!(render_err(&loops).contains("too much work"));
+        // Lists written in the template count like lists in the context.
+        let list = format!("[{}1]", "1,".repeat(3_000));
+        let literal = format!("{{{{#each {list}}}}}{{{{#each {list}}}}}{{{{/each}}}}{{{{/each}}}}");
+        assert!(
+            render_err(&literal).contains("too much work"),
+            "{}",
+            render_err(&literal)
+        );
         assert!(started.elapsed() < Duration::from_secs(1));
         // A ~20 KB fan-out built to fit the work limit stops at the output limit.
         let wide = fan_out(&"y".repeat(2_000), 8, 2);

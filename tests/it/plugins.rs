@@ -1540,8 +1540,12 @@ async fn secrets_paths_and_publishers(b: Backend) -> Result<()> {
         std::fs::create_dir_all(&d)?;
         std::fs::copy(pdir.path().join("cap-3/plugin.wasm"), d.join("plugin.wasm"))?;
         std::fs::write(d.join("plugin.json"), m.to_string())?;
-        pack(d, key_b, work.path().join("c4b.tar")).await?
+        (
+            pack(d.clone(), key_b, work.path().join("c4b.tar")).await?,
+            pack(d, "", work.path().join("c4u.tar")).await?,
+        )
     };
+    let (c4b, c4u) = c4b;
     let info = tar(s1a, false).await?.ok()?;
     assert!(
         info["publisher"]
@@ -1560,14 +1564,17 @@ async fn secrets_paths_and_publishers(b: Backend) -> Result<()> {
             r.text
         );
     }
-    // …an unsigned installation cannot be taken over by a signed package either…
-    let r = tar(c4b, true).await?;
-    assert_eq!(
-        (r.status, r.code()),
-        (409, "plugin_publisher_mismatch"),
-        "{}",
-        r.text
-    );
+    // …a plugin installed from the server's plugins directory cannot be taken over by an
+    // uploaded package, signed or not (the row-9 attack on `create-case`)…
+    for (what, bytes) in [("signed", c4b), ("unsigned upload", c4u)] {
+        let r = tar(bytes, true).await?;
+        assert_eq!(
+            (r.status, r.code()),
+            (409, "plugin_publisher_mismatch"),
+            "{what}: {}",
+            r.text
+        );
+    }
     // …and a tampered package is refused.
     let mut tampered = s2a.clone();
     let at_byte = tampered.len() / 2;

@@ -723,20 +723,24 @@ impl Plugins {
         let mut tx = self.desk().store().begin().await?;
         let existing = store::get(&mut tx, &m.id).await?;
         let now = now();
-        if let Some(old) = &existing {
-            // A plugin id belongs to its publisher: only a package signed by the same key
-            // (or, for an unsigned installation, another unsigned package) may replace it.
-            let old_publisher = manifest::parse(&old.manifest)
-                .ok()
-                .and_then(|om| om.publisher.map(|p| p.key));
-            if old_publisher != publisher {
+        // A plugin id belongs to its publisher: a signing key, `local` (a directory on the
+        // server) or `unsigned` (an uploaded unsigned package). Only the same may replace it.
+        let identity = publisher
+            .clone()
+            .unwrap_or_else(|| if pkg.local { "local" } else { "unsigned" }.to_owned());
+        if existing.is_some() {
+            let old_identity = store::get_publisher(&mut tx, &m.id)
+                .await?
+                .flatten()
+                .unwrap_or_else(|| "local".to_owned());
+            if old_identity != identity {
                 return Err(Error::conflict(
                     "plugin_publisher_mismatch",
                     format!(
                         "plugin `{}` is installed from publisher {}; this package is from {}: a package cannot take over another publisher's plugin id (uninstall the plugin first to replace it)",
                         m.id,
-                        old_publisher.as_deref().unwrap_or("(unsigned)"),
-                        publisher.as_deref().unwrap_or("(unsigned)")
+                        describe_publisher(&old_identity),
+                        describe_publisher(&identity)
                     ),
                 ));
             }
@@ -811,6 +815,7 @@ impl Plugins {
             },
         )
         .await?;
+        store::set_publisher(&mut tx, &m.id, &identity).await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         drop(_guard);
         self.sync()
@@ -1033,6 +1038,14 @@ impl Plugins {
             }
         }
         Ok(out)
+    }
+}
+
+fn describe_publisher(identity: &str) -> String {
+    match identity {
+        "local" => "the server's own plugin directories (local)".to_owned(),
+        "unsigned" => "an uploaded unsigned package".to_owned(),
+        key => format!("key {key}"),
     }
 }
 

@@ -17,6 +17,9 @@ pub struct Package {
     pub wasm: Vec<u8>,
     /// `plugin.sig`, if the package has one.
     pub signature: Option<String>,
+    /// Read from a directory on the server (the plugins directory, the demo, the command
+    /// line), not uploaded.
+    pub local: bool,
 }
 
 /// What a publisher signs: a domain tag, the SHA-256 of the manifest text and of the component.
@@ -117,6 +120,7 @@ pub fn read_dir(dir: &Path) -> Result<Package, Error> {
         manifest_text,
         wasm,
         signature,
+        local: true,
     })
 }
 
@@ -187,6 +191,7 @@ pub fn read_tar(bytes: &[u8]) -> Result<Package, Error> {
         manifest_text,
         wasm,
         signature,
+        local: false,
     })
 }
 
@@ -278,6 +283,7 @@ mod tests {
             manifest_text: manifest.to_owned(),
             wasm: wasm.to_vec(),
             signature: sig,
+            local: false,
         }
     }
 

@@ -372,3 +372,23 @@ pub async fn all_settings(conn: &mut Conn) -> Result<Vec<(String, String, String
     .fetch_all(conn)
     .await?)
 }
+
+/// Who an installation's id belongs to (`ed25519:…`, `local` or `unsigned`); `None` if the
+/// plugin is not installed, `Some(None)` for a row from before publishers were recorded.
+pub async fn get_publisher(conn: &mut Conn, id: &str) -> Result<Option<Option<String>>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT publisher FROM plugins WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+pub async fn set_publisher(conn: &mut Conn, id: &str, publisher: &str) -> Result<()> {
+    sqlx::query("UPDATE plugins SET publisher = $2 WHERE id = $1")
+        .bind(id)
+        .bind(publisher)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -777,7 +777,9 @@ impl Desk {
         let channel = directory::get_channel(&mut tx, &ident.channel_id)
             .await?
             .ok_or(Error::not_found("channel"))?;
-        if let Some(open) = chat_store::open_chat_of(&mut tx, contact, &channel.id, Some(&ident.id)).await? {
+        if let Some(open) =
+            chat_store::open_chat_of(&mut tx, contact, &channel.id, Some(&ident.id)).await?
+        {
             return Err(Error::conflict(
                 "chat_open",
                 format!("the contact already has an open chat {open} on this channel"),

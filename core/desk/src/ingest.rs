@@ -581,7 +581,9 @@ async fn open_conversation(
             }
         }
     };
-    if let Some(open) = chat_store::open_chat_of(conn, &contact, &channel.id, Some(&identity)).await? {
+    if let Some(open) =
+        chat_store::open_chat_of(conn, &contact, &channel.id, Some(&identity)).await?
+    {
         return Ok((identity, contact, open, false));
     }
     let parent = chat_store::last_completed_of(conn, &contact, &channel.id).await?;

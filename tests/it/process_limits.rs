@@ -17,7 +17,8 @@ on_both_backends!(
     widget_message_start_that_fails_is_an_incident,
     deep_feel_and_deep_xml_are_refused,
     overflowing_date_arithmetic_is_an_incident,
-    a_process_calling_itself_is_bounded
+    a_process_calling_itself_is_bounded,
+    a_message_whose_catch_fails_is_an_incident
 );
 
 async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> Result<T>
@@ -384,6 +385,89 @@ async fn a_process_calling_itself_is_bounded(b: Backend) -> Result<()> {
         .ok()?;
     let n = all.as_array().map(Vec::len).unwrap_or(0);
     assert!((1..=17).contains(&n), "{n} instances: {all}");
+    alive(&server).await?;
+    Ok(())
+}
+
+/// A client's message that a waiting instance cannot take (its output mapping overflows) is
+/// an incident on that instance keeping the message, not a signal dropped in the log.
+async fn a_message_whose_catch_fails_is_an_incident(b: Backend) -> Result<()> {
+    let (_db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let anna = &fx.operators[0];
+    anna.set_status("active").await?;
+    let xml = definitions(
+        "answering",
+        NONE_START,
+        r#"<bpmn:intermediateCatchEvent id="answer">
+      <bpmn:extensionElements><zeebe:ioMapping><zeebe:output source="=now() + duration(text)" target="due" /></zeebe:ioMapping></bpmn:extensionElements>
+      <bpmn:messageEventDefinition messageRef="m" />
+    </bpmn:intermediateCatchEvent>
+    <bpmn:exclusiveGateway id="gw" default="f4" />
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="answer" />
+    <bpmn:sequenceFlow id="f2" sourceRef="answer" targetRef="gw" />
+    <bpmn:sequenceFlow id="f3" sourceRef="gw" targetRef="answer"><bpmn:conditionExpression>=due = null</bpmn:conditionExpression></bpmn:sequenceFlow>
+    <bpmn:sequenceFlow id="f4" sourceRef="gw" targetRef="e" />"#,
+    );
+    // Messages that are no duration (`due` is null) loop back to the catch: a loop through a
+    // wait state, which deploys.
+    deploy(&fx.admin, &xml).await?.ok()?;
+    let m = fx.inbound("a-1", "alma", "Hello").await?;
+    let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
+    anna.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+        .await?
+        .ok()?;
+    let started = fx
+        .admin
+        .post(
+            "/api/v1/processes/answering/instances",
+            json!({"chat_id": chat, "variables": {"chatId": chat}}),
+        )
+        .await?
+        .ok()?;
+    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    fx.inbound("a-2", "alma", "P999999999999D").await?;
+    let inc = match incident_of(&fx.admin, &id).await {
+        Ok(inc) => inc,
+        Err(e) => {
+            let i = fx
+                .admin
+                .get(&format!("/api/v1/process-instances/{id}"))
+                .await?
+                .text;
+            bail!("{e}: {i}");
+        }
+    };
+    assert_eq!(inc["element"], "answer", "{inc}");
+    assert!(
+        inc["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("longer than 20,000 years"),
+        "{inc}"
+    );
+    let i = fx
+        .admin
+        .get(&format!("/api/v1/process-instances/{id}"))
+        .await?
+        .ok()?;
+    assert_eq!(i["instance"]["state"], "active", "{i}");
+    // `due` is still the null of the first ("Hello") pass: nothing of the failed walk kept.
+    assert!(
+        i["variables"]["due"].is_null(),
+        "nothing of the failed walk kept: {i}"
+    );
+    // Retrying applies the kept message again: it fails again, and the incident stays.
+    let iid = inc["id"].as_str().unwrap_or_default();
+    let r = fx
+        .admin
+        .post(
+            &format!("/api/v1/incidents/{iid}/retry"),
+            json!({"retries": 1}),
+        )
+        .await?;
+    assert_eq!(r.status, 409, "{}", r.text);
     alive(&server).await?;
     Ok(())
 }

@@ -170,6 +170,8 @@ pub struct Process {
     /// Per element: its outgoing flows' ids (in id order) and how many flows come in; built
     /// by [`Process::link`] so a token walk does not scan every flow at each element.
     pub links: HashMap<String, (Vec<String>, usize)>,
+    /// Per activity: the ids of its boundary events (by [`Process::link`]).
+    pub boundaries: HashMap<String, Vec<String>>,
 }
 
 impl Process {
@@ -189,7 +191,8 @@ impl Process {
     pub fn incoming_count(&self, element: &str) -> usize {
         self.links.get(element).map(|l| l.1).unwrap_or(0)
     }
-    /// Builds [`Process::links`] from the flows (after changing them).
+    /// Builds [`Process::links`] and [`Process::boundaries`] (after changing flows or
+    /// elements).
     pub fn link(&mut self) {
         let mut links: HashMap<String, (Vec<String>, usize)> = HashMap::new();
         for f in self.flows.values() {
@@ -201,6 +204,16 @@ impl Process {
             links.entry(f.target.clone()).or_default().1 += 1;
         }
         self.links = links;
+        let mut boundaries: HashMap<String, Vec<String>> = HashMap::new();
+        for e in self.elements.values() {
+            if let Kind::BoundaryEvent { attached_to, .. } = &e.kind {
+                boundaries
+                    .entry(attached_to.clone())
+                    .or_default()
+                    .push(e.id.clone());
+            }
+        }
+        self.boundaries = boundaries;
     }
     pub fn incoming<'a>(&'a self, element: &'a str) -> impl Iterator<Item = &'a Flow> {
         self.flows.values().filter(move |f| f.target == element)
@@ -692,6 +705,7 @@ pub fn parse(text: &str) -> Result<Definitions, Error> {
             flows: BTreeMap::new(),
             expressions: BTreeMap::new(),
             links: HashMap::new(),
+            boundaries: HashMap::new(),
         };
         ctx.forms = p
             .child(BPMN_NS, "extensionElements")

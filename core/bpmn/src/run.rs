@@ -716,7 +716,8 @@ fn activity(
 ) -> Result<u64, RunError> {
     let id = inst.new_token(element, scope, None);
     let p = cx.p;
-    for b in p.elements.values() {
+    let attached = p.boundaries.get(element).into_iter().flatten();
+    for b in attached.filter_map(|b| p.elements.get(b)) {
         if let Kind::BoundaryEvent {
             attached_to,
             trigger: BoundaryTrigger::Timer(t),

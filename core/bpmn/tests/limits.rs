@@ -263,3 +263,38 @@ fn expressions_are_compiled_once_at_deploy_and_evaluation_errors_fail_the_comman
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_large_file_deploys_in_bounded_time_and_its_long_walk_stops_at_the_budget() {
+    // 20,000 gateways in a chain (about 2.5 MB): everything at deploy is near-linear.
+    const N: usize = 20_000;
+    let mut body =
+        String::from(r#"<bpmn:sequenceFlow id="f_s" sourceRef="start" targetRef="g0" />"#);
+    for k in 0..N {
+        let next = if k + 1 == N {
+            "end".to_owned()
+        } else {
+            format!("g{}", k + 1)
+        };
+        body.push_str(&format!(
+            "<bpmn:exclusiveGateway id=\"g{k}\" default=\"f{k}\" />\n<bpmn:sequenceFlow id=\"f{k}\" sourceRef=\"g{k}\" targetRef=\"{next}\" />\n"
+        ));
+    }
+    body.push_str(r#"<bpmn:endEvent id="end" />"#);
+    let xml = process(&body);
+    assert!(xml.len() < ferrydesk_bpmn::MAX_FILE_BYTES);
+    let t = std::time::Instant::now();
+    let d = parse(&xml).expect("deploys");
+    let deploy = t.elapsed();
+    let t = std::time::Instant::now();
+    let mut i = Instance::default();
+    let r = start(&d.processes[0], &mut i);
+    let walk = t.elapsed();
+    eprintln!(
+        "{} bytes, {N} gateways: deploy {deploy:?}, walk to the budget {walk:?}",
+        xml.len()
+    );
+    assert!(matches!(r, Err(RunError::Budget { .. })), "{r:?}");
+    assert!(deploy.as_secs() < 10, "{deploy:?}");
+    assert!(walk.as_secs() < 5, "{walk:?}");
+}

@@ -122,9 +122,10 @@ pub struct PluginInfo {
     /// Capabilities asked for but not approved (after an upgrade), and approved ones no longer
     /// asked for; `null` when they match.
     pub capability_changes: Option<CapabilityChanges>,
-    /// The publisher's key (`ed25519:…`) whose signature the package carried; `null` for an
-    /// unsigned package.
-    pub publisher: Option<String>,
+    /// Whose plugin id this is: the publisher's key (`ed25519:…`) whose signature the package
+    /// carried, `local` (installed from a directory on the server) or `unsigned` (an uploaded
+    /// unsigned package). Only a package of the same publisher may upgrade it.
+    pub publisher: String,
     /// The limits the plugin's calls run under (the manifest's, capped by the host).
     #[schema(value_type = Object)]
     pub effective_limits: serde_json::Value,
@@ -173,6 +174,8 @@ pub(crate) struct Entry {
     pub error: Option<String>,
     pub grant: Grant,
     pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Whose id this is: `ed25519:…`, `local` or `unsigned`.
+    pub publisher: String,
 }
 
 impl Entry {
@@ -542,14 +545,18 @@ impl Plugins {
     }
 
     async fn reload_one(&self, id: &str) -> anyhow::Result<()> {
-        let (row, wasm, settings) = {
+        let (row, wasm, settings, publisher) = {
             let mut conn = self.desk().store().read().await?;
             let Some(row) = store::get(&mut conn, id).await? else {
                 return Ok(());
             };
             let wasm = store::get_component(&mut conn, &row.sha256).await?;
             let settings = store::get_settings(&mut conn, &format!("plugin:{id}")).await?;
-            (row, wasm, settings)
+            let publisher = store::get_publisher(&mut conn, id)
+                .await?
+                .flatten()
+                .unwrap_or_else(|| "local".to_owned());
+            (row, wasm, settings, publisher)
         };
         let settings = self.open_settings(&format!("plugin:{id}"), settings)?;
         let manifest = manifest::parse(&row.manifest)?;
@@ -577,6 +584,7 @@ impl Plugins {
             error,
             grant,
             settings,
+            publisher,
         });
         if let Ok(mut m) = self.inner.entries.write() {
             m.insert(id.to_owned(), entry);
@@ -617,7 +625,7 @@ impl Plugins {
         PluginInfo {
             capability_changes: (!changes.added.is_empty() || !changes.removed.is_empty())
                 .then_some(changes),
-            publisher: m.publisher.as_ref().map(|p| p.key.clone()),
+            publisher: e.publisher.clone(),
             effective_limits,
             id: m.id.clone(),
             name: raw.get("name").cloned().unwrap_or_default(),

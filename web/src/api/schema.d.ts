@@ -2231,10 +2231,11 @@ export interface components {
             limits: Record<string, never>;
             name: Record<string, never>;
             /**
-             * @description The publisher's key (`ed25519:…`) whose signature the package carried; `null` for an
-             *     unsigned package.
+             * @description Whose plugin id this is: the publisher's key (`ed25519:…`) whose signature the package
+             *     carried, `local` (installed from a directory on the server) or `unsigned` (an uploaded
+             *     unsigned package). Only a package of the same publisher may upgrade it.
              */
-            publisher?: string | null;
+            publisher: string;
             sha256: string;
             stats: components["schemas"]["PluginStats"];
             updated_at: components["schemas"]["Ts"];

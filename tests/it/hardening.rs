@@ -181,7 +181,10 @@ async fn everything_hostile_at_once(b: Backend) -> Result<()> {
     let fx = Fixture::new(&server, FixtureOptions::default()).await?;
     let admin = &fx.admin;
     admin
-        .post("/api/v1/plugins", json!({"path": pdir.path().join("evil-slow")}))
+        .post(
+            "/api/v1/plugins",
+            json!({"path": pdir.path().join("evil-slow")}),
+        )
         .await?
         .ok()?;
     admin

@@ -152,14 +152,14 @@ fn graph_xml(kinds: &[bool], edges: &[(usize, usize)]) -> String {
         r#"<bpmn:startEvent id="s" /><bpmn:sequenceFlow id="f_s" sourceRef="s" targetRef="N0" />"#,
     )
     .replace("N0", &name(0));
-    for i in 0..n {
+    for (i, task) in kinds.iter().enumerate() {
         let out: Vec<(usize, usize)> = edges
             .iter()
             .enumerate()
             .filter(|(_, (a, _))| *a % n == i)
             .map(|(k, (_, b))| (k, *b % n))
             .collect();
-        if kinds[i] {
+        if *task {
             body.push_str(&format!(
                 r#"<bpmn:serviceTask id="t{i}"><bpmn:extensionElements><zeebe:taskDefinition type="x" /></bpmn:extensionElements></bpmn:serviceTask>"#
             ));
@@ -171,7 +171,7 @@ fn graph_xml(kinds: &[bool], edges: &[(usize, usize)]) -> String {
             body.push_str(&format!(r#"<bpmn:exclusiveGateway id="g{i}"{default} />"#));
         }
         for (j, (k, b)) in out.iter().enumerate() {
-            let cond = if !kinds[i] && j > 0 {
+            let cond = if !*task && j > 0 {
                 "<bpmn:conditionExpression>=x > 1</bpmn:conditionExpression>"
             } else {
                 ""

@@ -261,7 +261,7 @@ async fn routing(
 }
 
 /// A template with its macros substituted for this chat (S12).
-#[utoipa::path(post, path = "/api/v1/chats/{id}/templates/{template}/render", tag = "templates", responses((status = 200, body = Rendered)))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/templates/{template}/render", tag = "templates", responses((status = 200, body = Rendered), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, description = "the template failed to render: a limit (output size, time, work, nesting) or a missing value, named in `message`; field `body`", body = ErrorBody)))]
 async fn render(
     State(s): State<AppState>,
     Auth(p): Auth,

@@ -219,7 +219,7 @@ async fn search_templates(
         .await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/templates", tag = "templates", request_body = TemplateInput, responses((status = 201, body = Template)))]
+#[utoipa::path(post, path = "/api/v1/templates", tag = "templates", request_body = TemplateInput, responses((status = 201, body = Template), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, description = "invalid input, or a body that cannot render with a sample chat or breaks a template limit (field `body`, the reason in `message`)", body = ErrorBody)))]
 async fn create_template(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -231,7 +231,7 @@ async fn create_template(
     ))
 }
 
-#[utoipa::path(put, path = "/api/v1/templates/{id}", tag = "templates", request_body = TemplateInput, responses((status = 200, body = Template)))]
+#[utoipa::path(put, path = "/api/v1/templates/{id}", tag = "templates", request_body = TemplateInput, responses((status = 200, body = Template), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, description = "invalid input, or a body that cannot render with a sample chat or breaks a template limit (field `body`, the reason in `message`)", body = ErrorBody)))]
 async fn update_template(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -244,7 +244,7 @@ async fn update_template(
         .await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "templates", responses((status = 204)))]
+#[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "templates", responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_template(
     State(s): State<AppState>,
     Auth(p): Auth,

@@ -136,6 +136,9 @@ pub struct Step {
     /// Tokens removed without completing (their jobs, timers, subscriptions, user tasks and
     /// called instances are cancelled).
     pub cancelled: Vec<u64>,
+    /// Element entries the command made (the engine counts them against its budget for a
+    /// whole command, called processes included).
+    pub entries: usize,
 }
 
 /// A process instance's state.
@@ -248,6 +251,8 @@ struct Cx<'a> {
     work: Vec<Work>,
     /// Element entries so far.
     steps: usize,
+    /// Element entries allowed (at most [`MAX_STEPS`]).
+    limit: usize,
     /// Expression work units left.
     feel: usize,
 }
@@ -257,18 +262,41 @@ struct Cx<'a> {
 /// A panic inside the walk (a bug) is caught and returned as [`RunError::Panic`]: the
 /// caller discards the instance as for any error, and the server carries on.
 pub fn apply(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result<Step, RunError> {
-    let mut copy = std::panic::AssertUnwindSafe(&mut *inst);
-    std::panic::catch_unwind(move || apply_inner(p, &mut copy, cmd, now)).unwrap_or_else(|e| {
-        let why = e
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| e.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
-        Err(RunError::Panic(why))
-    })
+    apply_within(p, inst, cmd, now, MAX_STEPS)
 }
 
-fn apply_inner(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Result<Step, RunError> {
+/// [`apply`] with at most `entries` element entries (capped at [`MAX_STEPS`]): the engine
+/// passes what is left of its budget for the whole command. Past it the command fails with
+/// [`RunError::Budget`] naming `MAX_STEPS` (the budget of a command, whose called processes
+/// share it).
+pub fn apply_within(
+    p: &Process,
+    inst: &mut Instance,
+    cmd: Command,
+    now: i64,
+    entries: usize,
+) -> Result<Step, RunError> {
+    let limit = entries.min(MAX_STEPS);
+    let mut copy = std::panic::AssertUnwindSafe(&mut *inst);
+    std::panic::catch_unwind(move || apply_inner(p, &mut copy, cmd, now, limit)).unwrap_or_else(
+        |e| {
+            let why = e
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(RunError::Panic(why))
+        },
+    )
+}
+
+fn apply_inner(
+    p: &Process,
+    inst: &mut Instance,
+    cmd: Command,
+    now: i64,
+    limit: usize,
+) -> Result<Step, RunError> {
     if inst.completed {
         return Err(RunError::Completed);
     }
@@ -278,6 +306,7 @@ fn apply_inner(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Resu
         step: Step::default(),
         work: Vec::new(),
         steps: 0,
+        limit,
         feel: feel::MAX_EVAL_STEPS,
     };
     match cmd {
@@ -386,6 +415,7 @@ fn apply_inner(p: &Process, inst: &mut Instance, cmd: Command, now: i64) -> Resu
         }
     }
     walk(&mut cx, inst)?;
+    cx.step.entries = cx.steps;
     // Waits of tokens that were created and cancelled within this step never reach the engine.
     let alive: std::collections::HashSet<u64> = inst.tokens.iter().map(|t| t.id).collect();
     cx.step.waits.retain(|w| alive.contains(&w.token()));
@@ -416,7 +446,7 @@ fn walk(cx: &mut Cx, inst: &mut Instance) -> Result<(), RunError> {
                 scope,
             } => {
                 cx.steps += 1;
-                if cx.steps > MAX_STEPS {
+                if cx.steps > cx.limit {
                     return Err(RunError::Budget {
                         element,
                         limit: MAX_STEPS,
@@ -547,7 +577,11 @@ fn throw(
         };
         if let Some(b) = catches(true).or_else(|| catches(false)) {
             let b = b.id.clone();
+            let before = cx.step.cancelled.len();
             cancel(cx, inst, tid);
+            let gone: std::collections::HashSet<u64> =
+                cx.step.cancelled[before..].iter().copied().collect();
+            drop_work_in(cx, &gone);
             inst.variables.insert(
                 "error".into(),
                 serde_json::json!({"code": code, "message": message, "element": origin}),
@@ -563,6 +597,15 @@ fn throw(
         code: code.to_owned(),
         message: message.to_owned(),
     })
+}
+
+/// Drops the queued work of ended scopes: a parallel branch still queued inside a subprocess
+/// that a terminate or error end event ended must not enter anything afterwards.
+fn drop_work_in(cx: &mut Cx, scopes: &std::collections::HashSet<u64>) {
+    cx.work.retain(|w| {
+        let (Work::Leave { scope, .. } | Work::Enter { scope, .. } | Work::ScopeDone(scope)) = w;
+        !scope.is_some_and(|s| scopes.contains(&s))
+    });
 }
 
 /// Takes the outgoing flows of a completed element.
@@ -933,6 +976,7 @@ fn enter(
                         .filter(|t| t.scope == Some(sub))
                         .map(|t| t.id)
                         .collect();
+                    let before = cx.step.cancelled.len();
                     for t in inner {
                         if inst.tokens.iter().any(|x| x.id == t) {
                             cancel(cx, inst, t);
@@ -940,6 +984,10 @@ fn enter(
                     }
                     let cancelled = cx.step.cancelled.clone();
                     cx.step.waits.retain(|w| !cancelled.contains(&w.token()));
+                    let mut gone: std::collections::HashSet<u64> =
+                        cx.step.cancelled[before..].iter().copied().collect();
+                    gone.insert(sub);
+                    drop_work_in(cx, &gone);
                     cx.work.push(Work::ScopeDone(scope));
                 }
             }

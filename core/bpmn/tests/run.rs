@@ -536,3 +536,55 @@ fn cycles_are_checked_at_deploy() {
     );
     assert_eq!(ferrydesk_bpmn::parse_cycle("R/PT1S"), Some((None, 1_000)));
 }
+
+/// A subprocess whose parallel split runs into an end event of `kind` on its first branch while
+/// its second branch (a service task) is still queued in the same command.
+fn ended_subprocess(end: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
+  <bpmn:error id="err" errorCode="boom" />
+  <bpmn:process id="p" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:subProcess id="sub">
+      <bpmn:startEvent id="sub_s" />
+      <bpmn:parallelGateway id="fork" />
+      <bpmn:endEvent id="stop">{end}</bpmn:endEvent>
+      <bpmn:serviceTask id="orphan"><bpmn:extensionElements><zeebe:taskDefinition type="orphan" /></bpmn:extensionElements></bpmn:serviceTask>
+      <bpmn:endEvent id="sub_e" />
+      <bpmn:sequenceFlow id="g1" sourceRef="sub_s" targetRef="fork" />
+      <bpmn:sequenceFlow id="g2" sourceRef="fork" targetRef="stop" />
+      <bpmn:sequenceFlow id="g3" sourceRef="fork" targetRef="orphan" />
+      <bpmn:sequenceFlow id="g4" sourceRef="orphan" targetRef="sub_e" />
+    </bpmn:subProcess>
+    <bpmn:boundaryEvent id="caught" attachedToRef="sub"><bpmn:errorEventDefinition errorRef="err" /></bpmn:boundaryEvent>
+    <bpmn:endEvent id="done" />
+    <bpmn:endEvent id="gave_up" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="sub" />
+    <bpmn:sequenceFlow id="f2" sourceRef="sub" targetRef="done" />
+    <bpmn:sequenceFlow id="f3" sourceRef="caught" targetRef="gave_up" />
+  </bpmn:process>
+</bpmn:definitions>"#
+    )
+}
+
+/// A terminate or error end event ends its subprocess: a parallel branch of that subprocess
+/// still queued in the same command enters nothing afterwards (before: the service task was
+/// entered after the subprocess had completed, an orphan token with a job).
+#[test]
+fn an_ended_subprocess_drops_its_queued_branches() {
+    for (end, after) in [
+        ("<bpmn:terminateEventDefinition />", "done"),
+        (r#"<bpmn:errorEventDefinition errorRef="err" />"#, "gave_up"),
+    ] {
+        let d = parse(&ended_subprocess(end)).expect("deploys");
+        let p = &d.processes[0];
+        let mut i = Instance::default();
+        let w = start(p, &mut i, json!({}));
+        assert!(w.is_empty(), "{end}: no job for the ended branch: {w:?}");
+        assert!(i.completed, "{end}: the instance completed: {:?}", i.tokens);
+        assert!(i.tokens.is_empty(), "{end}: {:?}", i.tokens);
+        assert!(!i.history.iter().any(|h| h == "orphan"), "{:?}", i.history);
+        assert_eq!(i.history.last().map(String::as_str), Some(after));
+    }
+}

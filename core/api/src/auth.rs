@@ -66,6 +66,9 @@ pub(crate) fn client_ip(
     let peer = canonical(peer);
     let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
+        if headers.contains_key("x-forwarded-for") {
+            warn_untrusted_proxy(peer);
+        }
         return peer;
     }
     let mut client = peer;
@@ -83,6 +86,21 @@ pub(crate) fn client_ip(
         }
     }
     client
+}
+
+/// Logs once per process that a peer sent `X-Forwarded-For` without being a trusted proxy:
+/// behind a reverse proxy that is not listed, every client shares the proxy's address, so one
+/// client's failed logins slow everyone down.
+fn warn_untrusted_proxy(peer: std::net::IpAddr) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            %peer,
+            "a request carried X-Forwarded-For from a peer not in trusted_proxies; the header \
+             is ignored and the peer's address counts for throttling. Behind a reverse proxy, \
+             list it in trusted_proxies"
+        );
+    });
 }
 
 /// The throttle key of an address: IPv4 as is, IPv6 by its /64.

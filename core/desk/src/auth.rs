@@ -131,12 +131,15 @@ impl LoginKeys {
 pub const HASH_WAIT: Duration = Duration::from_secs(5);
 
 /// The node's password-hash slots: as many as cores (at least 2).
-fn hash_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cores.max(2))
-    })
+fn hash_slots() -> std::sync::Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    SLOTS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            std::sync::Arc::new(tokio::sync::Semaphore::new(cores.max(2)))
+        })
+        .clone()
 }
 
 fn retry_after(at: Ts, now: Ts) -> Duration {
@@ -170,7 +173,7 @@ impl Desk {
         let busy = || Error::RateLimited {
             retry_after: Duration::from_secs(1),
         };
-        let _slot = tokio::time::timeout(HASH_WAIT, hash_slots().acquire())
+        let slot = tokio::time::timeout(HASH_WAIT, hash_slots().acquire_owned())
             .await
             .map_err(|_| {
                 metrics::counter!("ferrydesk_login_busy_total").increment(1);
@@ -178,9 +181,14 @@ impl Desk {
             })?
             .map_err(|_| busy())?;
         let a = self.argon2();
-        tokio::task::spawn_blocking(move || f(a))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))
+        // The slot goes with the hash, not with the request: a client that hangs up frees it
+        // only when the hash it started has finished.
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f(a)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// Checks `password` against a stored hash (in a hash slot).

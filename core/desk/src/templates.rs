@@ -420,6 +420,12 @@ fn inline_name(d: &DecoratorTemplate) -> Option<Result<&str, String>> {
 
 fn partial_name(d: &DecoratorTemplate) -> Result<std::borrow::Cow<'_, str>, String> {
     if let Some(n) = d.name.as_name() {
+        // `{{> @partial-block}}` writes its block's rendered content once per use, and nested
+        // partial blocks multiply it level by level into handlebars' own uncapped buffers
+        // (8 uses × 10 levels of 1,000 bytes ≈ 134 GB) at a cost the measure cannot bound.
+        if n.starts_with('@') {
+            return Err(format!("the partial \"{n}\" is not available in templates"));
+        }
         return Ok(n.into());
     }
     match &d.name {
@@ -1101,6 +1107,40 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains(":2:"), "names line 2: {e}");
+    }
+
+    #[test]
+    fn nested_partial_blocks_cannot_multiply_their_content() {
+        // Each level writes its block's content 8 times: 1,000 bytes × 8^9 ≈ 134 GB if it ran.
+        let body = format!(
+            "{{{{#*inline \"p\"}}}}{}{{{{/inline}}}}{}{}{}",
+            "{{> @partial-block}}".repeat(8),
+            "{{#> p}}".repeat(10),
+            "x".repeat(1_000),
+            "{{/p}}".repeat(10),
+        );
+        let r = Renderer::new();
+        let started = std::time::Instant::now();
+        let e = r
+            .check(&body)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("@partial-block"), "{e}");
+        let e = r
+            .render(&body, &ctx())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not available in templates"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Partial blocks without it still render their fallback.
+        assert_eq!(
+            r.render("{{#> missing}}fallback{{/missing}}", &ctx())
+                .ok()
+                .as_deref(),
+            Some("fallback")
+        );
     }
 
     #[test]

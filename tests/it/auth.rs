@@ -310,6 +310,27 @@ async fn login_throttling(b: Backend) -> Result<()> {
     }
     let n = first_refused.ok_or_else(|| anyhow::anyhow!("30 usernames tried unhindered"))?;
     assert!((20..=23).contains(&n), "first refusal after {n} failures");
+
+    // Per username: guesses at the admin spread over many addresses (one each, so neither the
+    // pair nor the address key ever delays them) slow down together after 20 …
+    let mut first_refused = None;
+    for i in 0..40 {
+        let hop = format!("198.18.0.{i}");
+        let (status, _) = try_login(&proxy, base, "admin", "wrong-password", Some(&hop)).await?;
+        if status == 429 {
+            first_refused = Some(i);
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    let n = first_refused.ok_or_else(|| anyhow::anyhow!("40 addresses guessed unhindered"))?;
+    eprintln!("guesses at one username from distinct addresses: first refusal after {n}");
+    assert!(n <= 20, "first refusal after {n} distinct addresses");
+    // … while the real admin, from the address they signed in from before, is not held up.
+    server.login("admin", ADMIN_PASSWORD).await?;
+    // A new address of theirs waits like the attacker's (the documented trade-off).
+    let (status, _) = try_login(&proxy, base, "admin", ADMIN_PASSWORD, Some("198.18.1.1")).await?;
+    assert_eq!(status, 429);
     Ok(())
 }
 

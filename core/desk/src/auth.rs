@@ -75,20 +75,27 @@ pub struct LoginOk {
     pub expires_at: Ts,
 }
 
-/// Login throttling. Every attempt is counted before the password is checked, under two keys:
-/// the (username, client address) pair and the client address alone (an IPv6 address counts by
-/// its /64). Each key allows `free` attempts; after that each further attempt must wait
-/// `base · 2^(n − free)` after the previous one, capped at `max` (429 with `Retry-After`). A
-/// successful login clears its (username, address) key and gives its attempt back to the
-/// address key; a key with no attempt for `forget_after` starts from zero. A username is never
-/// locked as such: a stranger's failures delay only the stranger's address, so the real user
-/// signs in from any address that has not been failing.
+/// Login throttling. Every attempt is counted before the password is checked, under up to
+/// three keys: the (username, client address) pair, the client address alone (an IPv6 address
+/// counts by its /64), and — unless the address is one the user signed in from within
+/// `known_for` — the username across all addresses. Each key allows `free` attempts; after that
+/// each further attempt must wait `base · 2^(n − free)` after the previous one, capped at `max`
+/// (429 with `Retry-After`). A successful login clears its (username, address) key, gives its
+/// attempt back to the other keys and remembers the address for the user; a key with no
+/// attempt for `forget_after` starts from zero. So guesses spread over many addresses slow
+/// down together, while the real user signing in from an address they used before is never
+/// held up by a stranger's failures (OWASP's "device cookie" idea, keyed by address).
 #[derive(Debug, Clone, Copy)]
 pub struct LoginPolicy {
     /// Per (username, client address): 5 free, then 1 s, 2 s, … up to 15 min.
     pub per_user: security::AttemptPolicy,
     /// Per client address (all usernames): 20 free, then 1 s, 2 s, … up to 15 min.
     pub per_address: security::AttemptPolicy,
+    /// Per username from addresses it has not signed in from: 20 free, then 1 s, 2 s, … up
+    /// to 15 min.
+    pub per_account: security::AttemptPolicy,
+    /// How long an address the user signed in from stays exempt from `per_account`: 30 days.
+    pub known_for: Duration,
 }
 
 impl Default for LoginPolicy {
@@ -107,6 +114,13 @@ impl Default for LoginPolicy {
                 max_delay_ms: 15 * 60 * 1000,
                 forget_after_ms: day,
             },
+            per_account: security::AttemptPolicy {
+                free: 20,
+                base_delay_ms: 1000,
+                max_delay_ms: 15 * 60 * 1000,
+                forget_after_ms: day,
+            },
+            known_for: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -115,6 +129,9 @@ impl Default for LoginPolicy {
 struct LoginKeys {
     user: String,
     address: String,
+    account: String,
+    /// Present while the address is one the user signed in from (see [`LoginPolicy`]).
+    known: String,
 }
 
 impl LoginKeys {
@@ -123,7 +140,17 @@ impl LoginKeys {
         LoginKeys {
             user: format!("login:{client}:{name}"),
             address: format!("login-addr:{client}"),
+            account: format!("login-user:{name}"),
+            known: format!("login-known:{client}:{name}"),
         }
+    }
+
+    /// The keys an attempt counted under, to give back or clear.
+    fn counted(&self, account: bool) -> impl Iterator<Item = &str> {
+        [&self.address, &self.account]
+            .into_iter()
+            .filter(move |k| account || **k != self.account)
+            .map(String::as_str)
     }
 }
 
@@ -207,6 +234,7 @@ impl Desk {
     async fn check_attempt(
         &self,
         keys: &LoginKeys,
+        account: bool,
         hash: Option<String>,
         password: &str,
     ) -> Result<bool> {
@@ -226,25 +254,52 @@ impl Desk {
         if let Err(Error::RateLimited { .. }) = &r {
             let mut tx = self.store().begin().await?;
             security::refund_attempt(&mut tx, &keys.user).await?;
-            security::refund_attempt(&mut tx, &keys.address).await?;
+            for k in keys.counted(account) {
+                security::refund_attempt(&mut tx, k).await?;
+            }
             tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         }
         r
     }
 
-    /// Counts a password attempt under both keys before it is checked (see [`LoginPolicy`]);
-    /// refused attempts change nothing.
-    async fn take_login_attempt(&self, keys: &LoginKeys) -> Result<()> {
+    /// After a correct password: clears the (username, address) key, gives the attempt back
+    /// to the others and remembers the address for the user.
+    async fn attempt_succeeded(
+        &self,
+        tx: &mut ferrydesk_store::Tx,
+        keys: &LoginKeys,
+        account: bool,
+        now: Ts,
+    ) -> Result<()> {
+        security::clear_attempts(tx, &keys.user).await?;
+        for k in keys.counted(account) {
+            security::refund_attempt(tx, k).await?;
+        }
+        let until = Ts(now.0 + self.options().login.known_for.as_millis() as i64);
+        security::remember(tx, &keys.known, now, until).await?;
+        Ok(())
+    }
+
+    /// Counts a password attempt under its keys before it is checked (see [`LoginPolicy`]);
+    /// refused attempts change nothing. `Ok(true)` when it counted under the username's key
+    /// too (the address is not one the user signed in from).
+    async fn take_login_attempt(&self, keys: &LoginKeys) -> Result<bool> {
         let now = Ts::now();
         let policy = self.options().login;
         let mut tx = self.store().begin().await?;
-        let refused =
+        let account = !security::remembered(&mut tx, &keys.known, now).await?;
+        let mut refused =
             match security::take_attempt(&mut tx, &keys.user, now, &policy.per_user).await? {
                 Err(at) => Some(at),
                 Ok(_) => security::take_attempt(&mut tx, &keys.address, now, &policy.per_address)
                     .await?
                     .err(),
             };
+        if refused.is_none() && account {
+            refused = security::take_attempt(&mut tx, &keys.account, now, &policy.per_account)
+                .await?
+                .err();
+        }
         if let Some(at) = refused {
             drop(tx);
             metrics::counter!("ferrydesk_login_throttled_total").increment(1);
@@ -253,7 +308,7 @@ impl Desk {
             });
         }
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
-        Ok(())
+        Ok(account)
     }
 
     /// Logs a user in from `client` (the client's address key). Attempts are throttled per
@@ -261,7 +316,7 @@ impl Desk {
     /// the username exists.
     pub async fn login(&self, username: &str, password: &str, client: &str) -> Result<LoginOk> {
         let keys = LoginKeys::new(username, client);
-        self.take_login_attempt(&keys).await?;
+        let account = self.take_login_attempt(&keys).await?;
         let mut conn = self.store().read().await?;
         let found = directory::get_user_for_login(&mut conn, username).await?;
         drop(conn);
@@ -269,15 +324,14 @@ impl Desk {
             Some((user, hash)) if !user.disabled => Some(hash.clone()),
             _ => None,
         };
-        let verified = self.check_attempt(&keys, hash, password).await?;
+        let verified = self.check_attempt(&keys, account, hash, password).await?;
         let Some((user, _)) = found.filter(|_| verified) else {
             metrics::counter!("ferrydesk_login_failures_total").increment(1);
             return Err(Error::Unauthenticated);
         };
         let now = Ts::now();
         let mut tx = self.store().begin().await?;
-        security::clear_attempts(&mut tx, &keys.user).await?;
-        security::refund_attempt(&mut tx, &keys.address).await?;
+        self.attempt_succeeded(&mut tx, &keys, account, now).await?;
         let (session_token, token_hash) = new_secret("fds_");
         let (csrf_token, _) = new_secret("");
         let expires_at = Ts(now.0 + self.options().session_ttl.as_millis() as i64);
@@ -307,18 +361,18 @@ impl Desk {
             ));
         };
         let keys = LoginKeys::new(&p.user.username, client);
-        self.take_login_attempt(&keys).await?;
+        let account = self.take_login_attempt(&keys).await?;
         let mut conn = self.store().read().await?;
         let found = directory::get_user_for_login(&mut conn, &p.user.username).await?;
         drop(conn);
         let hash = found.and_then(|(u, hash)| (u.id == p.user.id).then_some(hash));
-        let ok = self.check_attempt(&keys, hash, current).await?;
+        let ok = self.check_attempt(&keys, account, hash, current).await?;
         if !ok {
             return Err(Error::invalid("current_password", "is not correct"));
         }
         let mut tx = self.store().begin().await?;
-        security::clear_attempts(&mut tx, &keys.user).await?;
-        security::refund_attempt(&mut tx, &keys.address).await?;
+        self.attempt_succeeded(&mut tx, &keys, account, Ts::now())
+            .await?;
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;
         Ok(())
     }
@@ -481,7 +535,7 @@ pub(crate) async fn prune(desk: Desk, mut shutdown: tokio::sync::watch::Receiver
         let now = Ts::now();
         let r = async {
             let mut tx = desk.store().begin().await?;
-            security::prune_throttle(&mut tx, Ts(now.0 - forget)).await?;
+            security::prune_throttle(&mut tx, Ts(now.0 - forget), now).await?;
             security::expire_visitor_sessions(
                 &mut tx,
                 Ts(now.0 - o.visitor_session_ttl.as_millis() as i64),

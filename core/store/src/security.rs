@@ -321,13 +321,42 @@ pub async fn take_rate(
     Ok(Some(Ts(since.unwrap_or(now.0) + window_ms)))
 }
 
-/// Deletes throttle rows untouched since `before`.
-pub async fn prune_throttle(conn: &mut Conn, before: Ts) -> Result<u64> {
-    Ok(sqlx::query("DELETE FROM throttle WHERE updated_at < $1")
-        .bind(before.0)
-        .execute(conn)
-        .await?
-        .rows_affected())
+/// Marks `key` (a known-address key) as remembered until `until`: a row with no attempts whose
+/// `next_at` is its end.
+pub async fn remember(conn: &mut Conn, key: &str, now: Ts, until: Ts) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO throttle (key, attempts, since, next_at, updated_at) VALUES ($1, 0, $2, $3, $2) \
+         ON CONFLICT (key) DO UPDATE SET next_at = excluded.next_at, updated_at = excluded.updated_at",
+    )
+    .bind(key)
+    .bind(now.0)
+    .bind(until.0)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether `key` was [`remember`]ed and has not run out at `now`.
+pub async fn remembered(conn: &mut Conn, key: &str, now: Ts) -> Result<bool> {
+    let n: Option<i64> =
+        sqlx::query_scalar("SELECT attempts FROM throttle WHERE key = $1 AND next_at > $2")
+            .bind(key)
+            .bind(now.0)
+            .fetch_optional(conn)
+            .await?;
+    Ok(n.is_some())
+}
+
+/// Deletes throttle rows untouched since `before` whose delay (or remembered time) is over.
+pub async fn prune_throttle(conn: &mut Conn, before: Ts, now: Ts) -> Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM throttle WHERE updated_at < $1 AND next_at < $2")
+            .bind(before.0)
+            .bind(now.0)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// A new widget visitor session. Its identity (`identity`, `external_id`) is only reserved:

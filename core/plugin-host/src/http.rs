@@ -166,13 +166,18 @@ pub enum AddressClass {
 }
 
 /// Cloud instance metadata endpoints that are not link-local (those are forbidden anyway).
-const METADATA_V4: [[u8; 4]; 1] = [[100, 100, 100, 200]]; // Alibaba Cloud
+const METADATA_V4: [[u8; 4]; 2] = [
+    [100, 100, 100, 200], // Alibaba Cloud
+    [168, 63, 129, 16],   // Azure WireServer (and its DNS, health probes and metadata proxy)
+];
 const METADATA_V6: [u16; 8] = [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254]; // AWS IMDS over IPv6
 
 /// Classifies `ip`: IPv6 forms that embed an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`,
 /// IPv4-compatible `::a.b.c.d`, 6to4 `2002:aabb:ccdd::/16`, NAT64 `64:ff9b::/96`, Teredo
 /// `2001:0::/32`, whose server and client addresses both count) are judged by the embedded
-/// address.
+/// address. NAT64 local-use `64:ff9b:1::/48` (RFC 8215) is a translator inside the operator's
+/// network with a prefix length (48, 56, 64 or 96, RFC 6052) the host cannot know: it is never
+/// public, and forbidden if the IPv4 address at any of those positions is.
 pub fn classify(ip: IpAddr) -> AddressClass {
     match ip {
         IpAddr::V4(v4) => {
@@ -204,6 +209,25 @@ pub fn classify(ip: IpAddr) -> AddressClass {
             }
             if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
                 return classify(IpAddr::V4(v4(s[6], s[7])));
+            }
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                let o = v6.octets();
+                // RFC 6052 §2.2: the IPv4 address per prefix length; byte 8 (bits 64..72) is
+                // always zero and skipped.
+                let at = |b: [usize; 4]| {
+                    classify(IpAddr::V4(std::net::Ipv4Addr::new(
+                        o[b[0]], o[b[1]], o[b[2]], o[b[3]],
+                    )))
+                };
+                return [
+                    [6, 7, 9, 10],
+                    [7, 9, 10, 11],
+                    [9, 10, 11, 12],
+                    [12, 13, 14, 15],
+                ]
+                .into_iter()
+                .map(at)
+                .fold(AddressClass::Private, AddressClass::max);
             }
             if s[0] == 0x2001 && s[1] == 0 {
                 let server = classify(IpAddr::V4(v4(s[2], s[3])));
@@ -524,6 +548,17 @@ mod tests {
         assert_eq!(class("64:ff9b::7f00:1"), Private);
         assert_eq!(class("64:ff9b::a9fe:a9fe"), Forbidden);
         assert_eq!(class("64:ff9b::808:808"), Public);
+        assert_eq!(class("64:ff9b::a83f:8110"), Forbidden); // Azure WireServer
+        // NAT64 local-use (RFC 8215): never public; metadata forbidden at every prefix length.
+        assert_eq!(class("64:ff9b:1::a9fe:a9fe"), Forbidden); // /96
+        assert_eq!(class("64:ff9b:1::6464:64c8"), Forbidden); // /96, Alibaba metadata
+        assert_eq!(class("64:ff9b:1:0:a9:fea9:fe00:0"), Forbidden); // /64
+        assert_eq!(class("64:ff9b:1:a9:fe:a9fe::"), Forbidden); // /56
+        assert_eq!(class("64:ff9b:1:a9fe:a9:fe00::"), Forbidden); // /48
+        assert_eq!(class("64:ff9b:1::a83f:8110"), Forbidden); // /96, Azure WireServer
+        assert_eq!(class("64:ff9b:1::7f00:1"), Private);
+        assert_eq!(class("64:ff9b:1::808:808"), Private);
+        assert_eq!(class("64:ff9b:1:808:8:800::"), Private);
         // Teredo: the server (bits 32..64) and the client (last 32 bits, inverted).
         assert_eq!(class("2001:0:0a00:0001::1"), Private);
         assert_eq!(class("2001:0:4136:e378:8000:63bf:80ff:fffe"), Private); // client 127.0.0.1
@@ -547,10 +582,14 @@ mod tests {
             "::ffff:169.254.169.254",
             "::169.254.169.254",
             "::ffff:100.100.100.200",
+            "168.63.129.16",
+            "::ffff:168.63.129.16",
+            "2002:a83f:8110::1",
         ] {
             assert_eq!(class(ip), Forbidden, "{ip}");
         }
         assert_eq!(class("100.100.100.201"), Private);
+        assert_eq!(class("168.63.129.17"), Public);
         assert_eq!(class("fd00:ec2::253"), Private);
     }
 

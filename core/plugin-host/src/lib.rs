@@ -56,12 +56,19 @@ pub struct HostConfig {
     pub max_component_bytes: usize,
     /// Longest compilation accepted at install.
     pub compile_timeout: Duration,
-    /// Memory cap when the manifest sets none.
+    /// Memory cap when the manifest sets none, and the most it may set (never more than
+    /// `memory_budget_mb` either). The cap is for all of a call's linear memories together.
     pub default_memory_mb: u32,
-    /// Time cap when the manifest sets none.
+    pub max_memory_mb: u32,
+    /// Time cap when the manifest sets none, and the most it may set.
     pub default_timeout_ms: u32,
-    /// HTTP requests per call when the manifest sets none.
+    pub max_timeout_ms: u32,
+    /// HTTP requests per call when the manifest sets none, and the most it may set.
     pub default_http_requests: u32,
+    pub max_http_requests: u32,
+    /// Files and sender photos a connector call may ask the host to download (fewer if the
+    /// plugin's `effects` limit is lower).
+    pub max_downloads: u32,
     /// Largest HTTP response a plugin may read.
     pub max_response_bytes: usize,
     /// Concurrent instances across all plugins (pool slots).
@@ -97,8 +104,12 @@ impl HostConfig {
             max_component_bytes: 16 << 20,
             compile_timeout: Duration::from_secs(60),
             default_memory_mb: 32,
+            max_memory_mb: 512,
             default_timeout_ms: 5_000,
+            max_timeout_ms: 60_000,
             default_http_requests: 5,
+            max_http_requests: 100,
+            max_downloads: 20,
             max_response_bytes: 25 << 20,
             max_instances: 256,
             memory_budget_mb: 1024,
@@ -120,7 +131,8 @@ impl HostConfig {
 }
 
 /// The limits a plugin's calls run under: the manifest's `limits`, or the host's defaults,
-/// never above the host's maxima. Shown to the admin.
+/// never above the host's maxima (a manifest asking for more is installed and runs under the
+/// maximum). Shown to the admin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EffectiveLimits {
     pub memory_mb: u32,
@@ -142,9 +154,15 @@ impl EffectiveLimits {
             memory_mb: l
                 .memory_mb
                 .unwrap_or(cfg.default_memory_mb)
-                .min(cfg.memory_budget_mb.max(1)),
-            timeout_ms: l.timeout_ms.unwrap_or(cfg.default_timeout_ms),
-            http_requests: l.http_requests.unwrap_or(cfg.default_http_requests),
+                .clamp(1, cfg.max_memory_mb.min(cfg.memory_budget_mb).max(1)),
+            timeout_ms: l
+                .timeout_ms
+                .unwrap_or(cfg.default_timeout_ms)
+                .clamp(1, cfg.max_timeout_ms.max(1)),
+            http_requests: l
+                .http_requests
+                .unwrap_or(cfg.default_http_requests)
+                .min(cfg.max_http_requests),
             concurrency: l
                 .concurrency
                 .unwrap_or(cfg.default_concurrency)
@@ -182,17 +200,36 @@ pub struct KvQuota {
     pub keys: u64,
 }
 
+/// Why a call's key-value writes were not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The writes would take the scope past its quota; nothing was stored.
+    #[error(
+        "the plugin's storage quota ({} bytes in {} keys; limits.kv_bytes, limits.kv_keys) would be exceeded: the writes would leave {bytes} bytes in {keys} keys; nothing was stored",
+        quota.bytes,
+        quota.keys
+    )]
+    Quota {
+        quota: KvQuota,
+        keys: u64,
+        bytes: u64,
+    },
+    /// The storage failed.
+    #[error("{0}")]
+    Storage(String),
+}
+
 /// What the core provides to plugins: storage and records. Implemented by the desk.
 pub trait Services: Send + Sync + 'static {
     fn kv_get(&self, scope: &str, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>>;
     /// Applies a call's writes (`None` deletes) atomically, or none of them if the scope
-    /// would then hold more than `quota` (the error names the quota and the usage).
+    /// would then hold more than `quota` ([`KvError::Quota`]).
     fn kv_apply(
         &self,
         scope: &str,
         writes: Vec<(String, Option<Vec<u8>>)>,
         quota: KvQuota,
-    ) -> BoxFuture<'_, Result<(), String>>;
+    ) -> BoxFuture<'_, Result<(), KvError>>;
     /// A record as JSON, if the call's actor may see it.
     fn read_record(
         &self,
@@ -525,6 +562,9 @@ pub(crate) struct State {
     grant: http::Grant,
     http_used: u32,
     kv_writes: BTreeMap<String, Option<Vec<u8>>>,
+    /// Why the call's key-value writes broke a per-call limit that the plugin could not be told
+    /// about (`kv.delete` returns nothing): the call then fails and nothing is applied.
+    kv_refused: Option<String>,
     logs: u32,
 }
 
@@ -537,10 +577,36 @@ impl WasiView for State {
     }
 }
 
-/// `StoreLimits` that remembers it refused memory, to tell an out-of-memory trap apart.
+/// A call's resource limiter. Memory is capped for all of the call's linear memories
+/// together: wasmtime's `StoreLimits::memory_size` caps each memory on its own, so a component
+/// with four memories could take four times the `memory_mb` the node budget charged for it.
+/// Also remembers that it refused memory, to tell an out-of-memory trap apart.
 struct Limiter {
+    /// Instances, tables and memories per store; its per-memory size is the same total cap.
     inner: StoreLimits,
+    /// Bytes all linear memories of the store may hold together.
+    memory_total: usize,
+    /// Bytes the store's linear memories hold now (initial sizes plus granted growth).
+    memory_used: usize,
+    // A growth granted here that then fails (the OS or the pool refuses) stays counted:
+    // wasmtime may report a failure without a matching grant, so taking one back could undercount.
     refused: bool,
+}
+
+impl Limiter {
+    fn new(memory_bytes: usize) -> Limiter {
+        Limiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(32)
+                .tables(32)
+                .memories(4)
+                .build(),
+            memory_total: memory_bytes,
+            memory_used: 0,
+            refused: false,
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
@@ -550,8 +616,16 @@ impl wasmtime::ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = self.inner.memory_growing(current, desired, maximum)?;
-        if !ok {
+        // A new memory arrives with `current` 0 and its initial size as `desired`.
+        let growth = desired.saturating_sub(current);
+        let ok = self.inner.memory_growing(current, desired, maximum)?
+            && self
+                .memory_used
+                .checked_add(growth)
+                .is_some_and(|total| total <= self.memory_total);
+        if ok {
+            self.memory_used += growth;
+        } else {
             self.refused = true;
         }
         Ok(ok)
@@ -802,21 +876,14 @@ impl Plugin {
             State {
                 wasi,
                 table: ResourceTable::new(),
-                limits: Limiter {
-                    inner: StoreLimitsBuilder::new()
-                        .memory_size(self.memory_mb() as usize * (1 << 20))
-                        .instances(32)
-                        .tables(32)
-                        .memories(4)
-                        .build(),
-                    refused: false,
-                },
+                limits: Limiter::new(self.memory_mb() as usize * (1 << 20)),
                 call: call.clone(),
                 manifest: m.clone(),
                 services: host.services.clone(),
                 grant,
                 http_used: 0,
                 kv_writes: BTreeMap::new(),
+                kv_refused: None,
                 logs: 0,
             },
         );
@@ -1012,9 +1079,20 @@ impl Plugin {
             Ok(Err(e)) => Err(self.failure(e, &store, &stderr)),
             Ok(Ok(r)) => r,
         };
-        let writes = std::mem::take(&mut store.data_mut().kv_writes)
-            .into_iter()
-            .collect();
+        let (result, writes) = match store.data_mut().kv_refused.take() {
+            Some(detail) if result.is_ok() => (
+                Err(CallError::LimitExceeded {
+                    detail: format!("{detail}; nothing was applied"),
+                }),
+                Vec::new(),
+            ),
+            _ => (
+                result,
+                std::mem::take(&mut store.data_mut().kv_writes)
+                    .into_iter()
+                    .collect(),
+            ),
+        };
         self.record(what, started, result.as_ref().map(|_| ()));
         (result, writes)
     }
@@ -1086,14 +1164,13 @@ impl Plugin {
             .services
             .kv_apply(&call.kv_scope, writes, quota)
             .await
-            .map_err(|e| {
-                if e.contains("quota") {
-                    CallError::LimitExceeded { detail: e }
-                } else {
-                    CallError::Unavailable {
-                        detail: format!("storing the plugin's data failed: {e}"),
-                    }
-                }
+            .map_err(|e| match e {
+                KvError::Quota { .. } => CallError::LimitExceeded {
+                    detail: e.to_string(),
+                },
+                KvError::Storage(e) => CallError::Unavailable {
+                    detail: format!("storing the plugin's data failed: {e}"),
+                },
             })
     }
 
@@ -1321,7 +1398,10 @@ impl Plugin {
             .await;
         let r = r.map(|p| {
             (
-                p.messages.into_iter().map(from_wit_message).collect(),
+                p.messages
+                    .into_iter()
+                    .map(from_wit_message)
+                    .collect::<Vec<_>>(),
                 HttpReply {
                     status: p.reply.status,
                     headers: p.reply.headers,
@@ -1329,7 +1409,97 @@ impl Plugin {
                 },
             )
         });
+        let checked = match &r {
+            Ok((messages, reply)) => {
+                let reply_len = reply.body.len()
+                    + reply
+                        .headers
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>();
+                self.check_output(reply_len)
+                    .and_then(|()| self.check_messages(messages))
+            }
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = checked {
+            self.note_error(&e);
+            return (Err(e), Vec::new());
+        }
         (r, writes)
+    }
+
+    /// Bounds what one connector call hands to the host to ingest: messages at most
+    /// `limits.effects`, their bytes (text, inline file data and every other field) at most
+    /// `limits.effect_bytes`, and files or sender photos to download at most
+    /// `min(limits.effects, HostConfig::max_downloads)`.
+    fn check_messages(&self, messages: &[InboundMessage]) -> Result<(), CallError> {
+        let l = &self.inner.limits;
+        if messages.len() > l.effects as usize {
+            return Err(CallError::LimitExceeded {
+                detail: format!(
+                    "the connector returned {} messages; its limit is {} per call (limits.effects); nothing was ingested",
+                    messages.len(),
+                    l.effects
+                ),
+            });
+        }
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let bytes: usize = messages
+            .iter()
+            .map(|m| {
+                m.external_id.len()
+                    + m.sender_id.len()
+                    + opt(&m.sender_name)
+                    + opt(&m.sender_photo_url)
+                    + m.text.len()
+                    + m.files
+                        .iter()
+                        .map(|f| {
+                            f.data.as_ref().map_or(0, Vec::len)
+                                + opt(&f.url)
+                                + opt(&f.name)
+                                + opt(&f.content_type)
+                        })
+                        .sum::<usize>()
+            })
+            .sum();
+        if bytes > l.effect_bytes as usize {
+            return Err(CallError::LimitExceeded {
+                detail: format!(
+                    "the connector's messages are {bytes} bytes; its limit is {} bytes per call (limits.effect_bytes); nothing was ingested",
+                    l.effect_bytes
+                ),
+            });
+        }
+        let downloads = messages
+            .iter()
+            .map(|m| {
+                usize::from(m.sender_photo_url.is_some())
+                    + m.files
+                        .iter()
+                        .filter(|f| f.data.is_none() && f.url.is_some())
+                        .count()
+            })
+            .sum::<usize>();
+        let max = self.max_downloads();
+        if downloads > max as usize {
+            return Err(CallError::LimitExceeded {
+                detail: format!(
+                    "the connector asked for {downloads} file and photo downloads; the limit is {max} per call (limits.effects, at most {}); nothing was ingested",
+                    self.inner.host.inner.config.max_downloads
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Files and sender photos one connector call may have the host download.
+    pub fn max_downloads(&self) -> u32 {
+        self.inner
+            .limits
+            .effects
+            .min(self.inner.host.inner.config.max_downloads)
     }
 
     /// Delivers an operator reply; returns the provider's message id.
@@ -1382,10 +1552,12 @@ impl Plugin {
                 })
             })
             .await;
-        (
-            r.map(|m| m.into_iter().map(from_wit_message).collect()),
-            writes,
-        )
+        let r = r.map(|m| m.into_iter().map(from_wit_message).collect::<Vec<_>>());
+        if let Err(e) = r.as_ref().map_or(Ok(()), |m| self.check_messages(m)) {
+            self.note_error(&e);
+            return (Err(e), Vec::new());
+        }
+        (r, writes)
     }
 
     /// Downloads a file a connector referenced by URL, under the plugin's own HTTP grant (so a
@@ -1607,10 +1779,21 @@ impl bindings::kv::Host for State {
         self.kv_writes.insert(key, Some(value));
         Ok(())
     }
+    /// A key longer than `set` accepts cannot exist, so deleting it does nothing. Deleting more
+    /// than [`KV_MAX_WRITES`] keys in one call fails the call (`delete` cannot return an error).
     async fn delete(&mut self, key: String) {
-        if self.manifest.capabilities.kv {
-            self.kv_writes.insert(key, None);
+        if !self.manifest.capabilities.kv || key.len() > KV_MAX_KEY {
+            return;
         }
+        if self.kv_writes.len() >= KV_MAX_WRITES && !self.kv_writes.contains_key(&key) {
+            self.kv_refused.get_or_insert_with(|| {
+                format!(
+                    "the plugin wrote or deleted more than {KV_MAX_WRITES} keys in one call (the most per call)"
+                )
+            });
+            return;
+        }
+        self.kv_writes.insert(key, None);
     }
 }
 
@@ -1729,8 +1912,153 @@ pub fn verify_webhook(
 
 /// The error for writes that would take a scope past its key-value quota.
 pub fn kv_quota_message(quota: KvQuota, keys: u64, bytes: u64) -> String {
-    format!(
-        "the plugin's storage quota ({} bytes in {} keys; limits.kv_bytes, limits.kv_keys) would be exceeded: the writes would leave {bytes} bytes in {keys} keys; nothing was stored",
-        quota.bytes, quota.keys
-    )
+    KvError::Quota { quota, keys, bytes }.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    const MIB: usize = 1 << 20;
+    const PAGE: usize = 64 << 10;
+
+    /// A component that instantiates a core module with one memory of `pages` pages `n`
+    /// times: `n` linear memories in one store.
+    fn memories(n: u32, pages: u64) -> Vec<u8> {
+        use wasm_encoder::{
+            Component, InstanceSection, MemorySection, MemoryType, Module, ModuleArg, ModuleSection,
+        };
+        let mut mems = MemorySection::new();
+        mems.memory(MemoryType {
+            minimum: pages,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        let mut core = Module::new();
+        core.section(&mems);
+        let mut instances = InstanceSection::new();
+        for _ in 0..n {
+            instances.instantiate(0, std::iter::empty::<(&str, ModuleArg)>());
+        }
+        let mut c = Component::new();
+        c.section(&ModuleSection(&core));
+        c.section(&instances);
+        c.finish()
+    }
+
+    fn instantiate<T: ResourceLimiter + 'static>(limiter: T, wasm: &[u8]) -> (bool, T) {
+        let engine = Engine::default();
+        let component = Component::new(&engine, wasm).unwrap();
+        let mut store = Store::new(&engine, limiter);
+        store.limiter(|l| l);
+        let ok = Linker::<T>::new(&engine)
+            .instantiate(&mut store, &component)
+            .is_ok();
+        (ok, store.into_data())
+    }
+
+    /// The memory cap is for all of a call's memories together: two memories of 640 KiB do
+    /// not fit a 1 MiB cap, although each would (wasmtime's `StoreLimits` alone lets them).
+    #[test]
+    fn the_memory_cap_is_the_sum_over_all_memories() {
+        let two = memories(2, 10);
+        let (ok, _) = instantiate(
+            StoreLimitsBuilder::new()
+                .memory_size(MIB)
+                .memories(4)
+                .build(),
+            &two,
+        );
+        assert!(ok, "StoreLimits caps each memory on its own");
+
+        let (ok, l) = instantiate(Limiter::new(MIB), &two);
+        assert!(!ok, "two memories of 640 KiB fit a 1 MiB cap");
+        assert!(l.refused);
+        let (ok, l) = instantiate(Limiter::new(MIB), &memories(1, 10));
+        assert!(ok);
+        assert!(!l.refused);
+        assert_eq!(l.memory_used, 10 * PAGE);
+        let (ok, l) = instantiate(Limiter::new(2 * MIB), &memories(3, 10));
+        assert!(ok);
+        assert_eq!(l.memory_used, 30 * PAGE);
+        let (ok, _) = instantiate(Limiter::new(2 * MIB), &memories(4, 10));
+        assert!(!ok, "four memories of 640 KiB fit a 2 MiB cap");
+    }
+
+    /// Growth of any memory counts against the one total; a refused growth is remembered.
+    #[test]
+    fn the_limiter_counts_growth_across_memories() {
+        let mut l = Limiter::new(4 * MIB);
+        assert!(l.memory_growing(0, MIB, None).unwrap()); // memory A created
+        assert!(l.memory_growing(0, MIB, None).unwrap()); // memory B created
+        assert!(l.memory_growing(MIB, 2 * MIB, None).unwrap()); // A grows
+        assert_eq!(l.memory_used, 3 * MIB);
+        assert!(!l.refused);
+        assert!(!l.memory_growing(MIB, 3 * MIB, None).unwrap()); // B: 5 MiB in all
+        assert!(l.refused);
+        assert!(l.memory_growing(MIB, 2 * MIB, None).unwrap()); // B: exactly 4 MiB
+        assert!(!l.memory_growing(2 * MIB, 2 * MIB + PAGE, None).unwrap());
+        assert!(!l.memory_growing(0, usize::MAX, None).unwrap()); // no overflow
+        assert_eq!(l.memory_used, 4 * MIB);
+    }
+
+    fn manifest_with(limits: serde_json::Value) -> Result<Manifest, String> {
+        let m = serde_json::json!({
+            "id": "x", "name": "X", "version": "0.1.0", "api_version": "0.1", "kind": "action",
+            "component": {"path": "plugin.wasm"}, "actions": [{"id": "a", "title": "A"}],
+            "limits": limits
+        });
+        manifest::parse(&m.to_string()).map_err(|e| format!("{e:?}"))
+    }
+
+    /// A manifest asking for more than the schema allows is refused at install, naming the
+    /// field; within the schema but above the host's maxima it runs under the maxima.
+    #[test]
+    fn manifest_limits_are_refused_or_clamped_to_the_host_maxima() {
+        for (field, value) in [("timeout_ms", 60_001u64), ("memory_mb", 513)] {
+            let e = manifest_with(serde_json::json!({ field: value })).unwrap_err();
+            assert!(e.contains(&format!("/limits/{field}")), "{e}");
+        }
+        let cfg = HostConfig::new("/nonexistent");
+        let mut m = manifest_with(serde_json::json!({
+            "timeout_ms": 60_000, "memory_mb": 512, "http_requests": 100, "concurrency": 64,
+            "output_bytes": 16 << 20, "effects": 10_000, "effect_bytes": 16 << 20,
+            "kv_bytes": 256 << 20, "kv_keys": 1_000_000
+        }))
+        .unwrap();
+        let max = EffectiveLimits {
+            memory_mb: 512,
+            timeout_ms: 60_000,
+            http_requests: 100,
+            concurrency: 16,
+            output_bytes: 8 << 20,
+            effects: 1000,
+            effect_bytes: 8 << 20,
+            kv_bytes: 64 << 20,
+            kv_keys: 100_000,
+        };
+        assert_eq!(EffectiveLimits::of(&m, &cfg), max);
+        // A manifest that skipped the schema (the host does not rely on it) is clamped too.
+        m.limits.timeout_ms = Some(u32::MAX);
+        m.limits.memory_mb = Some(u32::MAX);
+        m.limits.http_requests = Some(u32::MAX);
+        assert_eq!(EffectiveLimits::of(&m, &cfg), max);
+        m.limits.timeout_ms = Some(0);
+        m.limits.memory_mb = Some(0);
+        let l = EffectiveLimits::of(&m, &cfg);
+        assert_eq!((l.timeout_ms, l.memory_mb), (1, 1));
+        let l = EffectiveLimits::of(&manifest_with(serde_json::json!({})).unwrap(), &cfg);
+        assert_eq!((l.timeout_ms, l.memory_mb, l.http_requests), (5000, 32, 5));
+        // Never more memory than the node budget either.
+        let mut small = HostConfig::new("/nonexistent");
+        small.memory_budget_mb = 100;
+        assert_eq!(EffectiveLimits::of(&m, &small).memory_mb, 1);
+        m.limits.memory_mb = Some(512);
+        assert_eq!(EffectiveLimits::of(&m, &small).memory_mb, 100);
+    }
 }

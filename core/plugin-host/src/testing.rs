@@ -36,27 +36,31 @@ impl Services for MemoryServices {
         scope: &str,
         writes: Vec<(String, Option<Vec<u8>>)>,
         quota: crate::KvQuota,
-    ) -> BoxFuture<'_, Result<(), String>> {
-        let r = self.kv.lock().map_err(|e| e.to_string()).and_then(|mut m| {
-            let mut next = m.clone();
-            for (k, v) in writes {
-                match v {
-                    Some(v) => next.insert((scope.to_owned(), k), v),
-                    None => next.remove(&(scope.to_owned(), k)),
-                };
-            }
-            let (keys, bytes) = next
-                .iter()
-                .filter(|((s, _), _)| s == scope)
-                .fold((0u64, 0u64), |(n, b), ((_, k), v)| {
-                    (n + 1, b + (k.len() + v.len()) as u64)
-                });
-            if keys > quota.keys || bytes > quota.bytes {
-                return Err(crate::kv_quota_message(quota, keys, bytes));
-            }
-            *m = next;
-            Ok(())
-        });
+    ) -> BoxFuture<'_, Result<(), crate::KvError>> {
+        let r = self
+            .kv
+            .lock()
+            .map_err(|e| crate::KvError::Storage(e.to_string()))
+            .and_then(|mut m| {
+                let mut next = m.clone();
+                for (k, v) in writes {
+                    match v {
+                        Some(v) => next.insert((scope.to_owned(), k), v),
+                        None => next.remove(&(scope.to_owned(), k)),
+                    };
+                }
+                let (keys, bytes) = next
+                    .iter()
+                    .filter(|((s, _), _)| s == scope)
+                    .fold((0u64, 0u64), |(n, b), ((_, k), v)| {
+                        (n + 1, b + (k.len() + v.len()) as u64)
+                    });
+                if keys > quota.keys || bytes > quota.bytes {
+                    return Err(crate::KvError::Quota { quota, keys, bytes });
+                }
+                *m = next;
+                Ok(())
+            });
         Box::pin(async move { r })
     }
     fn read_record(

@@ -295,3 +295,177 @@ async fn traps_name_their_cause() {
         .unwrap_err();
     assert!(e.to_string().contains("time limit"), "{e}");
 }
+
+/// `kv.delete` is bounded like `set`: more than 256 keys written or deleted in one call fails
+/// the call and applies nothing; a key longer than `set` accepts is not recorded at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_deletes_are_bounded_like_writes() {
+    let t = TestHost::new().unwrap();
+    let evil = t.load_dir(evil_dir()).await.unwrap();
+    let call = t.call_with(&evil, json!({}), false);
+    evil.run_action(
+        &call,
+        "kv-flood",
+        &json!({"keys": 2, "kb": 1, "prefix": "a"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.services.kv.lock().unwrap().len(), 2);
+    // 10,000 deletes (the first two real): refused, nothing deleted.
+    let e = evil
+        .run_action(&call, "kv-delete-flood", &json!({"prefix": "a"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, CallError::LimitExceeded { detail } if detail.contains("more than 256 keys") && detail.contains("nothing was applied")),
+        "{e:?}"
+    );
+    assert_eq!(t.services.kv.lock().unwrap().len(), 2);
+    // Exactly 256 is fine.
+    evil.run_action(
+        &call,
+        "kv-delete-flood",
+        &json!({"keys": 256, "prefix": "a"}),
+    )
+    .await
+    .unwrap();
+    assert!(t.services.kv.lock().unwrap().is_empty());
+    // Deleting keys longer than 256 bytes does nothing (they cannot exist) and is not counted.
+    evil.run_action(
+        &call,
+        "kv-delete-flood",
+        &json!({"keys": 1000, "pad": 300, "prefix": "b"}),
+    )
+    .await
+    .unwrap();
+}
+
+fn webhook_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/webhook");
+    assert!(
+        d.join("plugin.wasm").exists(),
+        "{}/plugin.wasm is missing: run plugins/build.sh",
+        d.display()
+    );
+    d
+}
+
+fn batch(messages: Vec<serde_json::Value>) -> ferrydesk_plugin_host::InboundRequest {
+    ferrydesk_plugin_host::InboundRequest {
+        method: "POST".into(),
+        path: "/".into(),
+        query: String::new(),
+        headers: Vec::new(),
+        body: json!({ "messages": messages }).to_string().into_bytes(),
+    }
+}
+
+fn message(i: usize, text: &str, files: usize) -> serde_json::Value {
+    let files: Vec<_> = (0..files)
+        .map(|f| json!({"url": format!("https://files.example.com/{i}/{f}"), "name": "a.txt"}))
+        .collect();
+    json!({"id": format!("m-{i}"), "sender": {"id": "u-1"}, "text": text, "files": files})
+}
+
+/// A connector's results are bounded like an action's: messages per call (`effects`), their
+/// bytes (`effect_bytes`), the reply (`output_bytes`) and the downloads they ask for
+/// (`min(effects, 20)`); exceeding one fails the call and hands nothing over to ingest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_results_are_bounded() {
+    let t = TestHost::new().unwrap();
+    let hook = t
+        .load_dir_patched(
+            webhook_dir(),
+            json!({"limits": {"effects": 5, "effect_bytes": 4096, "output_bytes": 1024}}),
+        )
+        .await
+        .unwrap();
+    let call = t.call_with(
+        &hook,
+        json!({"secret": "x".repeat(16), "outbound_url": "https://shop.example.com/out"}),
+        false,
+    );
+    let limited = |r: Result<_, CallError>, what: &str| match r {
+        Err(CallError::LimitExceeded { detail }) => {
+            assert!(detail.contains(what), "{detail}");
+            assert!(detail.contains("nothing was ingested"), "{detail}");
+        }
+        other => panic!("expected limit_exceeded ({what}), got {other:?}"),
+    };
+
+    // Five messages are fine; six are too many.
+    let (r, _) = hook
+        .connector_inbound(&call, batch((0..5).map(|i| message(i, "hi", 0)).collect()))
+        .await;
+    let (msgs, reply) = r.unwrap();
+    assert_eq!((msgs.len(), reply.status), (5, 200));
+    let (r, writes) = hook
+        .connector_inbound(&call, batch((0..6).map(|i| message(i, "hi", 0)).collect()))
+        .await;
+    limited(r.map(drop), "6 messages");
+    assert!(writes.is_empty());
+
+    // 2 × 3000 bytes of text: over 4096.
+    let (r, _) = hook
+        .connector_inbound(
+            &call,
+            batch((0..2).map(|i| message(i, &"t".repeat(3000), 0)).collect()),
+        )
+        .await;
+    limited(r.map(drop), "limits.effect_bytes");
+
+    // Downloads: at most min(effects, 20) = 5 files per call.
+    let (r, _) = hook
+        .connector_inbound(&call, batch(vec![message(0, "", 5)]))
+        .await;
+    assert_eq!(r.unwrap().0[0].files.len(), 5);
+    let (r, _) = hook
+        .connector_inbound(&call, batch(vec![message(0, "", 6)]))
+        .await;
+    limited(r.map(drop), "6 file and photo downloads");
+    // Sender photos are downloads too.
+    let mut m = message(0, "", 5);
+    m["sender"]["photo_url"] = json!("https://files.example.com/photo.jpg");
+    let (r, _) = hook.connector_inbound(&call, batch(vec![m])).await;
+    limited(r.map(drop), "6 file and photo downloads");
+
+    // The reply to the provider counts against `output_bytes`.
+    let tiny = t
+        .load_dir_patched(
+            webhook_dir(),
+            json!({"id": "webhook-tiny", "limits": {"output_bytes": 8}}),
+        )
+        .await
+        .unwrap();
+    let (r, _) = tiny
+        .connector_inbound(&call, batch(vec![message(0, "hi", 0)]))
+        .await;
+    match r {
+        Err(CallError::LimitExceeded { detail }) => {
+            assert!(detail.contains("limits.output_bytes"), "{detail}")
+        }
+        other => panic!("expected limit_exceeded, got {other:?}"),
+    }
+
+    // With the defaults: 100 messages and 20 downloads per call.
+    let plain = t.load_dir(webhook_dir()).await.unwrap();
+    assert_eq!(plain.max_downloads(), 20);
+    let (r, _) = plain
+        .connector_inbound(
+            &call,
+            batch((0..101).map(|i| message(i, "hi", 0)).collect()),
+        )
+        .await;
+    limited(r.map(drop), "101 messages");
+    let (r, _) = plain
+        .connector_inbound(&call, batch(vec![message(0, "", 21)]))
+        .await;
+    limited(r.map(drop), "21 file and photo downloads");
+    let (r, _) = plain
+        .connector_inbound(
+            &call,
+            batch((0..100).map(|i| message(i, "hi", 0)).collect()),
+        )
+        .await;
+    assert_eq!(r.unwrap().0.len(), 100);
+}

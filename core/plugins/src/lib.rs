@@ -264,32 +264,34 @@ impl ferrydesk_plugin_host::Services for DeskServices {
         scope: &str,
         writes: Vec<(String, Option<Vec<u8>>)>,
         quota: ferrydesk_plugin_host::KvQuota,
-    ) -> BoxFuture<'_, std::result::Result<(), String>> {
+    ) -> BoxFuture<'_, std::result::Result<(), ferrydesk_plugin_host::KvError>> {
+        use ferrydesk_plugin_host::KvError;
         let scope = scope.to_owned();
+        fn storage(e: impl std::fmt::Display) -> KvError {
+            KvError::Storage(e.to_string())
+        }
         Box::pin(async move {
             let store_ = self.desk.store();
-            let mut tx = store_.begin().await.map_err(|e| e.to_string())?;
+            let mut tx = store_.begin().await.map_err(storage)?;
             store::kv_lock(&mut tx, store_.backend(), &scope)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(storage)?;
             let grows = writes.iter().any(|(_, v)| v.is_some());
             for (k, v) in writes {
                 let v = v.map(|b| base64::engine::general_purpose::STANDARD.encode(b));
                 store::kv_put(&mut tx, &scope, &k, v.as_deref())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(storage)?;
             }
             if grows {
-                let (keys, bytes) = store::kv_usage(&mut tx, &scope)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (keys, bytes) = store::kv_usage(&mut tx, &scope).await.map_err(storage)?;
                 let (keys, bytes) = (keys.max(0) as u64, bytes.max(0) as u64);
                 if keys > quota.keys || bytes > quota.bytes {
                     // Dropping the transaction rolls every write of the call back.
-                    return Err(ferrydesk_plugin_host::kv_quota_message(quota, keys, bytes));
+                    return Err(KvError::Quota { quota, keys, bytes });
                 }
             }
-            tx.commit().await.map_err(|e| e.to_string())
+            tx.commit().await.map_err(storage)
         })
     }
     fn read_record(

@@ -59,6 +59,17 @@ impl Action for Evil {
                 }
                 Ok(Outcome::new(json!({ "written": keys })))
             }
+            "kv-delete-flood" => {
+                // `keys` deletes of keys `pad` bytes long (plus the number), named from `prefix`.
+                let keys = input.get("keys").and_then(Json::as_u64).unwrap_or(10_000);
+                let pad = input.get("pad").and_then(Json::as_u64).unwrap_or(0) as usize;
+                let prefix = input.get("prefix").and_then(Json::as_str).unwrap_or("k");
+                let prefix = format!("{prefix}{}", "p".repeat(pad));
+                for i in 0..keys {
+                    store::delete(&format!("{prefix}{i}"));
+                }
+                Ok(Outcome::new(json!({ "deleted": keys })))
+            }
             "stack" => Ok(Outcome::new(json!(recurse(u64::MAX >> 40)))),
             "panic" => panic!("the evil plugin panics"),
             "fetch" => {

@@ -500,6 +500,36 @@ async fn webhook_connector(b: Backend) -> Result<()> {
         err["message"].as_str().unwrap_or_default().contains("body"),
         "{err}"
     );
+    // Results are bounded (issue 14): 101 messages (limits.effects 100) or 21 files to download
+    // (at most 20 per call) fail the call with a 400 naming the limit (a retry cannot cure
+    // it), and nothing is ingested.
+    let many: Vec<Value> = (0..101)
+        .map(|i| json!({"id": format!("big-{i}"), "sender": {"id": "cust-7"}, "text": "spam"}))
+        .collect();
+    let files: Vec<Value> = (0..21)
+        .map(|i| json!({"url": format!("{}/f/{i}", endpoint.url), "name": "a.txt"}))
+        .collect();
+    for (body, what) in [
+        (json!({"messages": many}), "limits.effects"),
+        (
+            json!({"id": "big-files", "sender": {"id": "cust-7"}, "text": "", "files": files}),
+            "21 file and photo downloads",
+        ),
+    ] {
+        let body = serde_json::to_vec(&body)?;
+        let (status, err) = post(sign(secret, &body), body).await?;
+        assert_eq!(status, 400, "{err}");
+        let msg = err["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(what) && msg.contains("nothing was ingested"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM messages WHERE external_id LIKE 'big-%'")
+            .await?,
+        0
+    );
 
     let chat = op.get("/api/v1/me/inbox").await?.ok()?["new_chats"][0]["id"]
         .as_str()

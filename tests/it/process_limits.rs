@@ -18,7 +18,10 @@ on_both_backends!(
     deep_feel_and_deep_xml_are_refused,
     overflowing_date_arithmetic_is_an_incident,
     a_process_calling_itself_is_bounded,
-    a_message_whose_catch_fails_is_an_incident
+    a_message_whose_catch_fails_is_an_incident,
+    a_parallel_fork_bomb_of_calls_is_one_incident,
+    called_processes_share_the_step_budget,
+    kept_messages_are_taken_in_a_loop_within_the_budget
 );
 
 async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> Result<T>
@@ -468,6 +471,262 @@ async fn a_message_whose_catch_fails_is_an_incident(b: Backend) -> Result<()> {
         )
         .await?;
     assert_eq!(r.status, 409, "{}", r.text);
+    alive(&server).await?;
+    Ok(())
+}
+
+/// A process whose parallel split of `k` flows each calls the process itself.
+fn fork_bomb(k: usize) -> String {
+    let mut body = String::from(
+        r#"<bpmn:parallelGateway id="p" />
+    <bpmn:callActivity id="again"><bpmn:extensionElements><zeebe:calledElement processId="bomb" /></bpmn:extensionElements></bpmn:callActivity>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f0" sourceRef="s" targetRef="p" />
+    <bpmn:sequenceFlow id="fe" sourceRef="again" targetRef="e" />"#,
+    );
+    for i in 0..k {
+        body.push_str(&format!(
+            r#"
+    <bpmn:sequenceFlow id="c{i}" sourceRef="p" targetRef="again" />"#
+        ));
+    }
+    definitions("bomb", NONE_START, &body)
+}
+
+/// Issue 14 review, HIGH: called processes had a depth limit but no total. A parallel split of
+/// k flows into a call activity calling its own process started k^16 instances in one
+/// command and one transaction (2^17 for k = 2; k = 4 never ends). Now one command starts at
+/// most 1,000 called instances: past that the whole start is rolled back and the instance
+/// waits in one incident at its start; the server answers throughout.
+async fn a_parallel_fork_bomb_of_calls_is_one_incident(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    for k in [2, 4] {
+        deploy(&fx.admin, &fork_bomb(k)).await?.ok()?;
+        let t = std::time::Instant::now();
+        let started = tokio::time::timeout(
+            Duration::from_secs(30),
+            fx.admin.post("/api/v1/processes/bomb/instances", json!({})),
+        )
+        .await??;
+        let started = started.ok()?;
+        eprintln!("fork bomb k={k}: the start answered in {:?}", t.elapsed());
+        let id = started["id"].as_str().unwrap_or_default().to_owned();
+        let inc = incident_of(&fx.admin, &id).await?;
+        assert!(
+            inc["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("more than 1000 called process instances"),
+            "{inc}"
+        );
+        // Nothing of the rolled-back walk stays: one instance per start, no children.
+        assert_eq!(
+            db.scalar_i64(&format!(
+                "SELECT COUNT(*) FROM process_instances WHERE parent_id = '{id}'"
+            ))
+            .await?,
+            0
+        );
+        alive(&server).await?;
+    }
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_instances WHERE process_key = 'bomb'")
+            .await?,
+        2
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_incidents")
+            .await?,
+        2
+    );
+    Ok(())
+}
+
+/// Called processes share one budget of element entries per command: three parallel calls of
+/// a child that enters ~4,000 elements each exceed 10,000 together (before: each child had its
+/// own 10,000 and the start succeeded with 12,000 entries).
+async fn called_processes_share_the_step_budget(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    deploy(&fx.admin, &definitions("wide", NONE_START, &fan_out(10)))
+        .await?
+        .ok()?;
+    // One child alone fits.
+    let one = fx
+        .admin
+        .post("/api/v1/processes/wide/instances", json!({}))
+        .await?
+        .ok()?;
+    let one = one["id"].as_str().unwrap_or_default().to_owned();
+    let i = fx
+        .admin
+        .get(&format!("/api/v1/process-instances/{one}"))
+        .await?
+        .ok()?;
+    assert_eq!(i["instance"]["state"], "completed", "{i}");
+    let parent = definitions(
+        "thrice",
+        NONE_START,
+        r#"<bpmn:parallelGateway id="p" />
+    <bpmn:callActivity id="call"><bpmn:extensionElements><zeebe:calledElement processId="wide" /></bpmn:extensionElements></bpmn:callActivity>
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f0" sourceRef="s" targetRef="p" />
+    <bpmn:sequenceFlow id="f1" sourceRef="p" targetRef="call" />
+    <bpmn:sequenceFlow id="f2" sourceRef="p" targetRef="call" />
+    <bpmn:sequenceFlow id="f3" sourceRef="p" targetRef="call" />
+    <bpmn:sequenceFlow id="f4" sourceRef="call" targetRef="e" />"#,
+    );
+    deploy(&fx.admin, &parent).await?.ok()?;
+    let started = fx
+        .admin
+        .post("/api/v1/processes/thrice/instances", json!({}))
+        .await?
+        .ok()?;
+    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let inc = incident_of(&fx.admin, &id).await?;
+    assert!(
+        inc["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("more than 10000 elements"),
+        "{inc}"
+    );
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT COUNT(*) FROM process_instances WHERE parent_id = '{id}'"
+        ))
+        .await?,
+        0
+    );
+    alive(&server).await?;
+    Ok(())
+}
+
+/// A receive task in a loop: each pass goes through `chain` exclusive gateways and back; the
+/// instance ends when the message's `i` equals its `stop`.
+fn draining(process: &str, chain: usize) -> String {
+    let mut body = String::from(
+        r#"<bpmn:receiveTask id="r" messageRef="tick" />
+    <bpmn:endEvent id="e" />
+    <bpmn:sequenceFlow id="f0" sourceRef="s" targetRef="r" />
+    <bpmn:sequenceFlow id="f1" sourceRef="r" targetRef="g0" />"#,
+    );
+    for k in 0..chain {
+        if k + 1 == chain {
+            body.push_str(&format!(
+                r#"
+    <bpmn:exclusiveGateway id="g{k}" default="back" />
+    <bpmn:sequenceFlow id="back" sourceRef="g{k}" targetRef="r" />
+    <bpmn:sequenceFlow id="out" sourceRef="g{k}" targetRef="e"><bpmn:conditionExpression>=i = stop</bpmn:conditionExpression></bpmn:sequenceFlow>"#
+            ));
+        } else {
+            body.push_str(&format!(
+                r#"
+    <bpmn:exclusiveGateway id="g{k}" default="h{k}" />
+    <bpmn:sequenceFlow id="h{k}" sourceRef="g{k}" targetRef="g{}" />"#,
+                k + 1
+            ));
+        }
+    }
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
+  <bpmn:message id="tick" name="tick"><bpmn:extensionElements><zeebe:subscription correlationKey="=key" /></bpmn:extensionElements></bpmn:message>
+  <bpmn:process id="{process}" isExecutable="true">
+    {NONE_START}
+    {body}
+  </bpmn:process>
+</bpmn:definitions>"#
+    )
+}
+
+/// Issue 14 review, MEDIUM: a kept message taken by a new subscription nested one command in
+/// the next (command → persist → command), as deep as the number of kept messages. Now the
+/// outermost command takes them in a loop, within the command's budget: 300 kept messages
+/// are all taken in order by one start; with 50 entries per pass the budget stops after 199
+/// passes, and the rest stay kept, each message taken once.
+async fn kept_messages_are_taken_in_a_loop_within_the_budget(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    deploy(&fx.admin, &draining("draining", 1)).await?.ok()?;
+    for i in 1..=300 {
+        fx.admin
+            .post(
+                "/api/v1/messages",
+                json!({"name": "tick", "correlation_key": "k1", "variables": {"i": i},
+                       "time_to_live_ms": 600_000}),
+            )
+            .await?
+            .ok()?;
+    }
+    let t = std::time::Instant::now();
+    let started = tokio::time::timeout(
+        Duration::from_secs(60),
+        fx.admin.post(
+            "/api/v1/processes/draining/instances",
+            json!({"variables": {"key": "k1", "stop": 300}}),
+        ),
+    )
+    .await??
+    .ok()?;
+    eprintln!("300 kept messages taken in {:?}", t.elapsed());
+    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let i = fx
+        .admin
+        .get(&format!("/api/v1/process-instances/{id}"))
+        .await?
+        .ok()?;
+    assert_eq!(i["instance"]["state"], "completed", "{}", i["instance"]);
+    assert_eq!(i["variables"]["i"], 300);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_messages WHERE correlation_key = 'k1'")
+            .await?,
+        0
+    );
+    alive(&server).await?;
+
+    // 300 more for a loop of 50 entries per pass: 1 + 50 × 199 entries fit in 10,000.
+    deploy(&fx.admin, &draining("heavy", 49)).await?.ok()?;
+    db.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) \
+         INSERT INTO process_messages (id, name, correlation_key, variables, created_at, \
+         expires_at, earlier_only) \
+         SELECT 'm' || i, 'tick', 'k2', '{\"i\": ' || i || '}', i, 9999999999999, 0 FROM n",
+    )
+    .await?;
+    let t = std::time::Instant::now();
+    let started = tokio::time::timeout(
+        Duration::from_secs(60),
+        fx.admin.post(
+            "/api/v1/processes/heavy/instances",
+            json!({"variables": {"key": "k2", "stop": 300}}),
+        ),
+    )
+    .await??
+    .ok()?;
+    eprintln!("199 heavy passes in {:?}", t.elapsed());
+    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let i = fx
+        .admin
+        .get(&format!("/api/v1/process-instances/{id}"))
+        .await?
+        .ok()?;
+    assert_eq!(i["instance"]["state"], "active", "{}", i["instance"]);
+    assert_eq!(i["variables"]["i"], 199, "taken in order, once each");
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_messages WHERE correlation_key = 'k2'")
+            .await?,
+        101
+    );
+    // The instance still waits at the receive task for the rest.
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT COUNT(*) FROM process_subscriptions WHERE instance_id = '{id}'"
+        ))
+        .await?,
+        1
+    );
     alive(&server).await?;
     Ok(())
 }

@@ -588,3 +588,24 @@ fn an_ended_subprocess_drops_its_queued_branches() {
         assert_eq!(i.history.last().map(String::as_str), Some(after));
     }
 }
+
+/// The engine's per-command budget: `apply_within` allows what is left of it and `Step::entries`
+/// reports what a walk used; past the allowance the walk fails with the budget error.
+#[test]
+fn apply_within_counts_and_bounds_element_entries() {
+    let d = parse(PARALLEL).expect("deploys");
+    let p = &d.processes[0];
+    let start = || Command::Start {
+        start: None,
+        variables: json!({}),
+    };
+    let mut i = Instance::default();
+    let used = apply(p, &mut i, start(), 0).expect("start").entries;
+    assert!(used >= 3, "{used}");
+    let mut j = Instance::default();
+    let step = ferrydesk_bpmn::run::apply_within(p, &mut j, start(), 0, used).expect("enough");
+    assert_eq!(step.entries, used);
+    let mut k = Instance::default();
+    let r = ferrydesk_bpmn::run::apply_within(p, &mut k, start(), 0, used - 1);
+    assert!(matches!(r, Err(RunError::Budget { .. })), "{r:?}");
+}

@@ -175,9 +175,122 @@ fn run_error(e: run::RunError) -> Error {
 /// Called processes started within one command, one inside the other (see `add_wait`).
 pub const MAX_CALL_DEPTH: usize = 16;
 
+/// Element entries one command may make in all the instances it moves: its own walk, the
+/// called processes it starts, their completions and the kept messages it takes share it.
+pub const MAX_COMMAND_ENTRIES: usize = run::MAX_STEPS;
+
+/// Called process instances one command may start (a parallel split around a call activity
+/// that calls its own process would otherwise start k^16 instances in one transaction).
+pub const MAX_COMMAND_INSTANCES: usize = 1_000;
+
 tokio::task_local! {
     /// How many call activities of the current command started their child, nested.
     static CALL_DEPTH: usize;
+    /// The budget of the current top-level command (see [`Budget`]).
+    static BUDGET: Arc<Budget>;
+}
+
+/// What one top-level command (a start, a job's completion, a message, a user task …) may
+/// still do, shared by everything it does in its transaction. Exhausting it fails the whole
+/// command, which the caller records as an incident, as for the walk's own step budget.
+#[derive(Default)]
+struct Budget {
+    /// Element entries made.
+    entries: std::sync::atomic::AtomicUsize,
+    /// Called instances started.
+    instances: std::sync::atomic::AtomicUsize,
+    /// Why the budget ran out; once set, the command fails.
+    exhausted: Mutex<Option<String>>,
+    /// Subscriptions this command opened, to take a kept message each: the outermost call
+    /// takes them in a loop (one nested command per kept message made a recursion as deep as
+    /// the number of kept messages).
+    kept: Mutex<std::collections::VecDeque<Kept>>,
+}
+
+/// A subscription opened by the current command, which may take a kept message.
+struct Kept {
+    instance: String,
+    token: u64,
+    name: String,
+    key: String,
+    started_at: i64,
+}
+
+impl Budget {
+    /// The current command's budget (there is one inside `command` and `start_in`).
+    fn current() -> Arc<Budget> {
+        BUDGET.try_with(Arc::clone).unwrap_or_default()
+    }
+
+    fn entries_left(&self) -> usize {
+        MAX_COMMAND_ENTRIES.saturating_sub(self.entries.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn spend(&self, entries: usize) {
+        self.entries
+            .fetch_add(entries, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a called instance; false when the command may start no more.
+    fn start_instance(&self) -> bool {
+        self.instances
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            < MAX_COMMAND_INSTANCES
+    }
+
+    fn exhaust(&self, why: String) -> Error {
+        let mut e = self.exhausted.lock().unwrap_or_else(|p| p.into_inner());
+        let why = e.get_or_insert(why).clone();
+        metrics::counter!("ferrydesk_process_command_budget_exhausted_total").increment(1);
+        Error::conflict("process_error", why)
+    }
+
+    fn exhausted(&self) -> Option<String> {
+        self.exhausted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn push_kept(&self, k: Kept) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(k);
+    }
+
+    fn pop_kept(&self) -> Option<Kept> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    fn drop_kept(&self) -> usize {
+        let mut q = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let n = q.len();
+        q.clear();
+        n
+    }
+}
+
+/// Applies `cmd` within what is left of the command's budget and counts what it used.
+fn apply_budgeted(
+    process: &Process,
+    inst: &mut run::Instance,
+    cmd: Command,
+    now: i64,
+) -> std::result::Result<run::Step, run::RunError> {
+    let budget = Budget::current();
+    let r = run::apply_within(process, inst, cmd, now, budget.entries_left());
+    match &r {
+        Ok(step) => budget.spend(step.entries),
+        Err(e @ run::RunError::Budget { .. }) => {
+            budget.exhaust(e.to_string());
+        }
+        Err(_) => {}
+    }
+    r
 }
 
 /// The element a failed walk names, if any.
@@ -650,6 +763,37 @@ impl Engine {
         def: Option<store::DefinitionRow>,
     ) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
+            if BUDGET.try_with(|_| ()).is_ok() {
+                return self
+                    .start_inner(tx, key, start, variables, ctx, def, false)
+                    .await;
+            }
+            BUDGET
+                .scope(Arc::default(), async move {
+                    let id = self
+                        .start_inner(tx, key, start, variables, ctx, def, true)
+                        .await?;
+                    self.take_kept(tx).await?;
+                    Ok(id)
+                })
+                .await
+        })
+    }
+
+    /// Starts an instance; `top`: the outermost call of the command, which turns an exhausted
+    /// command budget into an incident at the start instead of failing.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_inner(
+        &self,
+        tx: &mut Conn,
+        key: &str,
+        start: Option<String>,
+        variables: serde_json::Value,
+        ctx: StartContext,
+        def: Option<store::DefinitionRow>,
+        top: bool,
+    ) -> Result<String> {
+        {
             if let Some(k) = &ctx.start_key
                 && let Some(existing) = store::instance_by_start_key(tx, k).await?
             {
@@ -670,7 +814,7 @@ impl Engine {
             } else {
                 variables
             };
-            let outcome = run::apply(
+            let outcome = apply_budgeted(
                 &process,
                 &mut inst,
                 Command::Start {
@@ -683,20 +827,29 @@ impl Engine {
             // budget) still creates the instance, as Zeebe does: it waits in an incident at
             // its start, keeping nothing of the failed walk; retrying the incident runs the
             // start again.
-            let (step, failure) = match outcome {
+            // A called instance whose walk exhausted the command's budget fails the whole
+            // command (the outermost start or command records the incident).
+            let (step, mut failure) = match outcome {
                 Ok(step) => (step, None),
                 Err(e @ (run::RunError::UnknownToken(_) | run::RunError::Completed)) => {
                     return Err(run_error(e));
                 }
-                Err(e) => {
-                    inst = run::Instance::default();
-                    if let Some(o) = variables.as_object() {
-                        inst.variables = o.clone();
-                    }
-                    (run::Step::default(), Some(e))
+                Err(e @ run::RunError::Budget { .. }) if !top => return Err(run_error(e)),
+                Err(e) => (
+                    run::Step::default(),
+                    Some((failed_element(&e).map(str::to_owned), e.to_string())),
+                ),
+            };
+            let reset = |inst: &mut run::Instance| {
+                *inst = run::Instance::default();
+                if let Some(o) = variables.as_object() {
+                    inst.variables = o.clone();
                 }
             };
-            let row = store::InstanceRow {
+            if failure.is_some() {
+                reset(&mut inst);
+            }
+            let mut row = store::InstanceRow {
                 id: id.clone(),
                 definition_id: def.id.clone(),
                 process_key: def.process_key.clone(),
@@ -716,33 +869,56 @@ impl Engine {
                 ended_at: None,
                 events: 0,
             };
-            store::insert_instance(tx, &row).await?;
-            let mut events = vec![(
+            let started = (
                 now,
                 String::new(),
                 "started".to_owned(),
                 Some(def.id.clone()),
-            )];
-            events.extend(
-                inst.history
-                    .iter()
-                    .map(|e| (now, e.clone(), "completed".to_owned(), None)),
             );
-            store::append_events(tx, &id, &events).await?;
-            if let Some(e) = failure {
-                let element = failed_element(&e)
-                    .map(str::to_owned)
-                    .or(start.clone())
-                    .unwrap_or_else(|| def.process_key.clone());
-                let payload = serde_json::json!({"start": start, "variables": variables});
-                self.raise_incident(tx, &row, 0, &element, "start", payload, &e.to_string())
-                    .await?;
-                return Ok(id);
+            if failure.is_none() {
+                // The outermost start runs in a savepoint: when what it starts exhausts the
+                // command's budget, all of it goes and the instance waits in an incident.
+                let mut sp = ferrydesk_store::savepoint(tx).await?;
+                let r: Result<()> = async {
+                    store::insert_instance(&mut sp, &row).await?;
+                    let mut events = vec![started.clone()];
+                    events.extend(
+                        inst.history
+                            .iter()
+                            .map(|e| (now, e.clone(), "completed".to_owned(), None)),
+                    );
+                    store::append_events(&mut sp, &id, &events).await?;
+                    // The row exists now: persist the waits, or finish at once.
+                    self.persist(&mut sp, &row, &process, &inst, step, now)
+                        .await
+                }
+                .await;
+                match r {
+                    Ok(()) => {
+                        sp.commit().await.map_err(ferrydesk_store::Error::from)?;
+                        return Ok(id);
+                    }
+                    Err(e) if top && Budget::current().exhausted().is_some() => {
+                        sp.rollback().await.map_err(ferrydesk_store::Error::from)?;
+                        Budget::current().drop_kept();
+                        failure = Some((None, e.to_string()));
+                        reset(&mut inst);
+                        row.data = serde_json::to_string(&inst).map_err(corrupt)?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            // The row exists now: persist the waits, or finish at once.
-            self.persist(tx, &row, &process, &inst, step, now).await?;
+            let (element, message) = failure.unwrap_or_default();
+            store::insert_instance(tx, &row).await?;
+            store::append_events(tx, &id, &[started]).await?;
+            let element = element
+                .or(start.clone())
+                .unwrap_or_else(|| def.process_key.clone());
+            let payload = serde_json::json!({"start": start, "variables": variables});
+            self.raise_incident(tx, &row, 0, &element, "start", payload, &message)
+                .await?;
             Ok(id)
-        })
+        }
     }
 
     /// Records a command the process refused (its walk failed) as an incident on the
@@ -802,6 +978,20 @@ impl Engine {
         cmd: Command,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            if BUDGET.try_with(|_| ()).is_ok() {
+                return self.command_inner(tx, instance, cmd).await;
+            }
+            BUDGET
+                .scope(Arc::default(), async move {
+                    self.command_inner(tx, instance, cmd).await?;
+                    self.take_kept(tx).await
+                })
+                .await
+        })
+    }
+
+    async fn command_inner(&self, tx: &mut Conn, instance: &str, cmd: Command) -> Result<()> {
+        {
             let backend = self.store().backend();
             let row = store::lock_instance(tx, backend, instance)
                 .await?
@@ -816,14 +1006,73 @@ impl Engine {
             let mut inst: run::Instance = serde_json::from_str(&row.data).map_err(corrupt)?;
             let before = inst.history.len();
             let now = now();
-            let step = run::apply(&process, &mut inst, cmd, now).map_err(run_error)?;
+            let step = apply_budgeted(&process, &mut inst, cmd, now).map_err(run_error)?;
             let events: Vec<_> = inst.history[before..]
                 .iter()
                 .map(|e| (now, e.clone(), "completed".to_owned(), None))
                 .collect();
             store::append_events(tx, instance, &events).await?;
             self.persist(tx, &row, &process, &inst, step, now).await
-        })
+        }
+    }
+
+    /// Takes a kept message for each subscription the command opened, in a loop (a taken
+    /// message's walk may open the next subscription, which is queued here too). Each take
+    /// runs in a savepoint: a kept message the catch refuses (its output mapping fails on the
+    /// message's variables) stays kept, the subscription keeps waiting, and the command still
+    /// commits. When the command's budget runs out, the remaining messages stay kept.
+    async fn take_kept(&self, tx: &mut Conn) -> Result<()> {
+        let budget = Budget::current();
+        let backend = self.store().backend();
+        while let Some(k) = budget.pop_kept() {
+            if budget.exhausted().is_some() {
+                let left = budget.drop_kept() + 1;
+                tracing::warn!(instance = %k.instance, message = %k.name, subscriptions = left, "the command's budget ran out; kept messages stay kept");
+                break;
+            }
+            if !store::subscription_exists(tx, &k.instance, k.token as i64).await? {
+                continue;
+            }
+            store::lock_message_key(tx, backend, &k.name, &k.key).await?;
+            let mut sp = ferrydesk_store::savepoint(tx).await?;
+            let taken: Result<bool> = async {
+                let Some(vars) =
+                    store::take_message(&mut sp, backend, &k.name, &k.key, now(), k.started_at)
+                        .await?
+                else {
+                    return Ok(false);
+                };
+                store::delete_subscription(&mut sp, &k.instance, k.token as i64).await?;
+                let variables: serde_json::Value = serde_json::from_str(&vars).map_err(corrupt)?;
+                self.command(
+                    &mut sp,
+                    &k.instance,
+                    Command::Complete {
+                        token: k.token,
+                        variables,
+                    },
+                )
+                .await?;
+                Ok(true)
+            }
+            .await;
+            match taken {
+                Ok(took) => {
+                    sp.commit().await.map_err(ferrydesk_store::Error::from)?;
+                    if took {
+                        metrics::counter!("ferrydesk_process_buffered_messages_correlated_total")
+                            .increment(1);
+                    }
+                }
+                // A deadlock or serialisation failure: the whole command is retried.
+                Err(Error::Store(e)) if e.is_retryable() => return Err(Error::Store(e)),
+                Err(e) => {
+                    sp.rollback().await.map_err(ferrydesk_store::Error::from)?;
+                    tracing::warn!(instance = %k.instance, message = %k.name, error = %e, "a kept message was refused by the catch; it stays kept");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes what a step changed: cancelled waits go, new waits are stored, the state is saved;
@@ -891,47 +1140,19 @@ impl Engine {
             self.add_wait(tx, row, process, inst, w, now).await?;
         }
         metrics::counter!("ferrydesk_process_commands_total").increment(1);
-        // A buffered message for a new subscription is correlated at once, after every wait of
-        // this step is stored (completing the token may end the instance or cancel others; a
-        // subscription whose token went meanwhile takes nothing).
+        // A buffered message for a new subscription is correlated once every wait of this
+        // step is stored (completing the token may end the instance or cancel others; a
+        // subscription whose token went meanwhile takes nothing): queued here, taken by the
+        // command's outermost call (`take_kept`).
+        let budget = Budget::current();
         for (token, name, key) in subscribed {
-            let backend = self.store().backend();
-            if !store::subscription_exists(tx, id, token as i64).await? {
-                continue;
-            }
-            store::lock_message_key(tx, backend, &name, &key).await?;
-            // In a savepoint: a kept message the catch refuses (its output mapping fails on
-            // the message's variables) stays kept, the subscription keeps waiting, and the
-            // command that opened it still commits.
-            let mut sp = ferrydesk_store::savepoint(tx).await?;
-            let taken: Result<bool> = async {
-                let Some(vars) =
-                    store::take_message(&mut sp, backend, &name, &key, now, row.started_at).await?
-                else {
-                    return Ok(false);
-                };
-                store::delete_subscription(&mut sp, id, token as i64).await?;
-                let variables: serde_json::Value = serde_json::from_str(&vars).map_err(corrupt)?;
-                self.command(&mut sp, id, Command::Complete { token, variables })
-                    .await?;
-                Ok(true)
-            }
-            .await;
-            match taken {
-                Ok(took) => {
-                    sp.commit().await.map_err(ferrydesk_store::Error::from)?;
-                    if took {
-                        metrics::counter!("ferrydesk_process_buffered_messages_correlated_total")
-                            .increment(1);
-                    }
-                }
-                // A deadlock or serialisation failure: the whole command is retried.
-                Err(Error::Store(e)) if e.is_retryable() => return Err(Error::Store(e)),
-                Err(e) => {
-                    sp.rollback().await.map_err(ferrydesk_store::Error::from)?;
-                    tracing::warn!(instance = %id, message = %name, error = %e, "a kept message was refused by the catch; it stays kept");
-                }
-            }
+            budget.push_kept(Kept {
+                instance: id.clone(),
+                token,
+                name,
+                key,
+                started_at: row.started_at,
+            });
         }
         if inst.completed {
             store::clear_instance(tx, id, now).await?;
@@ -1065,6 +1286,14 @@ impl Engine {
                 // a loop around a call whose child completes at once): each level nests the
                 // command's futures, so it is bounded like the token walk.
                 let depth = CALL_DEPTH.try_with(|d| *d).unwrap_or(0);
+                // Every called instance counts against the command's budget; past it the
+                // whole command fails (an incident), whatever the depth.
+                let budget = Budget::current();
+                if !budget.start_instance() {
+                    return Err(budget.exhaust(format!(
+                        "`{element}`: the command started more than {MAX_COMMAND_INSTANCES} called process instances (does `{process_id}` call itself in parallel?)"
+                    )));
+                }
                 let refusal = match store::latest_definition(tx, &process_id).await? {
                     Some(_) if depth >= MAX_CALL_DEPTH => Some(format!(
                         "called processes nest deeper than {MAX_CALL_DEPTH} levels in one command (does `{process_id}` call itself?)"

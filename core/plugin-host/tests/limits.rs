@@ -469,3 +469,53 @@ async fn connector_results_are_bounded() {
         .await;
     assert_eq!(r.unwrap().0.len(), 100);
 }
+
+/// The bounds leave room for a real provider's largest batch: one Telegram `getUpdates` (at
+/// most 100 updates) of 4096-character messages in a three-byte script is ~1.2 MB, above the
+/// default `effect_bytes` (1 MiB), so the Telegram manifest asks for 4 MiB — otherwise such a
+/// batch would fail every poll and stall the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_telegram_poll_fits_the_connector_limits() {
+    use ferrydesk_plugin_host::http::Response;
+    use ferrydesk_plugin_host::testing::mock_http;
+    let t = TestHost::new().unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/telegram");
+    let tg = t.load_dir(&dir).await.unwrap();
+    let mut call = t.call_with(
+        &tg,
+        json!({"bot_token": "1:abc", "api_base": "https://api.telegram.org", "mode": "polling"}),
+        false,
+    );
+    let text = "語".repeat(4096);
+    let updates: Vec<_> = (0..100)
+        .map(|i| json!({"update_id": 1000 + i, "message": {"message_id": i, "chat": {"id": 777}, "text": text}}))
+        .collect();
+    let body = json!({"ok": true, "result": updates})
+        .to_string()
+        .into_bytes();
+    let _seen = mock_http(&mut call, move |req| {
+        assert!(req.url.contains("/getUpdates"), "{}", req.url);
+        Response {
+            status: 200,
+            headers: vec![],
+            body: body.clone(),
+        }
+    });
+    let (r, writes) = tg.connector_poll(&call).await;
+    let msgs = r.unwrap();
+    assert_eq!(msgs.len(), 100);
+    let bytes: usize = msgs.iter().map(|m| m.text.len()).sum();
+    assert!(bytes > 1 << 20, "{bytes}");
+    assert!(!writes.is_empty(), "the offset is handed back to commit");
+    // Under the default (1 MiB) the same batch would be refused.
+    let strict = t
+        .load_dir_patched(&dir, json!({"id": "telegram-strict", "limits": {"memory_mb": 64, "timeout_ms": 35000, "http_requests": 12}}))
+        .await
+        .unwrap();
+    let (r, writes) = strict.connector_poll(&call).await;
+    assert!(
+        matches!(&r, Err(CallError::LimitExceeded { detail }) if detail.contains("limits.effect_bytes")),
+        "{r:?}"
+    );
+    assert!(writes.is_empty());
+}

@@ -21,7 +21,8 @@ on_both_backends!(
     a_message_whose_catch_fails_is_an_incident,
     a_parallel_fork_bomb_of_calls_is_one_incident,
     called_processes_share_the_step_budget,
-    kept_messages_are_taken_in_a_loop_within_the_budget
+    kept_messages_are_taken_in_a_loop_within_the_budget,
+    a_deep_chain_of_called_instances_completes_without_recursion
 );
 
 async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> Result<T>
@@ -726,6 +727,74 @@ async fn kept_messages_are_taken_in_a_loop_within_the_budget(b: Backend) -> Resu
         ))
         .await?,
         1
+    );
+    alive(&server).await?;
+    Ok(())
+}
+
+/// A chain of called instances as deep as the command's budget allows, built in one command
+/// from kept messages (each takes a message, then calls the process again), that completes all
+/// at once when the last message says `stop`: each completion continues its parent. That
+/// continuation nested one command per level (command → persist → command) and a deep enough
+/// chain overflowed the stack; now the outermost command continues the parents in a loop.
+async fn a_deep_chain_of_called_instances_completes_without_recursion(b: Backend) -> Result<()> {
+    let (db, server) = setup!(b);
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d">
+  <bpmn:message id="deeper" name="deeper"><bpmn:extensionElements><zeebe:subscription correlationKey="=key" /></bpmn:extensionElements></bpmn:message>
+  <bpmn:process id="nest" isExecutable="true">
+    <bpmn:startEvent id="s" />
+    <bpmn:receiveTask id="r" messageRef="deeper" />
+    <bpmn:exclusiveGateway id="x" default="go" />
+    <bpmn:callActivity id="call"><bpmn:extensionElements><zeebe:calledElement processId="nest" /></bpmn:extensionElements></bpmn:callActivity>
+    <bpmn:endEvent id="e" />
+    <bpmn:endEvent id="e2" />
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="r" />
+    <bpmn:sequenceFlow id="f2" sourceRef="r" targetRef="x" />
+    <bpmn:sequenceFlow id="go" sourceRef="x" targetRef="call" />
+    <bpmn:sequenceFlow id="stop" sourceRef="x" targetRef="e"><bpmn:conditionExpression>=stop = true</bpmn:conditionExpression></bpmn:sequenceFlow>
+    <bpmn:sequenceFlow id="f3" sourceRef="call" targetRef="e2" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    deploy(&fx.admin, xml).await?.ok()?;
+    // 900 messages that go deeper, then one that stops: 900 levels, 5 entries and one
+    // called instance each, within the budget.
+    db.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 901) \
+         INSERT INTO process_messages (id, name, correlation_key, variables, created_at, \
+         expires_at, earlier_only) \
+         SELECT 'd' || i, 'deeper', 'k', CASE WHEN i = 901 THEN '{\"stop\": true}' \
+         ELSE '{\"stop\": false}' END, i, 9999999999999, 0 FROM n",
+    )
+    .await?;
+    let t = std::time::Instant::now();
+    let started = tokio::time::timeout(
+        Duration::from_secs(60),
+        fx.admin.post(
+            "/api/v1/processes/nest/instances",
+            json!({"variables": {"key": "k"}}),
+        ),
+    )
+    .await??
+    .ok()?;
+    eprintln!("900 nested levels completed in {:?}", t.elapsed());
+    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let i = fx
+        .admin
+        .get(&format!("/api/v1/process-instances/{id}"))
+        .await?
+        .ok()?;
+    assert_eq!(i["instance"]["state"], "completed", "{}", i["instance"]);
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_instances WHERE process_key = 'nest' AND state = 'completed'")
+            .await?,
+        901
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_messages")
+            .await?,
+        0
     );
     alive(&server).await?;
     Ok(())

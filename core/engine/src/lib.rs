@@ -205,6 +205,10 @@ struct Budget {
     /// takes them in a loop (one nested command per kept message made a recursion as deep as
     /// the number of kept messages).
     kept: Mutex<std::collections::VecDeque<Kept>>,
+    /// Parents to continue (instance, call activity token, the child's variables): a child that
+    /// completed in this command continues its parent afterwards, in a loop of the outermost
+    /// call (one nested command per level overflowed the stack on a deep chain of calls).
+    parents: Mutex<std::collections::VecDeque<(String, u64, serde_json::Value)>>,
 }
 
 /// A subscription opened by the current command, which may take a kept message.
@@ -271,6 +275,33 @@ impl Budget {
         let n = q.len();
         q.clear();
         n
+    }
+
+    fn push_parent(&self, instance: String, token: u64, variables: serde_json::Value) {
+        self.parents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((instance, token, variables));
+    }
+
+    fn pop_parent(&self) -> Option<(String, u64, serde_json::Value)> {
+        self.parents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    fn drop_parents(&self) {
+        self.parents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Forgets the queued work of a rolled-back part of the command.
+    fn drop_queued(&self) {
+        self.drop_kept();
+        self.drop_parents();
     }
 }
 
@@ -890,7 +921,11 @@ impl Engine {
                     store::append_events(&mut sp, &id, &events).await?;
                     // The row exists now: persist the waits, or finish at once.
                     self.persist(&mut sp, &row, &process, &inst, step, now)
-                        .await
+                        .await?;
+                    if top {
+                        self.continue_parents(&mut sp).await?;
+                    }
+                    Ok(())
                 }
                 .await;
                 match r {
@@ -900,7 +935,7 @@ impl Engine {
                     }
                     Err(e) if top && Budget::current().exhausted().is_some() => {
                         sp.rollback().await.map_err(ferrydesk_store::Error::from)?;
-                        Budget::current().drop_kept();
+                        Budget::current().drop_queued();
                         failure = Some((None, e.to_string()));
                         reset(&mut inst);
                         row.data = serde_json::to_string(&inst).map_err(corrupt)?;
@@ -984,6 +1019,7 @@ impl Engine {
             BUDGET
                 .scope(Arc::default(), async move {
                     self.command_inner(tx, instance, cmd).await?;
+                    self.continue_parents(tx).await?;
                     self.take_kept(tx).await
                 })
                 .await
@@ -1021,6 +1057,17 @@ impl Engine {
     /// runs in a savepoint: a kept message the catch refuses (its output mapping fails on the
     /// message's variables) stays kept, the subscription keeps waiting, and the command still
     /// commits. When the command's budget runs out, the remaining messages stay kept.
+    /// Continues the parents of the children that completed in this command, in a loop (a
+    /// continued parent that completes queues its own parent).
+    async fn continue_parents(&self, tx: &mut Conn) -> Result<()> {
+        let budget = Budget::current();
+        while let Some((parent, token, variables)) = budget.pop_parent() {
+            self.command(tx, &parent, Command::Complete { token, variables })
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn take_kept(&self, tx: &mut Conn) -> Result<()> {
         let budget = Budget::current();
         let backend = self.store().backend();
@@ -1053,6 +1100,7 @@ impl Engine {
                     },
                 )
                 .await?;
+                self.continue_parents(&mut sp).await?;
                 Ok(true)
             }
             .await;
@@ -1068,6 +1116,7 @@ impl Engine {
                 Err(Error::Store(e)) if e.is_retryable() => return Err(Error::Store(e)),
                 Err(e) => {
                     sp.rollback().await.map_err(ferrydesk_store::Error::from)?;
+                    budget.drop_parents();
                     tracing::warn!(instance = %k.instance, message = %k.name, error = %e, "a kept message was refused by the catch; it stays kept");
                 }
             }
@@ -1099,7 +1148,8 @@ impl Engine {
             .map(str::to_owned);
         let data = stored_state(inst)?;
         // The state is written first: a called instance that completes at once (below) then
-        // continues this instance from its stored state.
+        // continues this instance from its stored state (after this step, see
+        // `continue_parents`).
         if !store::update_instance(tx, id, row.revision, state, &data, case.as_deref(), now).await?
         {
             return Err(Error::conflict(
@@ -1158,16 +1208,14 @@ impl Engine {
             store::clear_instance(tx, id, now).await?;
             store::append_events(tx, id, &[(now, String::new(), "completed".into(), None)]).await?;
             metrics::counter!("ferrydesk_process_instances_completed_total").increment(1);
+            // The parent continues once this command's current work is done (see
+            // `continue_parents`), not nested here.
             if let (Some(parent), Some(token)) = (&row.parent_id, row.parent_token) {
-                self.command(
-                    tx,
-                    parent,
-                    Command::Complete {
-                        token: token as u64,
-                        variables: serde_json::Value::Object(inst.variables.clone()),
-                    },
-                )
-                .await?;
+                Budget::current().push_parent(
+                    parent.clone(),
+                    token as u64,
+                    serde_json::Value::Object(inst.variables.clone()),
+                );
             }
         }
         Ok(())
@@ -1282,9 +1330,10 @@ impl Engine {
             } => {
                 // The child starts in this transaction; a missing process is an incident on
                 // the call activity (a job that retries the start). So is a chain of calls
-                // deeper than MAX_CALL_DEPTH within one command (a process calling itself, or
-                // a loop around a call whose child completes at once): each level nests the
-                // command's futures, so it is bounded like the token walk.
+                // deeper than MAX_CALL_DEPTH within one command (a process calling itself):
+                // each level nests the command's futures, so it is bounded like the token walk.
+                // (A loop around a call whose child completes at once does not nest: the
+                // parent continues from the outermost call; the budget bounds it.)
                 let depth = CALL_DEPTH.try_with(|d| *d).unwrap_or(0);
                 // Every called instance counts against the command's budget; past it the
                 // whole command fails (an incident), whatever the depth.

@@ -737,6 +737,8 @@ async fn kept_messages_are_taken_in_a_loop_within_the_budget(b: Backend) -> Resu
 /// at once when the last message says `stop`: each completion continues its parent. That
 /// continuation nested one command per level (command → persist → command) and a deep enough
 /// chain overflowed the stack; now the outermost command continues the parents in a loop.
+/// Cancelling the root of such a chain terminated one level per nested call and crashed the
+/// server too; it is a work-list now.
 async fn a_deep_chain_of_called_instances_completes_without_recursion(b: Backend) -> Result<()> {
     let (db, server) = setup!(b);
     let fx = Fixture::new(&server, FixtureOptions::default()).await?;
@@ -795,6 +797,47 @@ async fn a_deep_chain_of_called_instances_completes_without_recursion(b: Backend
         db.scalar_i64("SELECT COUNT(*) FROM process_messages")
             .await?,
         0
+    );
+    alive(&server).await?;
+
+    // The same chain left waiting (no `stop`), then its root cancelled: every level is
+    // terminated, in a loop (terminating nested one call per level too).
+    db.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 900) \
+         INSERT INTO process_messages (id, name, correlation_key, variables, created_at, \
+         expires_at, earlier_only) \
+         SELECT 'w' || i, 'deeper', 'w', '{\"stop\": false}', i, 9999999999999, 0 FROM n",
+    )
+    .await?;
+    let started = fx
+        .admin
+        .post(
+            "/api/v1/processes/nest/instances",
+            json!({"variables": {"key": "w"}}),
+        )
+        .await?
+        .ok()?;
+    let root = started["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT COUNT(*) FROM process_instances WHERE process_key = 'nest' AND state = 'active'"
+        )
+        .await?,
+        901
+    );
+    let t = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        fx.admin
+            .post_empty(&format!("/api/v1/process-instances/{root}/cancel")),
+    )
+    .await??;
+    assert_eq!(r.status, 204, "{}", r.text);
+    eprintln!("901 nested levels terminated in {:?}", t.elapsed());
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM process_instances WHERE process_key = 'nest' AND state = 'terminated'")
+            .await?,
+        901
     );
     alive(&server).await?;
     Ok(())

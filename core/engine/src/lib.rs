@@ -1415,34 +1415,33 @@ impl Engine {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let backend = self.store().backend();
-            let Some(row) = store::lock_instance(tx, backend, id).await? else {
-                return Ok(());
-            };
-            if row.state != "active" {
-                return Ok(());
-            }
-            let now = now();
-            store::clear_instance(tx, id, now).await?;
-            store::append_events(
-                tx,
-                id,
-                &[(
-                    now,
-                    String::new(),
-                    "terminated".into(),
-                    Some(why.to_owned()),
-                )],
-            )
-            .await?;
-            store::update_instance(tx, id, row.revision, "terminated", &row.data, None, now)
+            // A work-list, not a call per level: a chain of called instances can be as deep as
+            // its messages made it (terminating nested one call per level overflowed the stack).
+            let mut todo = vec![(id.to_owned(), why.to_owned())];
+            while let Some((id, why)) = todo.pop() {
+                let Some(row) = store::lock_instance(tx, backend, &id).await? else {
+                    continue;
+                };
+                if row.state != "active" {
+                    continue;
+                }
+                let now = now();
+                store::clear_instance(tx, &id, now).await?;
+                store::append_events(
+                    tx,
+                    &id,
+                    &[(now, String::new(), "terminated".into(), Some(why))],
+                )
                 .await?;
-            for c in store::children_of(tx, id)
-                .await?
-                .iter()
-                .filter(|c| c.state == "active")
-            {
-                self.terminate_in(tx, &c.id, "its parent was terminated")
+                store::update_instance(tx, &id, row.revision, "terminated", &row.data, None, now)
                     .await?;
+                for c in store::children_of(tx, &id)
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.state == "active")
+                {
+                    todo.push((c.id, "its parent was terminated".to_owned()));
+                }
             }
             Ok(())
         })

@@ -315,6 +315,23 @@ fn element(ctx: &mut Ctx, n: &xml::Node, parent: Option<&str>, out: &mut Process
         ctx.problem("", n.line, format!("a bpmn:{} has no id", n.name));
         return;
     }
+    // A second element or flow with the same id would silently replace the first.
+    if let Some(line) = out
+        .elements
+        .get(&id)
+        .map(|e| Some(e.line))
+        .or_else(|| out.flows.contains_key(&id).then_some(None))
+    {
+        let first = line
+            .map(|l| format!(" (first on line {l})"))
+            .unwrap_or_default();
+        ctx.problem(
+            &id,
+            n.line,
+            format!("the id `{id}` is used by more than one element or flow{first}"),
+        );
+        return;
+    }
     let has = |name: &str| n.child(BPMN_NS, name).is_some();
     let definitions = n
         .children

@@ -192,3 +192,31 @@ fn the_first_party_processes_deploy() {
     }
     assert!(n >= 2, "create-case.bpmn and callback.bpmn");
 }
+
+/// A second element or flow with an id already used is refused, naming it (before, the later
+/// one silently replaced the first: a duplicated flow id dropped the start event's flow and the
+/// process ended at once).
+#[test]
+fn duplicate_ids_are_refused() {
+    let xml = BENCH.replace(
+        r#"<bpmn:sequenceFlow id="f_end1" sourceRef="notifyVip" targetRef="end" />"#,
+        r#"<bpmn:sequenceFlow id="f_start" sourceRef="notifyVip" targetRef="end" />"#,
+    );
+    let p = problems(&xml);
+    assert!(
+        p.iter()
+            .any(|(id, m)| id == "f_start" && m.contains("used by more than one")),
+        "{p:?}"
+    );
+    let xml = BENCH.replace(
+        r#"<bpmn:endEvent id="end" />"#,
+        r#"<bpmn:endEvent id="end" /><bpmn:endEvent id="gw" />"#,
+    );
+    let p = problems(&xml);
+    assert!(
+        p.iter().any(|(id, m)| id == "gw"
+            && m.contains("used by more than one")
+            && m.contains("first on line")),
+        "{p:?}"
+    );
+}

@@ -216,15 +216,7 @@ async fn everything_hostile_at_once(b: Backend) -> Result<()> {
     <bpmn:sequenceFlow id="f2" sourceRef="spin" targetRef="e" />
   </bpmn:process>
 </bpmn:definitions>"#;
-    admin
-        .raw(
-            reqwest::Method::POST,
-            "/api/v1/processes",
-            "application/xml",
-            xml.as_bytes().to_vec(),
-        )
-        .await?
-        .ok()?;
+    crate::processes::deploy(admin, xml).await?.ok()?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let prober = {

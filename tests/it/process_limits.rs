@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use ferrydesk_tests::{Api, Backend, Fixture, FixtureOptions, Server, Visitor};
 use serde_json::{Value, json};
 
+use crate::processes::{deploy, until};
 use crate::{on_both_backends, setup};
 
 on_both_backends!(
@@ -24,34 +25,6 @@ on_both_backends!(
     kept_messages_are_taken_in_a_loop_within_the_budget,
     a_deep_chain_of_called_instances_completes_without_recursion
 );
-
-async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn deploy(admin: &Api, xml: &str) -> Result<ferrydesk_tests::Resp> {
-    admin
-        .raw(
-            reqwest::Method::POST,
-            "/api/v1/processes",
-            "application/xml",
-            xml.as_bytes().to_vec(),
-        )
-        .await
-}
 
 /// `/healthz` answers 200 within a second.
 async fn alive(server: &Server) -> Result<()> {

@@ -29,7 +29,7 @@ on_both_backends!(
 );
 
 /// Polls `f` until it returns `Some`, for up to `secs`.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> Result<T>
+pub(crate) async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
@@ -85,7 +85,8 @@ async fn instance(api: &Api, id: &str) -> Result<Value> {
         .ok()
 }
 
-async fn deploy(admin: &Api, xml: &str) -> Result<ferrydesk_tests::Resp> {
+/// Deploys a BPMN file as `admin`.
+pub(crate) async fn deploy(admin: &Api, xml: &str) -> Result<ferrydesk_tests::Resp> {
     admin
         .raw(
             reqwest::Method::POST,

@@ -48,20 +48,52 @@
   var $ = function (s) { return root.querySelector(s); };
   var log = $(".log"), input = $("textarea"), panel = $(".panel"), errBox = $(".err");
 
-  function api(path, opts) {
+  // A POST carries an Idempotency-Key (one per call, as one call is one visitor action, unless
+  // the caller passes one) and is sent again with that same key while its outcome is unknown:
+  // the network failed, the server was briefly unavailable (502, 503, 504) or still working on
+  // the first try (409 idempotency_key_in_flight). The server answers a repeated key with the first answer, so a
+  // retry never writes twice. It waits Retry-After seconds (1 s without one, at most 10 s), at
+  // most 3 times; any other answer is final.
+  function api(path, opts, key) {
     opts = opts || {};
-    opts.headers = opts.headers || {};
-    if (state.token) opts.headers["Authorization"] = "Bearer " + state.token;
-    return fetch(base + "/widget/v1" + path, opts).then(function (r) {
-      return r.text().then(function (t) {
-        var body = t ? JSON.parse(t) : null;
-        // The session ended (idle too long, or the server forgot it): the next action starts
-        // a new one.
-        if (r.status === 401 && path !== "/sessions") forget();
-        if (!r.ok) throw new Error((body && body.message) || ("HTTP " + r.status));
-        return body;
+    var method = opts.method || "GET";
+    var idem = method === "GET" ? null : key || uuid();
+    var once = function (retry) {
+      var headers = {};
+      for (var h in opts.headers || {}) headers[h] = opts.headers[h];
+      if (state.token) headers["Authorization"] = "Bearer " + state.token;
+      if (idem) headers["Idempotency-Key"] = idem;
+      var again = function (seconds) {
+        return new Promise(function (r) { setTimeout(r, seconds * 1000); }).then(function () { return once(retry + 1); });
+      };
+      // A string or FormData body can be sent again as it is.
+      return fetch(base + "/widget/v1" + path, { method: method, headers: headers, body: opts.body }).then(function (r) {
+        return r.text().then(function (t) {
+          var body = null;
+          try { body = t ? JSON.parse(t) : null; } catch (e) { /* a proxy's HTML error page */ }
+          var unknown = r.status === 502 || r.status === 503 || r.status === 504 ||
+            (r.status === 409 && body && body.code === "idempotency_key_in_flight");
+          if (idem && unknown && retry < 3) {
+            var after = parseFloat(r.headers.get("Retry-After"));
+            return again(after >= 0 ? Math.min(after, 10) : 1);
+          }
+          // The session ended (idle too long, or the server forgot it): the next action starts
+          // a new one.
+          if (r.status === 401 && path !== "/sessions") forget();
+          if (!r.ok) {
+            var err = new Error((body && body.message) || ("HTTP " + r.status));
+            err.status = r.status;
+            throw err;
+          }
+          return body;
+        });
+      }, function (e) {
+        // A TypeError is a network failure (or a refused CORS answer).
+        if (idem && e instanceof TypeError && retry < 3) return again(1);
+        throw e;
       });
-    });
+    };
+    return once(0);
   }
 
   function forget() {
@@ -73,8 +105,17 @@
     if (ws) ws.close();
   }
 
+  // crypto.randomUUID exists only on secure origins and newer browsers; getRandomValues is older.
   function uuid() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    var c = window.crypto;
+    if (c && c.randomUUID) return c.randomUUID();
+    if (c && c.getRandomValues) {
+      var b = c.getRandomValues(new Uint8Array(16)), hex = "";
+      b[6] = (b[6] & 0x0f) | 0x40; // version 4
+      b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+      for (var i = 0; i < b.length; i++) hex += (b[i] < 16 ? "0" : "") + b[i].toString(16);
+      return hex.slice(0, 8) + "-" + hex.slice(8, 12) + "-" + hex.slice(12, 16) + "-" + hex.slice(16, 20) + "-" + hex.slice(20);
+    }
     return Date.now().toString(36) + Math.random().toString(36).slice(2);
   }
 
@@ -170,13 +211,15 @@
   function ensure() { return starting || (starting = start().catch(function (e) { starting = null; throw e; })); }
 
   function send(text, files) {
-    var body = { text: text, client_id: uuid(), files: files || [] };
+    var body = JSON.stringify({ text: text, client_id: uuid(), files: files || [] });
+    var idem = uuid();
+    var post = function () { return api("/messages", { method: "POST", headers: { "Content-Type": "application/json" }, body: body }, idem); };
     errBox.textContent = "";
-    var attempt = function (n) {
-      return ensure().then(function () { return api("/messages", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }); })
-        .catch(function (e) { if (n < 3) return new Promise(function (r) { setTimeout(r, 500 * (n + 1)); }).then(function () { return attempt(n + 1); }); throw e; });
-    };
-    return ensure().then(function () { return attempt(0); }).then(load).catch(function (e) {
+    return ensure().then(post).catch(function (e) {
+      // The session ended (api() forgot it): send once more in a new one.
+      if (e.status === 401) return ensure().then(post);
+      throw e;
+    }).then(load).catch(function (e) {
       errBox.textContent = "Not sent: " + e.message;
       if (text) input.value = text;
     });

@@ -2,7 +2,7 @@ import { useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react"
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link, useNavigate, useParams } from "react-router-dom";
-import { api, ApiError, errorText, unwrap, uploadFile, type S } from "../api/client";
+import { api, ApiError, errorText, mayHaveHappened, newKey, unwrap, uploadFile, type S } from "../api/client";
 import { FindDuplicates } from "../components/Duplicates";
 import { asSchema, hasFields, SchemaForm, schemaErrorsFrom, type JsonObject, type SchemaErrors } from "../components/SchemaForm";
 
@@ -408,11 +408,20 @@ function Composer({ chatId }: { chatId: string }) {
   });
   const list = useMemo(() => templates.data ?? [], [templates.data]);
 
+  // The Retry after a send that may have reached the server (network gone, timeout) sends it
+  // under the same Idempotency-Key, so the message cannot arrive twice; an edited text or a
+  // send the server refused is a new message with a new key.
+  const unsent = useRef<{ body: string; key: string } | null>(null);
   const send = useMutation({
-    mutationFn: (body: { text: string; files: string[] }) =>
+    mutationFn: (body: { text: string; files: string[] }) => {
+      const json = JSON.stringify([chatId, body]);
+      if (unsent.current?.body !== json) unsent.current = { body: json, key: newKey() };
+      const headers = { "idempotency-key": unsent.current.key };
       // A send that hangs (network gone) fails after 10 s, so the operator gets the retry.
-      unwrap(api.POST("/api/v1/chats/{id}/messages", { params: { path: { id: chatId } }, body, signal: AbortSignal.timeout(10_000) })),
+      return unwrap(api.POST("/api/v1/chats/{id}/messages", { params: { path: { id: chatId } }, body, headers, signal: AbortSignal.timeout(10_000) }));
+    },
     onSuccess: () => {
+      unsent.current = null;
       setText("");
       setFiles([]);
       setError(null);
@@ -420,7 +429,10 @@ function Composer({ chatId }: { chatId: string }) {
       void qc.invalidateQueries({ queryKey: ["inbox"] });
     },
     // Nothing typed is lost: the text stays in the box with a retry.
-    onError: (e: Error) => setError(errorText(t, e)),
+    onError: (e: Error) => {
+      if (!mayHaveHappened(e)) unsent.current = null;
+      setError(errorText(t, e));
+    },
   });
 
   const submit = () => {

@@ -4,7 +4,7 @@
 import { useRef, useState, type FormEvent } from "react";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
-import { api, ApiError, apiJson, csrfHeader, unwrap, type S } from "../../api/client";
+import { api, ApiError, apiFetch, apiJson, csrfHeader, unwrap, type S } from "../../api/client";
 import { asSchema, hasFields, loc, SchemaForm, schemaErrorsFrom, type JsonObject, type SchemaErrors } from "../../components/SchemaForm";
 import { Confirm, errorMessage, LoadState, upsert, useFlash } from "./common";
 
@@ -29,7 +29,7 @@ async function install(source: { file: File } | { path: string }, upgrade: boole
   if ("path" in source) {
     return unwrap(api.POST("/api/v1/plugins", { params: { query: upgrade ? { upgrade: true } : {} }, body: { path: source.path } }));
   }
-  const r = await fetch(`/api/v1/plugins${upgrade ? "?upgrade=true" : ""}`, {
+  const r = await apiFetch(`/api/v1/plugins${upgrade ? "?upgrade=true" : ""}`, {
     method: "POST",
     body: await source.file.arrayBuffer(),
     headers: { ...csrfHeader(), "content-type": "application/x-tar" },

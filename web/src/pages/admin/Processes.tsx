@@ -5,7 +5,7 @@ import { useMemo, useRef, useState } from "react";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link, Navigate, Route, Routes, useParams } from "react-router-dom";
-import { api, ApiError, csrfHeader, unwrap, type S } from "../../api/client";
+import { api, ApiError, apiFetch, csrfHeader, unwrap, type S } from "../../api/client";
 import { BpmnDiagram } from "../../components/BpmnDiagram";
 import { Confirm, errorMessage, LoadState, useUsers } from "./common";
 
@@ -29,7 +29,7 @@ function useDefinitions() {
 
 /** Deploys BPMN XML as it is (the typed client would send it as JSON). */
 async function deploy(xml: string): Promise<Definition[]> {
-  const r = await fetch("/api/v1/processes", {
+  const r = await apiFetch("/api/v1/processes", {
     method: "POST",
     body: xml,
     headers: { ...csrfHeader(), "content-type": "application/xml" },

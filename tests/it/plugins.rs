@@ -1616,3 +1616,164 @@ async fn secrets_paths_and_publishers(b: Backend) -> Result<()> {
     assert_eq!(up["version"], "0.2.0");
     Ok(())
 }
+
+/// First-party ids (`create-case`, …) belong to the project: an upload may use one only when
+/// signed by a first-party key, whether or not the plugin is installed; the operator's own
+/// directory (`local`) and a first-party key are one publisher for these ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_party_ids_are_reserved() -> Result<()> {
+    let Some(db) = ferrydesk_tests::Db::new(Backend::Sqlite).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let pdir = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let real = std::path::PathBuf::from(plugin_dir("create-case"));
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(real.join("plugin.json"))?)?;
+    for (name, version) in [
+        ("cc-1", None),
+        ("cc-2", Some("99.0.0")),
+        ("cc-3", Some("99.1.0")),
+    ] {
+        let d = pdir.path().join(name);
+        std::fs::create_dir_all(&d)?;
+        std::fs::copy(real.join("plugin.wasm"), d.join("plugin.wasm"))?;
+        let mut m = manifest.clone();
+        if let Some(v) = version {
+            m["version"] = json!(v);
+        }
+        std::fs::write(d.join("plugin.json"), serde_json::to_vec_pretty(&m)?)?;
+    }
+    // A fork's release key (trusted below) and a stranger's.
+    let trusted_key = work.path().join("fork.key");
+    let stranger_key = work.path().join("stranger.key");
+    std::fs::write(&trusted_key, "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=")?;
+    std::fs::write(
+        &stranger_key,
+        "BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=",
+    )?;
+    let pack = |dir: &str, key: Option<&std::path::Path>, out: &str| {
+        let mut cmd = tokio::process::Command::new(ferrydesk_tests::server_bin());
+        cmd.args(["plugin", "pack"])
+            .arg(pdir.path().join(dir))
+            .arg("-o")
+            .arg(work.path().join(out));
+        if let Some(k) = key {
+            cmd.env("FERRYDESK_PLUGIN_SIGNING_KEY", k);
+        }
+        let out = work.path().join(out);
+        async move {
+            run_cmd("plugin pack", &mut cmd).await?;
+            Ok::<_, anyhow::Error>(out)
+        }
+    };
+    let unsigned = pack("cc-2", None, "u.tar").await?;
+    let stranger = pack("cc-2", Some(&stranger_key), "x.tar").await?;
+    let fork = pack("cc-2", Some(&trusted_key), "t.tar").await?;
+    let verify = |path: std::path::PathBuf, keys: Option<String>| async move {
+        let mut cmd = tokio::process::Command::new(ferrydesk_tests::server_bin());
+        cmd.args(["plugin", "verify"]).arg(&path);
+        if let Some(k) = keys {
+            cmd.env("FERRYDESK_PLUGIN_FIRST_PARTY_KEYS", k);
+        }
+        run_cmd("plugin verify", &mut cmd).await
+    };
+    // With only the Ferrydesk release key trusted (the default), the fork's package is refused.
+    let said = verify(fork.clone(), None).await?;
+    assert!(said.contains("refused on upload"), "{said}");
+    let fork_public = said
+        .split_whitespace()
+        .find(|w| w.starts_with("ed25519:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(fork_public.len(), "ed25519:".len() + 44, "{said}");
+    let said = verify(fork.clone(), Some(fork_public.clone())).await?;
+    assert!(!said.contains("refused"), "{said}");
+    assert!(verify(unsigned.clone(), None).await?.contains("unsigned"));
+    // A changed byte is caught by `verify` too.
+    let mut tampered = std::fs::read(&fork)?;
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 1;
+    let tampered_path = work.path().join("tampered.tar");
+    std::fs::write(&tampered_path, tampered)?;
+    assert!(verify(tampered_path, None).await.is_err());
+
+    let server = ferrydesk_tests::Server::start_with(
+        &db,
+        &[
+            ("FERRYDESK_PLUGINS_DIR", &pdir.path().display().to_string()),
+            ("FERRYDESK_PLUGIN_FIRST_PARTY_KEYS", &fork_public),
+        ],
+    )
+    .await?;
+    let fx = Fixture::new(&server, FixtureOptions::default()).await?;
+    let upload = |path: std::path::PathBuf, upgrade: bool| {
+        let admin = fx.admin.clone();
+        async move {
+            let url = if upgrade {
+                "/api/v1/plugins?upgrade=true"
+            } else {
+                "/api/v1/plugins"
+            };
+            admin
+                .raw(
+                    reqwest::Method::POST,
+                    url,
+                    "application/x-tar",
+                    std::fs::read(path)?,
+                )
+                .await
+        }
+    };
+    // Nothing installed under the id: still refused, and nothing is stored.
+    for (what, path) in [("unsigned", &unsigned), ("stranger", &stranger)] {
+        let r = upload(path.clone(), false).await?;
+        assert_eq!(
+            (r.status, r.code()),
+            (409, "plugin_id_reserved"),
+            "{what}: {}",
+            r.text
+        );
+        assert!(r.text.contains("create-case"), "{}", r.text);
+    }
+    assert_eq!(
+        fx.admin.get("/api/v1/plugins/create-case").await?.status,
+        404
+    );
+    // The operator's own directory installs it (`local`)…
+    let local = fx
+        .admin
+        .post("/api/v1/plugins", json!({"path": pdir.path().join("cc-1")}))
+        .await?
+        .ok()?;
+    assert_eq!(local["publisher"], "local", "{local}");
+    // …an upload cannot upgrade it unless signed by a first-party key…
+    for (what, path) in [("unsigned", &unsigned), ("stranger", &stranger)] {
+        let r = upload(path.clone(), true).await?;
+        assert_eq!(
+            (r.status, r.code()),
+            (409, "plugin_id_reserved"),
+            "{what}: {}",
+            r.text
+        );
+    }
+    let now = fx.admin.get("/api/v1/plugins/create-case").await?.ok()?;
+    assert_eq!(now["version"], local["version"]);
+    // …which it can, and the directory stays the same publisher after.
+    let up = upload(fork, true).await?.ok()?;
+    assert_eq!(
+        (up["version"].clone(), up["publisher"].clone()),
+        (json!("99.0.0"), json!(fork_public))
+    );
+    let up = fx
+        .admin
+        .post(
+            "/api/v1/plugins?upgrade=true",
+            json!({"path": pdir.path().join("cc-3")}),
+        )
+        .await?
+        .ok()?;
+    assert_eq!(up["version"], "99.1.0");
+    Ok(())
+}

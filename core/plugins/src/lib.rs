@@ -15,6 +15,7 @@
 
 pub mod actions;
 mod connectors;
+pub mod first_party;
 mod helpers;
 pub mod package;
 pub mod secrets;
@@ -738,12 +739,27 @@ impl Plugins {
         let identity = publisher
             .clone()
             .unwrap_or_else(|| if pkg.local { "local" } else { "unsigned" }.to_owned());
+        let first_party_keys = first_party::keys();
+        if first_party::reserved(&m.id)
+            && first_party::owner(&m.id, &identity, &first_party_keys) != "first-party"
+        {
+            return Err(Error::conflict(
+                "plugin_id_reserved",
+                format!(
+                    "plugin id `{}` belongs to Ferrydesk's first-party plugin: an uploaded package may use it only when signed with the Ferrydesk release key (this package is from {}); give your plugin an id of its own",
+                    m.id,
+                    describe_publisher(&identity)
+                ),
+            ));
+        }
         if existing.is_some() {
             let old_identity = store::get_publisher(&mut tx, &m.id)
                 .await?
                 .flatten()
                 .unwrap_or_else(|| "local".to_owned());
-            if old_identity != identity {
+            if first_party::owner(&m.id, &old_identity, &first_party_keys)
+                != first_party::owner(&m.id, &identity, &first_party_keys)
+            {
                 return Err(Error::conflict(
                     "plugin_publisher_mismatch",
                     format!(
@@ -1051,10 +1067,13 @@ impl Plugins {
     }
 }
 
-fn describe_publisher(identity: &str) -> String {
+pub fn describe_publisher(identity: &str) -> String {
     match identity {
         "local" => "the server's own plugin directories (local)".to_owned(),
         "unsigned" => "an uploaded unsigned package".to_owned(),
+        first_party::RELEASE_KEY => {
+            format!("the Ferrydesk release key {}", first_party::RELEASE_KEY)
+        }
         key => format!("key {key}"),
     }
 }

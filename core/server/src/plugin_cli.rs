@@ -31,6 +31,8 @@ pub enum PluginCmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Checks a package's (or directory's) signature and prints who published it.
+    Verify { path: PathBuf },
     /// Installs a plugin directory or package (`--upgrade` replaces an older version).
     Install {
         path: PathBuf,
@@ -79,6 +81,39 @@ pub async fn run(cmd: PluginCmd, cfg: &Config) -> anyhow::Result<()> {
             });
             std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
             println!("packed {}", out.display());
+            Ok(())
+        }
+        PluginCmd::Verify { path } => {
+            use ferrydesk_plugins::{describe_publisher, first_party, package};
+            let pkg = if path.is_dir() {
+                package::read_dir(&path)
+            } else {
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                package::read_tar(&bytes)
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let m = ferrydesk_plugin_host::manifest::parse(&pkg.manifest_text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let publisher = package::verify(&pkg, m.publisher.as_ref().map(|p| p.key.as_str()))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let identity = publisher.unwrap_or_else(|| "unsigned".to_owned());
+            let first = first_party::owner(&m.id, &identity, &first_party::keys()) == "first-party";
+            println!(
+                "{} {}: {}{}",
+                m.id,
+                m.version,
+                if identity == "unsigned" {
+                    "unsigned".to_owned()
+                } else {
+                    format!("signed by {}", describe_publisher(&identity))
+                },
+                if first_party::reserved(&m.id) && !first {
+                    " — refused on upload: this id belongs to a first-party plugin"
+                } else {
+                    ""
+                }
+            );
             Ok(())
         }
         other => manage(other, cfg).await,
@@ -150,7 +185,10 @@ async fn manage(cmd: PluginCmd, cfg: &Config) -> anyhow::Result<()> {
             plugins.uninstall(None, &id).await.map_err(e)?;
             println!("uninstalled {id}");
         }
-        PluginCmd::New { .. } | PluginCmd::Check { .. } | PluginCmd::Pack { .. } => {
+        PluginCmd::New { .. }
+        | PluginCmd::Check { .. }
+        | PluginCmd::Pack { .. }
+        | PluginCmd::Verify { .. } => {
             unreachable!("handled above")
         }
     }

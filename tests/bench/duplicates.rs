@@ -406,6 +406,7 @@ async fn run(backend: &'static str, url: &str, n: usize, sample: usize) -> Resul
         url: url.to_owned(),
         max_connections: 4,
         fast_lane: true,
+        min_free_disk_mb: 0,
     })
     .await?;
     store.migrate().await?;

@@ -123,6 +123,7 @@ async fn ferrydesk(n: usize, batch: usize, drivers: usize, fast_lane: bool) -> R
         ),
         max_connections: 4,
         fast_lane,
+        min_free_disk_mb: 0,
     })
     .await?;
     store.migrate().await?;

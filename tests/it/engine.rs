@@ -44,6 +44,7 @@ async fn node(db: &Db, fast_lane: bool, lease: Duration) -> Result<Node> {
         url: db.url.clone(),
         max_connections: 4,
         fast_lane,
+        min_free_disk_mb: 0,
     })
     .await?;
     store.migrate().await?;

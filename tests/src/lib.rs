@@ -302,6 +302,7 @@ pub struct Resp {
     pub status: u16,
     pub body: Value,
     pub text: String,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Resp {
@@ -393,9 +394,44 @@ impl Api {
     pub async fn send(&self, b: reqwest::RequestBuilder) -> Result<Resp> {
         let r = b.send().await?;
         let status = r.status().as_u16();
+        let headers = r.headers().clone();
         let text = r.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Resp { status, body, text })
+        Ok(Resp {
+            status,
+            body,
+            text,
+            headers,
+        })
+    }
+
+    /// A write with an `Idempotency-Key`.
+    pub async fn send_keyed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+        key: &str,
+    ) -> Result<Resp> {
+        self.send(
+            self.req(method, path)
+                .header("idempotency-key", key)
+                .json(body),
+        )
+        .await
+    }
+
+    /// The request a keyed write sends, to send it in ways `send` does not (dropped early).
+    pub fn keyed_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
+        self.req(method, path)
+            .header("idempotency-key", key)
+            .json(body)
     }
 
     pub async fn get(&self, path: &str) -> Result<Resp> {

@@ -85,6 +85,24 @@ impl IntoResponse for ApiError {
                 }
                 return r;
             }
+            Error::Store(e) if e.unavailable().is_some() => {
+                let u = e
+                    .unavailable()
+                    .unwrap_or(ferrydesk_store::Unavailable::Unreachable);
+                tracing::warn!(error = %e, "storage unavailable: answering 503");
+                let mut r = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(ErrorBody {
+                        code: "storage_unavailable".into(),
+                        message: format!("{}; retry in {STORAGE_RETRY_AFTER} s", u.describe()),
+                        field: None,
+                    }),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(STORAGE_RETRY_AFTER));
+                return r;
+            }
             e @ (Error::Store(_) | Error::Blob(_) | Error::Internal(_)) => {
                 let id = uuid_like();
                 tracing::error!(error = %e, error_id = %id, "internal error");
@@ -113,6 +131,9 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+/// Seconds a client waits before retrying a call the storage could not serve.
+pub const STORAGE_RETRY_AFTER: u32 = 2;
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};

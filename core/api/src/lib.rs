@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 mod files;
 mod headers;
+pub mod idempotency;
 mod openapi;
 mod ops;
 mod plugins;
@@ -60,11 +61,15 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .merge(files::router().layer(DefaultBodyLimit::max(file_limit)))
         .merge(plugins::package_router().layer(DefaultBodyLimit::max(17 << 20)))
-        .merge(processes::deploy_router().layer(DefaultBodyLimit::max(4 << 20)));
+        .merge(processes::deploy_router().layer(DefaultBodyLimit::max(4 << 20)))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .merge(plugins::webhook_router().layer(DefaultBodyLimit::max(4 << 20)))
-        .merge(widget::router(file_limit))
+        .merge(widget::router(&state, file_limit))
         .merge(ops::router())
         .merge(openapi::router())
         .merge(webapp::router())

@@ -47,7 +47,7 @@ use crate::AppState;
         crate::processes::case_history,
     ),
     components(schemas(ferrydesk_desk::EventBody)),
-    modifiers(&Security),
+    modifiers(&Security, &Reliability),
     tags((name = "chats", description = "Operator chats (S1–S21)"), (name = "admin", description = "Administration"), (name = "plugins", description = "Plugins: administration, chat actions, connector channels"), (name = "processes", description = "Processes (BPMN): deploy, instances, incidents, messages, tasks, chat actions"), (name = "cases", description = "Cases"))
 )]
 pub struct ApiDoc;
@@ -64,6 +64,75 @@ impl utoipa::Modify for Security {
             "api_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// What every operation shares: `503 storage_unavailable` while the database cannot serve it,
+/// and on every write the `Idempotency-Key` header with its two answers.
+struct Reliability;
+impl utoipa::Modify for Reliability {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Ref, Required, ResponseBuilder, content::Content};
+        let error = |text: &str| {
+            ResponseBuilder::new()
+                .description(text)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build()
+        };
+        for (path, item) in api.paths.paths.iter_mut() {
+            let writes = [
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ];
+            for op in writes.into_iter().flatten() {
+                if path.starts_with("/api/v1/") || path.starts_with("/widget/v1/") {
+                    op.parameters.get_or_insert_with(Vec::new).push(
+                        ParameterBuilder::new()
+                            .name("Idempotency-Key")
+                            .parameter_in(ParameterIn::Header)
+                            .required(Required::False)
+                            .description(Some(
+                                "Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential.",
+                            ))
+                            .schema(Some(
+                                ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::schema::Type::String)
+                                    .min_length(Some(1))
+                                    .max_length(Some(255))
+                                    .pattern(Some("^[!-~]+$")),
+                            ))
+                            .build(),
+                    );
+                    let r = &mut op.responses.responses;
+                    r.entry("409".into()).or_insert_with(|| {
+                        error("Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs").into()
+                    });
+                    r.entry("422".into()).or_insert_with(|| {
+                        error("Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request").into()
+                    });
+                }
+            }
+        }
+        for item in api.paths.paths.values_mut() {
+            let all = [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ];
+            for op in all.into_iter().flatten() {
+                op.responses.responses.entry("503".into()).or_insert_with(|| {
+                    error("`storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds").into()
+                });
+            }
+        }
     }
 }
 

@@ -20,22 +20,40 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the database answers.
+/// Ready when this node can write: the storage watchdog finds the database reachable and a
+/// one-row write commits within [`READY_DEADLINE`]. Otherwise 503 with the reason, at once.
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    match sqlx_ping(&s).await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+    let store = s.desk.store();
+    let verdict = match store.available() {
+        Err(e) => Err(e.to_string()),
+        Ok(()) => match tokio::time::timeout(READY_DEADLINE, store.probe_write()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e
+                .unavailable()
+                .map(|u| u.describe().to_owned())
+                .unwrap_or_else(|| format!("the database refused a write: {e}"))),
+            Err(_) => Err(format!(
+                "the database did not take a write within {} ms",
+                READY_DEADLINE.as_millis()
+            )),
+        },
+    };
+    match verdict {
+        Ok(()) => (StatusCode::OK, "ready".to_owned()).into_response(),
+        Err(why) => {
+            tracing::warn!(reason = %why, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "2")],
+                why,
+            )
+                .into_response()
         }
     }
 }
 
-async fn sqlx_ping(s: &AppState) -> Result<(), ferrydesk_desk::Error> {
-    let mut conn = s.desk.store().read().await?;
-    ferrydesk_store::settings::get(&mut conn, "ping").await?;
-    Ok(())
-}
+/// How long `/readyz` waits for its write.
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     if let Some(token) = &s.metrics_token {

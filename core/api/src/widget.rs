@@ -25,11 +25,14 @@ use crate::files::{file_response, read_file_field};
 const WIDGET_JS: &str = include_str!("../assets/widget.js");
 const DEMO_HTML: &str = include_str!("../assets/demo.html");
 
-pub fn router(file_limit: usize) -> Router<AppState> {
+pub fn router(state: &AppState, file_limit: usize) -> Router<AppState> {
+    // The widget reads `Retry-After` and `Idempotent-Replayed` across origins; the idempotency
+    // layer sits inside CORS so that its own answers (409, 422) carry the CORS headers too.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods(Any)
-        .allow_headers(Any);
+        .allow_headers(Any)
+        .expose_headers([header::RETRY_AFTER, crate::idempotency::REPLAYED]);
     let api = Router::new()
         .route("/sessions", post(session))
         .route("/messages", get(transcript).post(send))
@@ -40,6 +43,10 @@ pub fn router(file_limit: usize) -> Router<AppState> {
         .route("/files/{id}", get(download))
         .route("/ws", get(ws))
         .layer(axum::extract::DefaultBodyLimit::max(crate::JSON_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::layer,
+        ))
         .layer(cors);
     Router::new()
         .route("/widget.js", get(script))

@@ -72,29 +72,51 @@ pub(crate) async fn spawn_listener(desk: Desk, mut shutdown: watch::Receiver<boo
         .listen(NOTIFY_CHANNEL)
         .await
         .map_err(ferrydesk_store::Error::from)?;
+    debug_assert_eq!(NOTIFY_CHANNEL, "ferrydesk_events");
     tokio::spawn(async move {
         loop {
+            // `try_recv` (unlike `recv`) tells when the connection was lost: `Ok(None)`.
             let n = tokio::select! {
-                n = listener.recv() => n,
+                n = listener.try_recv() => n,
                 _ = shutdown.changed() => return,
             };
-            match n {
-                Ok(n) => match serde_json::from_str::<Envelope>(n.payload()) {
-                    Ok(env) if env.node != desk.node_id() => desk.bus().publish(env.event),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "undecodable event notification"),
-                },
-                // PgListener reconnects by itself on the next recv.
-                Err(e) => {
-                    tracing::warn!(error = %e, "event listener error; sockets resync");
-                    // What other nodes sent meanwhile is lost: every socket here reloads.
-                    desk.bus().publish(crate::Event {
-                        to: crate::Audience::All,
-                        body: crate::EventBody::Resync,
-                    });
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let why = match n {
+                Ok(Some(n)) => {
+                    match serde_json::from_str::<Envelope>(n.payload()) {
+                        Ok(env) if env.node != desk.node_id() => desk.bus().publish(env.event),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "undecodable event notification"),
+                    }
+                    continue;
+                }
+                Ok(None) => "connection closed".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(reason = %why, "lost the connection to other nodes' events: reconnecting, then every socket here resyncs");
+            // Listen again first (a statement on the listener reconnects it and re-issues
+            // LISTEN; LISTEN again is a no-op that keeps `pg_stat_activity` showing what the
+            // connection is for), then tell the sockets: a client that reloads on `resync` then misses
+            // nothing that was sent while the connection was down.
+            let mut wait = std::time::Duration::from_millis(100);
+            loop {
+                let again = tokio::select! {
+                    r = sqlx::query("LISTEN ferrydesk_events").execute(&mut listener) => r,
+                    _ = shutdown.changed() => return,
+                };
+                match again {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconnecting the event listener");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                    }
                 }
             }
+            tracing::info!("listening to other nodes' events again: sockets resync");
+            desk.bus().publish(crate::Event {
+                to: crate::Audience::All,
+                body: crate::EventBody::Resync,
+            });
         }
     });
     Ok(())

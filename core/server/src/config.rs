@@ -65,6 +65,10 @@ pub struct ConfigArgs {
     /// seconds, for a message catch that opens later; 0 = not buffered [default: 0].
     #[arg(long, global = true, env = "FERRYDESK_CHAT_MESSAGE_TTL_SECS")]
     pub chat_message_ttl_secs: Option<u64>,
+    /// On SQLite, refuse writes (503, `/readyz` 503) while the data directory's file system has
+    /// less than this many MiB free, before SQLite itself runs out; 0 = off [default: 64].
+    #[arg(long, global = true, env = "FERRYDESK_MIN_FREE_DISK_MB")]
+    pub min_free_disk_mb: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` on `/metrics` [default: open].
     #[arg(
         long,
@@ -103,6 +107,7 @@ struct FileConfig {
     duplicate_scan_secs: Option<u64>,
     chat_message_ttl_secs: Option<u64>,
     metrics_token: Option<String>,
+    min_free_disk_mb: Option<u64>,
 }
 
 /// Effective configuration.
@@ -127,6 +132,8 @@ pub struct Config {
     pub chat_message_ttl_secs: u64,
     /// The bearer token `/metrics` requires, if any.
     pub metrics_token: Option<String>,
+    /// SQLite: the free space below which writes are refused (MiB, 0 = off).
+    pub min_free_disk_mb: u64,
 }
 
 impl Config {
@@ -184,6 +191,10 @@ impl Config {
                 .unwrap_or(30 * 24 * 3600)
                 .max(1),
             max_connections: file.max_connections.unwrap_or(16),
+            min_free_disk_mb: args
+                .min_free_disk_mb
+                .or(file.min_free_disk_mb)
+                .unwrap_or(ferrydesk_store::DEFAULT_MIN_FREE_DISK_MB),
             max_file_bytes: file.max_file_bytes.unwrap_or(20 * 1024 * 1024),
             plugins_dir: args
                 .plugins_dir

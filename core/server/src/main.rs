@@ -125,10 +125,17 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
         url: cfg.database_url(),
         max_connections: cfg.max_connections,
         fast_lane: true,
+        min_free_disk_mb: cfg.min_free_disk_mb,
     })
     .await
     .context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
+    // A node that cannot write (a read-only data directory, a full disk, a standby) must not
+    // start and claim to be ready.
+    store
+        .probe_write()
+        .await
+        .with_context(|| format!("the database at {} cannot be written", cfg.database_label()))?;
     Ok(store)
 }
 

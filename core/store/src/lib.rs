@@ -12,6 +12,8 @@ pub mod chats;
 pub mod contacts;
 pub mod directory;
 pub mod duplicates;
+pub mod health;
+pub mod idempotency;
 pub mod messages;
 pub mod native;
 pub mod plugins;
@@ -25,6 +27,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use health::Unavailable;
 pub use sqlx::AnyConnection as Conn;
 
 /// A write transaction. Commit it explicitly; dropping it rolls back.
@@ -46,10 +49,14 @@ pub enum Error {
     Native(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{}", .0.describe())]
+    Unavailable(Unavailable),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    #[error("cannot open the SQLite database {path}: {reason}")]
+    SqliteOpen { path: String, reason: String },
     #[error("cannot create the directory of the SQLite file {path}: {source}")]
     SqliteDir {
         path: String,
@@ -124,7 +131,13 @@ pub struct StoreOptions {
     /// On a SQLite file, run the process engine's batches on the fast lane ([`native`]).
     /// Off, they go through sqlx like everything else (benchmarks compare the two).
     pub fast_lane: bool,
+    /// SQLite: refuse writes while the file system under the database has less than this
+    /// many MiB free (0: off); see [`health`].
+    pub min_free_disk_mb: u64,
 }
+
+/// The default of [`StoreOptions::min_free_disk_mb`].
+pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 64;
 
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
@@ -135,6 +148,7 @@ pub struct Store {
     url: String,
     /// The engine's fast lane, on SQLite files.
     native: Option<std::sync::Arc<native::Native>>,
+    health: std::sync::Arc<health::Health>,
 }
 
 /// A SQLite URL as the store opens it: without a `mode`, `rwc` (the file is created, as the
@@ -196,9 +210,43 @@ impl Store {
                             })
                         })
                 };
+                // Open the file once directly first: a pool retries a failing open until its
+                // acquire timeout, which would turn "cannot open" into a 30 s hang at start.
+                let file = sqlx::sqlite::SqliteConnectOptions::from_str(&opts.url)?;
+                let file = file.get_filename().to_owned();
+                {
+                    use sqlx::{ConnectOptions as _, Connection as _};
+                    let opened = async {
+                        let mut c = connect.connect().await?;
+                        c.execute(pragmas).await?;
+                        c.close().await
+                    }
+                    .await;
+                    if let Err(e) = opened {
+                        return Err(health::diagnose_open(&file, e));
+                    }
+                }
                 // One writer connection: SQLite serialises writers anyway, and queuing them in
                 // the pool avoids SQLITE_BUSY storms.
-                let write = mk(1, writer_pragmas).connect_with(connect.clone()).await?;
+                // SQLite ends a transaction by itself on some errors (SQLITE_FULL, I/O
+                // errors); sqlx's ROLLBACK then fails and its transaction depth stays at 1, so
+                // every later BEGIN on the one writer connection would fail until a restart.
+                // A writer that comes back still in a transaction is closed instead; the pool
+                // opens a fresh one. (The ping runs after the queued rollback.)
+                let write = mk(1, writer_pragmas)
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::Connection as _;
+                            conn.ping().await?;
+                            if conn.is_in_transaction() {
+                                tracing::warn!("closing the SQLite writer connection: it was left in a failed transaction");
+                                return Ok(false);
+                            }
+                            Ok(true)
+                        })
+                    })
+                    .connect_with(connect.clone())
+                    .await?;
                 let read = mk(opts.max_connections.max(2), "")
                     .connect_with(connect)
                     .await?;
@@ -221,35 +269,46 @@ impl Store {
                 });
                 // Only a plain, writable file: an in-memory database (sqlx names those
                 // `file:sqlx-in-memory-…`) or a read-only one keeps everything on sqlx.
-                let file = sqlx::sqlite::SqliteConnectOptions::from_str(&opts.url)?;
-                let file = file.get_filename();
                 let name = file.to_string_lossy();
                 let plain = !name.is_empty()
                     && !name.starts_with("file:")
                     && !name.contains(":memory:")
                     && !opts.url.contains("mode=memory")
                     && !opts.url.contains("mode=ro");
-                let native = (opts.fast_lane && plain).then(|| native::Native::new(file));
+                let health = std::sync::Arc::new(health::Health::new());
+                if plain && opts.min_free_disk_mb > 0 {
+                    health::watch_disk(
+                        file.to_path_buf(),
+                        opts.min_free_disk_mb << 20,
+                        read.clone(),
+                        health.clone(),
+                    );
+                }
+                let native = (opts.fast_lane && plain).then(|| native::Native::new(&file));
                 Ok(Store {
                     read,
                     write,
                     backend,
                     url: opts.url.clone(),
                     native,
+                    health,
                 })
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(opts.max_connections.max(4))
                     .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(connect)
+                    .connect_with(connect.clone())
                     .await?;
+                let health = std::sync::Arc::new(health::Health::new());
+                health::watch(connect, pool.clone(), health.clone());
                 Ok(Store {
                     read: pool.clone(),
                     write: pool,
                     backend,
                     url: opts.url.clone(),
                     native: None,
+                    health,
                 })
             }
         }
@@ -286,17 +345,74 @@ impl Store {
         Ok(())
     }
 
-    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite).
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite). Fails at once with
+    /// [`Error::Unavailable`] while the database cannot be reached ([`health`]).
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self
-            .write
-            .begin_with(self.backend.begin_statement())
-            .await?)
+        self.writable()?;
+        tokio::select! {
+            tx = self.write.begin_with(self.backend.begin_statement()) => Ok(tx?),
+            u = self.health.went_down() => Err(Error::Unavailable(u)),
+        }
     }
 
-    /// A read connection.
+    /// A read connection; fails fast like [`Store::begin`].
     pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        Ok(self.read.acquire().await?)
+        self.available()?;
+        tokio::select! {
+            conn = self.read.acquire() => Ok(conn?),
+            u = self.health.went_down() => Err(Error::Unavailable(u)),
+        }
+    }
+
+    /// `Err(Unavailable)` while the watchdog finds the database unreachable.
+    pub fn available(&self) -> Result<()> {
+        match self.health.current() {
+            Some(u) => Err(Error::Unavailable(u)),
+            None => Ok(()),
+        }
+    }
+
+    /// `Err(Unavailable)` while the database is unreachable or its disk is (nearly) full.
+    pub fn writable(&self) -> Result<()> {
+        self.available()?;
+        match self.health.disk() {
+            Some(u) => Err(Error::Unavailable(u)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes one row (the `ready_probe` setting) in a transaction of its own: whether this
+    /// node can write now. `/readyz` and start-up call it.
+    pub async fn probe_write(&self) -> Result<()> {
+        self.try_write()
+            .await
+            .map_err(|e| match (self.backend, e.unavailable()) {
+                // Say why a SQLite file is read-only when it is its directory.
+                (Backend::Sqlite, Some(Unavailable::ReadOnly | Unavailable::Io)) => {
+                    match sqlx::sqlite::SqliteConnectOptions::from_str(&self.url) {
+                        Ok(o) => health::diagnose_open(o.get_filename(), e),
+                        Err(_) => e,
+                    }
+                }
+                _ => e,
+            })
+    }
+
+    async fn try_write(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        settings::set(
+            &mut tx,
+            "ready_probe",
+            &serde_json::json!(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Publishes a notification that other nodes receive after this transaction commits.

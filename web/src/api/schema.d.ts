@@ -2615,12 +2615,24 @@ export interface operations {
                     "application/json": components["schemas"]["TotalsReport"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     login: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2646,7 +2658,34 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2659,7 +2698,10 @@ export interface operations {
     logout: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2670,6 +2712,33 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };
@@ -2691,6 +2760,15 @@ export interface operations {
                 };
             };
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2725,12 +2803,24 @@ export interface operations {
                     "application/json": components["schemas"]["CasePage"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     create_case: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2748,7 +2838,25 @@ export interface operations {
                     "application/json": components["schemas"]["Case"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2785,12 +2893,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     update_case: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -2826,7 +2946,25 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2839,7 +2977,10 @@ export interface operations {
     start_chat_from_case: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -2868,6 +3009,15 @@ export interface operations {
                 };
             };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2904,12 +3054,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     upload: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2927,7 +3089,25 @@ export interface operations {
                     "application/json": components["schemas"]["Attachment"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2964,12 +3144,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     inbound: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2995,7 +3187,25 @@ export interface operations {
                     "application/json": components["schemas"]["IngestOutcome"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3024,12 +3234,24 @@ export interface operations {
                     "application/json": components["schemas"]["OutboundItem"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     ack: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3046,6 +3268,33 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };
@@ -3066,12 +3315,24 @@ export interface operations {
                     "application/json": components["schemas"]["Channel"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     create_channel: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3087,6 +3348,33 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CreatedChannel"];
+                };
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -3110,12 +3398,24 @@ export interface operations {
                     "application/json": components["schemas"]["Channel"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     update_channel: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3135,12 +3435,42 @@ export interface operations {
                     "application/json": components["schemas"]["Channel"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     rotate_token: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3156,12 +3486,42 @@ export interface operations {
                     "application/json": components["schemas"]["ChannelToken"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     webhook: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3190,6 +3550,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             503: {
                 headers: {
@@ -3229,6 +3607,15 @@ export interface operations {
                     "application/json": components["schemas"]["ChatPage"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     export: {
@@ -3261,6 +3648,15 @@ export interface operations {
                     "text/csv": string;
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     view: {
@@ -3290,12 +3686,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     accept: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3312,6 +3720,24 @@ export interface operations {
                 };
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3348,12 +3774,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     run_action: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
                 plugin: string;
@@ -3399,6 +3837,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     get_draft: {
@@ -3420,12 +3867,24 @@ export interface operations {
                     "application/json": components["schemas"]["Draft"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     put_draft: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3443,12 +3902,42 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     finish: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3464,12 +3953,42 @@ export interface operations {
                     "application/json": components["schemas"]["Chat"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     reply: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3489,12 +4008,42 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     start_process_from_chat: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
                 key: string;
@@ -3523,12 +4072,42 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     read: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3541,6 +4120,33 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };
@@ -3563,12 +4169,24 @@ export interface operations {
                     "application/json": components["schemas"]["RoutingDecision"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     render: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
                 template: string;
@@ -3601,8 +4219,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description the template failed to render: a limit (output size, time, work, nesting) or a missing value, named in `message`; field `body` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3615,7 +4251,10 @@ export interface operations {
     transfer: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3635,12 +4274,42 @@ export interface operations {
                     "application/json": components["schemas"]["Chat"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     create_connector_channel: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3658,7 +4327,25 @@ export interface operations {
                     "application/json": components["schemas"]["ConnectorChannel"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3687,12 +4374,24 @@ export interface operations {
                     "application/json": components["schemas"]["ConnectorChannel"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     configure_connector_channel: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3712,7 +4411,25 @@ export interface operations {
                     "application/json": components["schemas"]["ConnectorChannel"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3739,6 +4456,15 @@ export interface operations {
                     "application/json": components["schemas"]["ConnectorType"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     search_contacts: {
@@ -3762,12 +4488,24 @@ export interface operations {
                     "application/json": components["schemas"]["Contact"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     merge_contacts: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3801,6 +4539,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     get_contact: {
@@ -3822,12 +4569,24 @@ export interface operations {
                     "application/json": components["schemas"]["ContactView"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     update_contact: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3847,12 +4606,42 @@ export interface operations {
                     "application/json": components["schemas"]["Contact"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     start_chat: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3870,6 +4659,33 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Chat"];
+                };
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -3894,6 +4710,15 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3933,12 +4758,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     dismiss_duplicate_group: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -3970,6 +4807,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     list_duplicate_rules: {
@@ -3989,12 +4844,24 @@ export interface operations {
                     "application/json": components["schemas"]["DuplicateRule"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     put_duplicate_rules: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4012,7 +4879,25 @@ export interface operations {
                     "application/json": components["schemas"]["DuplicateRule"][];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4025,7 +4910,10 @@ export interface operations {
     start_duplicate_scan: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4040,6 +4928,24 @@ export interface operations {
                 };
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4076,12 +4982,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     upload: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4099,6 +5017,15 @@ export interface operations {
                     "application/json": components["schemas"]["Attachment"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -4108,6 +5035,15 @@ export interface operations {
                 };
             };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4144,6 +5080,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     list_incidents: {
@@ -4163,12 +5108,24 @@ export interface operations {
                     "application/json": components["schemas"]["Incident"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     retry_incident: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4202,6 +5159,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     inbox: {
@@ -4221,12 +5196,24 @@ export interface operations {
                     "application/json": components["schemas"]["Inbox"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     set_my_status: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4244,12 +5231,42 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     publish_message: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4265,6 +5282,33 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Published"];
+                };
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -4289,6 +5333,15 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4323,6 +5376,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     install_plugin: {
@@ -4331,7 +5393,10 @@ export interface operations {
                 /** @description Replace the installed version with this newer one. */
                 upgrade?: boolean;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4359,6 +5424,15 @@ export interface operations {
                 };
             };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4395,12 +5469,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     uninstall: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4422,12 +5508,33 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     configure: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4447,7 +5554,25 @@ export interface operations {
                     "application/json": components["schemas"]["PluginInfo"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4460,7 +5585,10 @@ export interface operations {
     disable: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4476,12 +5604,42 @@ export interface operations {
                     "application/json": components["schemas"]["PluginInfo"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     enable: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4510,6 +5668,15 @@ export interface operations {
                 };
             };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4546,6 +5713,15 @@ export interface operations {
                     "application/json": components["schemas"]["InstanceSummary"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     get_process_instance: {
@@ -4575,12 +5751,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     cancel_process_instance: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4595,6 +5783,33 @@ export interface operations {
                 content?: never;
             };
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4629,12 +5844,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     deploy_process: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4660,7 +5887,25 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4697,12 +5942,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     start_process: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 key: string;
             };
@@ -4730,7 +5987,25 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4757,12 +6032,24 @@ export interface operations {
                     "application/json": components["schemas"]["Queue"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     create_queue: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4780,12 +6067,42 @@ export interface operations {
                     "application/json": components["schemas"]["Queue"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     update_queue: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4805,12 +6122,42 @@ export interface operations {
                     "application/json": components["schemas"]["Queue"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     delete_queue: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4823,6 +6170,33 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };
@@ -4843,12 +6217,24 @@ export interface operations {
                     "application/json": components["schemas"]["Settings"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     put_settings: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4864,6 +6250,33 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Settings"];
+                };
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -4885,12 +6298,24 @@ export interface operations {
                     "application/json": components["schemas"]["ChatActionSetting"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     put_chat_action_settings: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4908,7 +6333,25 @@ export interface operations {
                     "application/json": components["schemas"]["ChatActionSetting"][];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4936,6 +6379,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserTask"][];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -4967,12 +6419,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     claim_task: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -4996,12 +6460,33 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     complete_task: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -5037,6 +6522,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     search_templates: {
@@ -5061,12 +6555,24 @@ export interface operations {
                     "application/json": components["schemas"]["Template"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     create_template: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5100,8 +6606,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description invalid input, or a body that cannot render with a sample chat or breaks a template limit (field `body`, the reason in `message`) */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5114,7 +6638,10 @@ export interface operations {
     update_template: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -5158,8 +6685,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description invalid input, or a body that cannot render with a sample chat or breaks a template limit (field `body`, the reason in `message`) */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5172,7 +6717,10 @@ export interface operations {
     delete_template: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -5203,6 +6751,33 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5231,6 +6806,15 @@ export interface operations {
                     "application/json": components["schemas"]["TransferOperator"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     list_users: {
@@ -5250,12 +6834,24 @@ export interface operations {
                     "application/json": components["schemas"]["User"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     create_user: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5273,7 +6869,25 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5302,12 +6916,24 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     update_user: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -5327,6 +6953,15 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5343,12 +6978,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     set_status: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -5366,6 +7013,33 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["User"];
+                };
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -5389,6 +7063,15 @@ export interface operations {
                     "application/json": components["schemas"]["StatusChange"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     list_tokens: {
@@ -5410,12 +7093,24 @@ export interface operations {
                     "application/json": components["schemas"]["TokenInfo"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     create_token: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
             };
@@ -5435,12 +7130,42 @@ export interface operations {
                     "application/json": components["schemas"]["TokenInfo"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     revoke_token: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 id: string;
                 token: string;
@@ -5454,6 +7179,33 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };
@@ -5473,12 +7225,24 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     upload: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5494,6 +7258,33 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Attachment"];
+                };
+            };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -5517,6 +7308,15 @@ export interface operations {
                     "application/octet-stream": number[];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     transcript: {
@@ -5536,12 +7336,24 @@ export interface operations {
                     "application/json": components["schemas"]["Message"][];
                 };
             };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     send: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5559,12 +7371,42 @@ export interface operations {
                     "application/json": components["schemas"]["IngestOutcome"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     session: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key, caller and request within 24 h get the first answer again (`Idempotent-Replayed: true`) and change nothing. 1–255 visible ASCII characters. Ignored without a credential. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5590,7 +7432,34 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Conflict; `idempotency_key_in_flight` (with `Retry-After`) while the first request with this Idempotency-Key runs */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `idempotency_key_reused` when the Idempotency-Key was used for a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5614,6 +7483,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description `storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };

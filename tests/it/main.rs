@@ -2,6 +2,7 @@
 //! Every scenario runs on both backends (`<scenario>::sqlite`, `<scenario>::postgres`).
 
 mod auth;
+mod backup;
 mod browser;
 mod chats;
 mod duplicates;

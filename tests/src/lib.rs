@@ -104,6 +104,20 @@ impl Db {
         }
     }
 
+    /// A SQLite database in `dir` (`ferrydesk.db`, as the server's default data directory
+    /// holds it), e.g. one restored from a backup.
+    pub fn sqlite_in(dir: tempfile::TempDir) -> Db {
+        Db {
+            backend: Backend::Sqlite,
+            url: format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("ferrydesk.db").display()
+            ),
+            dir,
+            pg_name: None,
+        }
+    }
+
     /// A SQL connection to the test database, for assertions on stored state.
     pub async fn sql(&self) -> Result<sqlx::AnyConnection> {
         use sqlx::Connection;

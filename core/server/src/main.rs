@@ -1,11 +1,13 @@
 //! `ferrydesk`: the server binary and its command line.
 
+mod backup;
 mod config;
 mod demo;
 mod plugin_cli;
 mod plugin_templates;
 mod process_cli;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -36,6 +38,10 @@ enum Cmd {
     Demo,
     /// Applies database migrations and exits.
     Migrate,
+    /// Writes a backup of a SQLite deployment (database and files) to FILE, while it runs.
+    Backup { file: PathBuf },
+    /// Restores a backup into the configured data directory, which must hold no database.
+    Restore { file: PathBuf },
     /// Manages users.
     User {
         #[command(subcommand)]
@@ -187,6 +193,8 @@ pub(crate) async fn start_desk_pub(cfg: &Config) -> anyhow::Result<Desk> {
 
 async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
     match cmd {
+        Cmd::Backup { file } => backup::backup(&cfg, &file).await,
+        Cmd::Restore { file } => backup::restore(&cfg, &file).await,
         Cmd::Migrate => {
             open_store(&cfg).await?;
             println!("migrations applied to {}", cfg.database_label());

@@ -428,6 +428,51 @@ impl Store {
         Ok(())
     }
 
+    /// SQLite: writes a consistent copy of the whole database to `dest` (which must not exist)
+    /// with `VACUUM INTO`, from a read transaction, so writers carry on meanwhile.
+    pub async fn snapshot_to(&self, dest: &std::path::Path) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Err(Error::UnsupportedUrl(
+                "a snapshot needs SQLite; back PostgreSQL up with pg_dump".into(),
+            ));
+        }
+        let mut conn = self.read().await?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(dest.display().to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// SQLite: `PRAGMA integrity_check`; `Ok(())` when it answers `ok`, else what it found.
+    pub async fn integrity_check(&self) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
+        let mut conn = self.read().await?;
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&mut *conn)
+            .await?;
+        if rows.len() == 1 && rows[0] == "ok" {
+            Ok(())
+        } else {
+            Err(Error::Corrupt(rows.join("; ")))
+        }
+    }
+
+    /// Row counts for a summary: chats, messages, files, cases.
+    pub async fn counts(&self) -> Result<[i64; 4]> {
+        let mut conn = self.read().await?;
+        let mut out = [0; 4];
+        for (i, table) in ["chats", "messages", "files", "cases"].iter().enumerate() {
+            out[i] =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&mut *conn)
+                    .await?;
+        }
+        Ok(out)
+    }
+
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;

@@ -612,3 +612,89 @@ async fn postgres_listener_drops_lose_no_offer() -> Result<()> {
     assert!(missing.is_empty(), "offers lost: {missing:?}");
     Ok(())
 }
+
+/// Freeing a slot offers the waiting chats of an "all operators" queue only to an operator who
+/// was not offered them already (issue 15, row 7: every finished chat re-offered every waiting
+/// chat, 25,000 offers for 300 chats).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn freed_capacity_offers_each_waiting_chat_once() -> Result<()> {
+    const WAITING: usize = 20;
+    let (_db, server) = crate::setup!(Backend::Sqlite);
+    let fx = Fixture::new(
+        &server,
+        FixtureOptions {
+            operators: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let op = &fx.operators[0];
+    fx.admin
+        .patch(
+            &format!("/api/v1/users/{}", op.id()),
+            json!({"chat_limit": 3}),
+        )
+        .await?
+        .ok()?;
+    op.set_status("active").await?;
+    let mut mine: Vec<String> = Vec::new();
+    for i in 0..3 {
+        let m = fx
+            .inbound(&format!("mine-{i}"), &format!("m-{i}"), "hi")
+            .await?;
+        let chat = m["chat_id"].as_str().unwrap_or_default().to_owned();
+        op.post_empty(&format!("/api/v1/chats/{chat}/accept"))
+            .await?
+            .ok()?;
+        mine.push(chat);
+    }
+    // At the limit: these wait, offered to nobody.
+    for i in 0..WAITING {
+        fx.inbound(&format!("wait-{i}"), &format!("w-{i}"), "waiting")
+            .await?;
+    }
+    let mut ws = op.ws().await?;
+    // From the limit to a free slot: every waiting chat is offered, once.
+    finish_then_mark(op, &mine[0], &mine[2], "marker-1").await?;
+    assert_eq!(offers_until(&mut ws, "marker-1").await?, WAITING);
+    // Below the limit already: they were offered; nothing is sent again.
+    finish_then_mark(op, &mine[1], &mine[2], "marker-2").await?;
+    assert_eq!(offers_until(&mut ws, "marker-2").await?, 0);
+    Ok(())
+}
+
+/// Finishes `chat`, then replies `marker` in `other`: the reply's event reaches the operator's
+/// socket after every event of the finish (a socket gets events in commit order).
+async fn finish_then_mark(
+    op: &ferrydesk_tests::Api,
+    chat: &str,
+    other: &str,
+    marker: &str,
+) -> Result<()> {
+    op.post_empty(&format!("/api/v1/chats/{chat}/finish"))
+        .await?
+        .ok()?;
+    op.post(
+        &format!("/api/v1/chats/{other}/messages"),
+        json!({"text": marker}),
+    )
+    .await?
+    .ok()?;
+    Ok(())
+}
+
+/// `chat_offered` events on `ws` before the operator's `marker` message.
+async fn offers_until(ws: &mut ferrydesk_tests::Ws, marker: &str) -> Result<usize> {
+    let mut offers = 0;
+    loop {
+        let ev = ws
+            .next_event(Duration::from_secs(10))
+            .await?
+            .context("no marker within 10 s")?;
+        match ev["type"].as_str() {
+            Some("chat_offered") => offers += 1,
+            Some("message_created") if ev["message"]["body"] == marker => return Ok(offers),
+            _ => {}
+        }
+    }
+}

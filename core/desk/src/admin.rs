@@ -376,6 +376,14 @@ impl Desk {
         };
         q.members.sort();
         q.members.dedup();
+        // Members who were in the queue were offered its waiting chats already.
+        let before: Vec<UserId> = match id {
+            Some(id) => directory::get_queue(&mut tx, id)
+                .await?
+                .map(|old| old.members)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         let res = match id {
             Some(_) => directory::update_queue(&mut tx, &q)
                 .await
@@ -394,8 +402,9 @@ impl Desk {
         };
         // New members may take waiting chats right away.
         let mut events = Vec::new();
-        for m in &q.members {
-            self.drain_for(&mut tx, m, &mut events).await?;
+        for m in q.members.iter().filter(|m| !before.contains(m)) {
+            self.drain_for(&mut tx, m, crate::routing::Drain::BecameActive, &mut events)
+                .await?;
         }
         let q = directory::get_queue(&mut tx, &q.id)
             .await?

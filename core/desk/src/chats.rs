@@ -621,7 +621,8 @@ impl Desk {
             }
         }
         if let Some(from) = &from {
-            self.drain_for(&mut tx, from, &mut events).await?;
+            self.drain_for(&mut tx, from, crate::routing::Drain::SlotFreed, &mut events)
+                .await?;
         }
         let chat = chat_store::get_chat(&mut tx, id, now)
             .await?
@@ -706,7 +707,8 @@ impl Desk {
                     reason,
                 },
             ));
-            self.drain_for(&mut tx, r, &mut events).await?;
+            self.drain_for(&mut tx, r, crate::routing::Drain::SlotFreed, &mut events)
+                .await?;
         }
         if chat.status == ChatStatus::New {
             let offered = directory::get_queue(&mut tx, &chat.queue_id)

@@ -698,3 +698,55 @@ async fn offers_until(ws: &mut ferrydesk_tests::Ws, marker: &str) -> Result<usiz
         }
     }
 }
+
+/// Two nodes that share only the PostgreSQL database: with `blob_store = "database"`, a file
+/// uploaded through node A downloads through node B (issue 15, row 8), and no node keeps it
+/// on its own disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_files_shared_across_nodes() -> Result<()> {
+    let Some(db) = ferrydesk_tests::Db::new(Backend::Postgres).await? else {
+        return Ok(());
+    };
+    db.add_admin().await?;
+    let dir_b = tempfile::tempdir()?;
+    let a =
+        ferrydesk_tests::Server::start_with(&db, &[("FERRYDESK_BLOB_STORE", "database")]).await?;
+    let b = ferrydesk_tests::Server::start_with(
+        &db,
+        &[
+            ("FERRYDESK_BLOB_STORE", "database"),
+            ("FERRYDESK_DATA_DIR", &dir_b.path().display().to_string()),
+        ],
+    )
+    .await?;
+    let fx = Fixture::new(
+        &a,
+        FixtureOptions {
+            operators: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let bytes = b"sku;qty\nparcel;2\n".repeat(100);
+    let f = fx.operators[0]
+        .upload("/api/v1/files", "order.csv", "text/csv", bytes.clone())
+        .await?
+        .ok()?;
+    let fid = f["id"].as_str().unwrap_or_default().to_owned();
+    let on_b = b.login("op0", ferrydesk_tests::PASSWORD).await?;
+    let dl = reqwest::Client::new()
+        .get(format!("{}/api/v1/files/{fid}", b.base))
+        .header("cookie", on_b.cookie.clone().unwrap_or_default())
+        .send()
+        .await?;
+    assert_eq!(dl.status(), 200);
+    assert_eq!(dl.bytes().await?.to_vec(), bytes);
+    // Nothing on either node's disk.
+    for dir in [db.dir.path(), dir_b.path()] {
+        let blobs = dir.join("blobs");
+        let n = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(n, 0, "{} has blobs", blobs.display());
+    }
+    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM blob_data").await?, 1);
+    Ok(())
+}

@@ -72,6 +72,50 @@ impl BlobStore for LocalBlobStore {
     }
 }
 
+/// Blobs as rows of the database (`blob_data`): every node of a deployment that shares only
+/// its PostgreSQL database sees every file. Suits files up to tens of MiB (`max_file_bytes`);
+/// an object store is the choice for large volumes.
+pub struct DatabaseBlobStore {
+    store: ferrydesk_store::Store,
+}
+
+impl DatabaseBlobStore {
+    pub fn new(store: ferrydesk_store::Store) -> DatabaseBlobStore {
+        DatabaseBlobStore { store }
+    }
+}
+
+fn io_error(e: ferrydesk_store::Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl BlobStore for DatabaseBlobStore {
+    fn put(&self, bytes: Vec<u8>) -> BoxFuture<'_, io::Result<String>> {
+        Box::pin(async move {
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let mut tx = self.store.begin().await.map_err(io_error)?;
+            ferrydesk_store::blobs::put(&mut tx, &sha, &bytes, Ts::now().0)
+                .await
+                .map_err(io_error)?;
+            tx.commit()
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            Ok(sha)
+        })
+    }
+
+    fn get(&self, sha256: &str) -> BoxFuture<'_, io::Result<Vec<u8>>> {
+        let sha = sha256.to_owned();
+        Box::pin(async move {
+            let mut conn = self.store.read().await.map_err(io_error)?;
+            ferrydesk_store::blobs::get(&mut conn, &sha)
+                .await
+                .map_err(io_error)?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such blob"))
+        })
+    }
+}
+
 /// Content types accepted from clients and operators.
 const ALLOWED: &[&str] = &[
     "image/png",

@@ -65,6 +65,10 @@ pub struct ConfigArgs {
     /// seconds, for a message catch that opens later; 0 = not buffered [default: 0].
     #[arg(long, global = true, env = "FERRYDESK_CHAT_MESSAGE_TTL_SECS")]
     pub chat_message_ttl_secs: Option<u64>,
+    /// Where file contents live: `local` (DATA_DIR/blobs; shared storage for several nodes) or
+    /// `database` (rows of the database, seen by every node) [default: local].
+    #[arg(long, global = true, env = "FERRYDESK_BLOB_STORE", value_parser = ["local", "database"])]
+    pub blob_store: Option<String>,
     /// On SQLite, refuse writes (503, `/readyz` 503) while the data directory's file system has
     /// less than this many MiB free, before SQLite itself runs out; 0 = off [default: 64].
     #[arg(long, global = true, env = "FERRYDESK_MIN_FREE_DISK_MB")]
@@ -108,6 +112,7 @@ struct FileConfig {
     chat_message_ttl_secs: Option<u64>,
     metrics_token: Option<String>,
     min_free_disk_mb: Option<u64>,
+    blob_store: Option<String>,
 }
 
 /// Effective configuration.
@@ -134,6 +139,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// SQLite: the free space below which writes are refused (MiB, 0 = off).
     pub min_free_disk_mb: u64,
+    /// `local` or `database`.
+    pub blob_store: String,
 }
 
 impl Config {
@@ -191,6 +198,11 @@ impl Config {
                 .unwrap_or(30 * 24 * 3600)
                 .max(1),
             max_connections: file.max_connections.unwrap_or(16),
+            blob_store: match args.blob_store.clone().or(file.blob_store) {
+                None => "local".to_owned(),
+                Some(b) if b == "local" || b == "database" => b,
+                Some(b) => anyhow::bail!("blob_store: `{b}` is not `local` or `database`"),
+            },
             min_free_disk_mb: args
                 .min_free_disk_mb
                 .or(file.min_free_disk_mb)

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferrydesk_desk::{Desk, DeskOptions, blobs::LocalBlobStore};
+use ferrydesk_desk::blobs::{DatabaseBlobStore, LocalBlobStore};
+use ferrydesk_desk::{Desk, DeskOptions};
 use ferrydesk_store::{Store, StoreOptions};
 
 use config::{Config, ConfigArgs};
@@ -147,7 +148,10 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 async fn start_desk(cfg: &Config) -> anyhow::Result<Desk> {
     let store = open_store(cfg).await?;
-    let blobs = Arc::new(LocalBlobStore::new(cfg.data_dir.join("blobs"))?);
+    let blobs: Arc<dyn ferrydesk_desk::blobs::BlobStore> = match cfg.blob_store.as_str() {
+        "database" => Arc::new(DatabaseBlobStore::new(store.clone())),
+        _ => Arc::new(LocalBlobStore::new(cfg.data_dir.join("blobs"))?),
+    };
     let opts = DeskOptions {
         timer_tick: std::time::Duration::from_millis(cfg.timer_tick_ms),
         session_ttl: std::time::Duration::from_secs(cfg.session_ttl_secs),

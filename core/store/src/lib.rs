@@ -7,6 +7,7 @@
 //!
 //! Functions take `&mut Conn` so that the desk services compose them inside one transaction.
 
+pub mod blobs;
 pub mod cases;
 pub mod chats;
 pub mod contacts;

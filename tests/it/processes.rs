@@ -24,6 +24,7 @@ on_both_backends!(
     deploy_versions_and_rejections,
     incident_and_retry,
     crash_during_a_service_task,
+    restart_releases_its_own_jobs,
     buffered_messages,
     buffered_chat_signal
 );
@@ -732,12 +733,23 @@ impl Sink {
 }
 
 async fn crash_during_a_service_task(b: Backend) -> Result<()> {
+    // Short leases, so a dead worker's job is taken over quickly.
+    crash_and_restart(b, "3", 30).await
+}
+
+/// The node restarts at once with the default 60 s lease: it releases the job its previous
+/// run held at start (its identity is `data_dir/node-id`), so the instance completes long
+/// before the lease would have run out (issue 15, row 6).
+async fn restart_releases_its_own_jobs(b: Backend) -> Result<()> {
+    crash_and_restart(b, "60", 15).await
+}
+
+async fn crash_and_restart(b: Backend, lease_secs: &str, complete_within: u64) -> Result<()> {
     let Some(db) = ferrydesk_tests::Db::new(b).await? else {
         return Ok(());
     };
     db.add_admin().await?;
-    // Short leases, so a dead worker's job is taken over quickly.
-    let mut server = Server::start_with(&db, &[("FERRYDESK_JOB_LEASE_SECS", "3")]).await?;
+    let mut server = Server::start_with(&db, &[("FERRYDESK_JOB_LEASE_SECS", lease_secs)]).await?;
     let fx = Fixture::new(&server, FixtureOptions::default()).await?;
     enable(
         &fx.admin,
@@ -778,11 +790,20 @@ async fn crash_during_a_service_task(b: Backend) -> Result<()> {
     let admin = server
         .login("admin", ferrydesk_tests::ADMIN_PASSWORD)
         .await?;
-    until(30, "the instance to complete after the restart", || async {
-        let i = instance(&admin, &id).await?;
-        Ok((i["instance"]["state"] == "completed").then_some(()))
-    })
+    let restarted = std::time::Instant::now();
+    until(
+        complete_within,
+        "the instance to complete after the restart",
+        || async {
+            let i = instance(&admin, &id).await?;
+            Ok((i["instance"]["state"] == "completed").then_some(()))
+        },
+    )
     .await?;
+    eprintln!(
+        "lease {lease_secs} s: completed {:?} after the restart",
+        restarted.elapsed()
+    );
     let keys = sink.keys();
     assert_eq!(keys.len(), 2, "ran again once: {keys:?}");
     assert_eq!(keys[0], keys[1], "the same idempotency key on the rerun");

@@ -54,6 +54,10 @@ pub struct EngineOptions {
     /// How long a chat signal (`chat.message` …) that no instance waits for is buffered for a
     /// subscription that opens later; zero (the default): not buffered.
     pub chat_message_ttl: Duration,
+    /// This node's identity across restarts (`data_dir/node-id`): jobs leased as
+    /// `<identity>:<earlier epoch>` belonged to this node before it restarted, and are
+    /// released at start instead of waiting out their lease. `None`: a fresh identity.
+    pub node_identity: Option<String>,
 }
 
 impl Default for EngineOptions {
@@ -66,6 +70,7 @@ impl Default for EngineOptions {
             max_backoff: Duration::from_secs(300),
             settle: Duration::from_secs(10),
             chat_message_ttl: Duration::ZERO,
+            node_identity: None,
         }
     }
 }
@@ -376,12 +381,30 @@ impl Engine {
         opts: EngineOptions,
     ) -> Result<Engine> {
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let epoch = ferrydesk_domain::Ts::now().0;
+        let node = match &opts.node_identity {
+            Some(id) => format!("{id}:{epoch}"),
+            None => format!("node-{}", uuid::Uuid::new_v4()),
+        };
+        if let Some(id) = &opts.node_identity {
+            // What this node held before a restart is free at once (no zombie can hold it:
+            // the identity is locked to one process).
+            let mut tx = desk.store().begin().await?;
+            let n = store::release_jobs_of(&mut tx, &format!("{id}:"), &node, epoch).await?;
+            tx.commit().await.map_err(ferrydesk_store::Error::from)?;
+            if n > 0 {
+                tracing::info!(
+                    jobs = n,
+                    "released the jobs this node held before it restarted"
+                );
+            }
+        }
         let engine = Engine {
             inner: Arc::new(Inner {
                 desk,
                 plugins,
                 opts,
-                node: format!("node-{}", uuid::Uuid::new_v4()),
+                node,
                 workers: RwLock::new(HashMap::new()),
                 definitions: Mutex::new(HashMap::new()),
                 states: Mutex::new(batch::StateCache::default()),

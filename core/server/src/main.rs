@@ -187,8 +187,60 @@ pub(crate) fn engine_options(cfg: &Config) -> ferrydesk_engine::EngineOptions {
         lease: std::time::Duration::from_secs(cfg.job_lease_secs),
         backoff: std::time::Duration::from_millis(cfg.job_backoff_ms),
         chat_message_ttl: std::time::Duration::from_secs(cfg.chat_message_ttl_secs),
+        node_identity: node_identity(&cfg.data_dir),
         ..Default::default()
     }
+}
+
+/// This node's identity across restarts: `data_dir/node-id` (created once), held by this
+/// process through an exclusive lock on `data_dir/node.lock` for as long as it runs. A second
+/// process on the same data directory (the lock is taken) gets none, so it never releases
+/// jobs that a live node holds.
+fn node_identity(data_dir: &std::path::Path) -> Option<String> {
+    static IDENTITY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            let taken = (|| -> std::io::Result<Option<String>> {
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(data_dir.join("node.lock"))?;
+                if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                    .is_err()
+                {
+                    return Ok(None);
+                }
+                // Held until the process exits.
+                std::mem::forget(lock);
+                let path = data_dir.join("node-id");
+                let id = match std::fs::read_to_string(&path) {
+                    Ok(s) if is_identity(s.trim()) => s.trim().to_owned(),
+                    _ => {
+                        let id = uuid::Uuid::new_v4().simple().to_string();
+                        std::fs::write(&path, format!("{id}\n"))?;
+                        id
+                    }
+                };
+                Ok(Some(id))
+            })();
+            match taken {
+                Ok(Some(id)) => Some(id),
+                Ok(None) => {
+                    tracing::warn!(dir = %data_dir.display(), "another process runs on this data directory: jobs this node leases are not reclaimed early after a restart");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no node identity: jobs this node leases are not reclaimed early after a restart");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn is_identity(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 pub(crate) async fn start_desk_pub(cfg: &Config) -> anyhow::Result<Desk> {

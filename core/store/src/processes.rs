@@ -391,6 +391,32 @@ pub async fn jobs_of_instance(conn: &mut Conn, instance: &str) -> Result<Vec<Job
     .await?)
 }
 
+/// Releases the jobs leased to an earlier run of this node (owners starting with `prefix`,
+/// other than `current`): they become due now, and the next claim bumps their attempt, which
+/// fences any late completion. `prefix` holds no `LIKE` wildcards (`%`, `_`). Returns how many.
+pub async fn release_jobs_of(
+    conn: &mut Conn,
+    prefix: &str,
+    current: &str,
+    now: i64,
+) -> Result<u64> {
+    if prefix.contains(['%', '_', '\\']) {
+        return Err(crate::Error::Corrupt(format!(
+            "node identity `{prefix}` has LIKE wildcards"
+        )));
+    }
+    Ok(sqlx::query(
+        "UPDATE process_jobs SET state = 'ready', lock_owner = NULL, lock_expires = NULL, due_at = $3 \
+         WHERE state = 'locked' AND lock_owner LIKE $1 AND lock_owner <> $2",
+    )
+    .bind(format!("{prefix}%"))
+    .bind(current)
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 /// Claims due jobs for `owner` until `lock_until`: ready jobs whose time has come, and locked
 /// jobs whose lease expired (their worker died). Each claim bumps `attempt`, which fences the
 /// previous holder's completion. On PostgreSQL concurrent claimers skip each other's rows.

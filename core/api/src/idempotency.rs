@@ -2,8 +2,8 @@
 //! IETF draft `draft-ietf-httpapi-idempotency-key-header` define it: the first request with a
 //! key runs and its answer is stored for 24 hours; a retry with the same key, caller and
 //! request (method, path, query, body) gets that answer again with `Idempotent-Replayed: true`
-//! and changes nothing. The same key with a different request is `422
-//! idempotency_key_reused`; a retry while the first request still runs is `409
+//! and changes nothing. A key is scoped to the caller and the operation (method and path); the
+//! same key with a different query or body there is `422 idempotency_key_reused`; a retry while the first request still runs is `409
 //! idempotency_key_in_flight` with `Retry-After`. Keys belong to the caller's credential
 //! (session cookie or bearer token); a request without one (logging in, opening a widget
 //! session) ignores the key. Server errors (5xx) are not stored, so a retry runs again; nor are
@@ -100,9 +100,14 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
             );
         }
     };
-    let Some(scope) = scope(&req) else {
+    let Some(credential) = scope(&req) else {
         return next.run(req).await;
     };
+    // A key belongs to one caller and one operation (method and path): the same key sent to
+    // another endpoint is another key, as with per-resource keys in the IETF draft.
+    let scope = hex::encode(sha2::Sha256::digest(
+        format!("{credential}\n{} {}", req.method(), req.uri().path()).as_bytes(),
+    ));
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,

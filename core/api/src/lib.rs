@@ -62,7 +62,9 @@ pub fn router(state: AppState) -> Router {
         .merge(files::router().layer(DefaultBodyLimit::max(file_limit)))
         .merge(plugins::package_router().layer(DefaultBodyLimit::max(17 << 20)))
         .merge(processes::deploy_router().layer(DefaultBodyLimit::max(4 << 20)))
-        .layer(axum::middleware::from_fn_with_state(
+        // A route layer: only requests that reach a handler are keyed (an undeclared method
+        // still gets its 405).
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,
         ));

@@ -119,7 +119,7 @@ impl utoipa::Modify for Reliability {
                 }
             }
         }
-        for item in api.paths.paths.values_mut() {
+        for (path, item) in api.paths.paths.iter_mut() {
             let all = [
                 item.get.as_mut(),
                 item.post.as_mut(),
@@ -128,9 +128,30 @@ impl utoipa::Modify for Reliability {
                 item.delete.as_mut(),
             ];
             for op in all.into_iter().flatten() {
-                op.responses.responses.entry("503".into()).or_insert_with(|| {
+                let r = &mut op.responses.responses;
+                r.entry("503".into()).or_insert_with(|| {
                     error("`storage_unavailable`: the database cannot be reached, its disk is full or it is read-only; retry after `Retry-After` seconds").into()
                 });
+                // What every operation under the API can answer: a missing or ended
+                // credential, a role that may not, input that fails a check (query, body,
+                // header: `field` names it), and for a path with an id, an id that does not
+                // exist or that the caller may not see.
+                if path.starts_with("/api/v1/") || path.starts_with("/widget/v1/") {
+                    r.entry("401".into())
+                        .or_insert_with(|| error("`unauthenticated`: no valid credential").into());
+                    r.entry("403".into()).or_insert_with(|| {
+                        error("`forbidden`: the caller's role may not do this").into()
+                    });
+                    r.entry("422".into()).or_insert_with(|| {
+                        error("`invalid`: a parameter or the body fails a check; `field` names it (a JSON pointer, a query parameter or a header)").into()
+                    });
+                    if path.contains('{') {
+                        r.entry("404".into()).or_insert_with(|| {
+                            error("`not_found`: no such resource, or one the caller may not see")
+                                .into()
+                        });
+                    }
+                }
             }
         }
     }

@@ -43,7 +43,7 @@ pub fn router(state: &AppState, file_limit: usize) -> Router<AppState> {
         .route("/files/{id}", get(download))
         .route("/ws", get(ws))
         .layer(axum::extract::DefaultBodyLimit::max(crate::JSON_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::idempotency::layer,
         ))

@@ -53,8 +53,10 @@ pub struct ListQuery {
     contact_id: Option<String>,
     case_id: Option<String>,
     /// RFC 3339; chats started at or after.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339; chats started before.
+    #[param(format = DateTime)]
     to: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
@@ -318,7 +320,9 @@ async fn start_chat(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct TotalsQuery {
+    #[param(format = DateTime)]
     from: String,
+    #[param(format = DateTime)]
     to: String,
     #[serde(default)]
     group_by: Option<String>,

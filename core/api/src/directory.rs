@@ -367,6 +367,7 @@ async fn get_duplicate_scan(
 #[derive(Deserialize, IntoParams)]
 pub struct GroupQuery {
     /// `open`, `dismissed` or `resolved`; all when absent.
+    #[param(pattern = "^(open|dismissed|resolved)$")]
     status: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,

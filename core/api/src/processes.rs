@@ -143,6 +143,7 @@ async fn incidents(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Out<Ve
 pub struct RetryRequest {
     /// Attempts to give the job (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub retries: Option<i64>,
 }
 
@@ -189,6 +190,7 @@ async fn publish(
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
     /// `open` (default), `completed` or `canceled`.
+    #[param(pattern = "^(open|completed|canceled)$")]
     state: Option<String>,
 }
 

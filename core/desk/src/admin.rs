@@ -12,6 +12,7 @@ use crate::{Desk, Error, Principal, Result, setting};
 #[serde(deny_unknown_fields)]
 pub struct NewUserInput {
     pub username: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub display_name: String,
     pub password: String,
     pub role: Role,
@@ -20,6 +21,7 @@ pub struct NewUserInput {
     #[serde(default)]
     pub locale: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub chat_limit: Option<i64>,
 }
 
@@ -27,6 +29,7 @@ pub struct NewUserInput {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatchInput {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub display_name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -34,7 +37,7 @@ pub struct UserPatchInput {
     pub role: Option<Role>,
     pub locale: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub chat_limit: Option<Option<i64>>,
     pub disabled: Option<bool>,
     /// A new password. Changing one's own needs `current_password`; a change ends the user's
@@ -53,14 +56,17 @@ fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueInput {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     #[serde(default = "default_rule")]
     pub routing_rule: RoutingRule,
     /// Seconds; default 300.
     #[serde(default = "default_accept")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub accept_timeout_secs: i64,
     /// Minutes; default 60; `null` = never.
     #[serde(default = "default_completion")]
+    #[schema(minimum = 1, maximum = 43200)]
     pub completion_timeout_mins: Option<i64>,
     #[serde(default)]
     pub members: Vec<UserId>,
@@ -79,6 +85,7 @@ fn default_completion() -> Option<i64> {
 #[serde(deny_unknown_fields)]
 pub struct ChannelInput {
     pub kind: ChannelKind,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     pub queue_id: QueueId,
     #[serde(default = "yes")]
@@ -104,6 +111,7 @@ pub struct CreatedChannel {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// "Number of simultaneous chats", default 5.
+    #[schema(minimum = 1, maximum = 100)]
     pub simultaneous_chats: i64,
 }
 
@@ -126,6 +134,7 @@ pub enum TimelineEntry {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     #[serde(default)]
     pub photo_url: Option<String>,
@@ -136,8 +145,10 @@ pub struct ContactInput {
 }
 
 fn check_len(field: &str, v: &str, min: usize, max: usize) -> Result<()> {
+    // Trimmed for the minimum, as stored for the maximum: what the schema says (`minLength`,
+    // `maxLength`, a non-space character).
     let n = v.trim().chars().count();
-    if n < min || n > max {
+    if n < min || v.chars().count() > max {
         return Err(Error::invalid(
             field,
             format!("must be {min} to {max} characters"),

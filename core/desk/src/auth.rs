@@ -477,8 +477,11 @@ impl Desk {
         if user != p.id() {
             p.require(Role::Admin)?;
         }
+        if name.trim().is_empty() || name.chars().count() > 100 {
+            return Err(Error::invalid("name", "must be 1 to 100 characters"));
+        }
         let name = name.trim();
-        if name.is_empty() || name.len() > 100 {
+        if name.is_empty() {
             return Err(Error::invalid("name", "must be 1 to 100 characters"));
         }
         let (token, hash) = new_secret("fdt_");

@@ -45,6 +45,7 @@ pub struct DuplicateRule {
     /// Generated when empty.
     #[serde(default)]
     pub id: String,
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -230,7 +231,7 @@ impl Desk {
         let mut rows = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
             let name = r.name.trim();
-            if name.is_empty() || name.chars().count() > 100 {
+            if name.is_empty() || r.name.chars().count() > 100 {
                 return Err(Error::invalid(
                     format!("rules[{i}].name"),
                     "is 1 to 100 characters",

@@ -165,8 +165,11 @@ impl Desk {
         queue_id: &QueueId,
     ) -> Result<Channel> {
         p.require(Role::Admin)?;
+        if name.trim().is_empty() || name.chars().count() > 200 {
+            return Err(Error::invalid("name", "must be 1 to 200 characters"));
+        }
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
+        if name.is_empty() {
             return Err(Error::invalid("name", "must be 1 to 200 characters"));
         }
         let id = ChannelId::generate();

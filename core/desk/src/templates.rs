@@ -769,6 +769,7 @@ impl HelperDef for FirstNameHelper {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateInput {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     pub body: String,
     #[serde(default)]

@@ -21,6 +21,7 @@ pub struct ChatActionSetting {
     /// Stable id; generated when empty.
     #[serde(default)]
     pub id: String,
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub caption: String,
     /// `process` or `plugin`.
     pub kind: String,
@@ -131,7 +132,7 @@ impl Engine {
         for (i, e) in entries.iter().enumerate() {
             let at = |f: &str| format!("entries[{i}].{f}");
             let caption = e.caption.trim();
-            if caption.is_empty() || caption.chars().count() > 100 {
+            if caption.is_empty() || e.caption.chars().count() > 100 {
                 return Err(Error::invalid(at("caption"), "is 1 to 100 characters"));
             }
             match e.kind.as_str() {

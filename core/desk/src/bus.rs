@@ -152,6 +152,55 @@ pub(crate) fn encode_envelopes(node: &str, e: &Event) -> Vec<String> {
     }
 }
 
+/// Events of other nodes as a listener receives them: a batch (`{"node", "events"}`, what a
+/// transaction sends) or one envelope (what nodes before batching sent).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Notified {
+    Batch { node: String, events: Vec<Event> },
+    One(Envelope),
+}
+
+impl Notified {
+    pub(crate) fn into_parts(self) -> (String, Vec<Event>) {
+        match self {
+            Notified::Batch { node, events } => (node, events),
+            Notified::One(e) => (e.node, vec![e.event]),
+        }
+    }
+}
+
+/// The `NOTIFY` payloads for one transaction's events: as few as fit under [`NOTIFY_MAX`]
+/// (one for a typical transaction), each `{"node", "events": [...]}`, in the events' order.
+/// An event too large for a payload of its own is split as [`encode_envelopes`] does.
+pub(crate) fn encode_batches(node: &str, events: &[Event]) -> Vec<String> {
+    let node_json = serde_json::to_string(node).unwrap_or_default();
+    let head = format!("{{\"node\":{node_json},\"events\":[");
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for e in events {
+        for env in encode_envelopes(node, e) {
+            // The event part of a single envelope, already cut to fit.
+            let Ok(one) = serde_json::from_str::<Envelope>(&env) else {
+                continue;
+            };
+            let ev = serde_json::to_string(&one.event).unwrap_or_default();
+            if !cur.is_empty() && head.len() + cur.len() + 1 + ev.len() + 2 > NOTIFY_MAX {
+                out.push(format!("{head}{cur}]}}"));
+                cur.clear();
+            }
+            if !cur.is_empty() {
+                cur.push(',');
+            }
+            cur.push_str(&ev);
+        }
+    }
+    if !cur.is_empty() {
+        out.push(format!("{head}{cur}]}}"));
+    }
+    out
+}
+
 fn encode_envelope(node: &str, e: &Event) -> String {
     let env = Envelope {
         node: node.to_owned(),
@@ -167,4 +216,79 @@ fn encode_envelope(node: &str, e: &Event) -> String {
         message.body = format!("{cut}…");
     }
     serde_json::to_string(&env).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(users: usize) -> Event {
+        Event {
+            to: Audience::Users((0..users).map(|_| UserId::generate()).collect()),
+            body: EventBody::CredentialsChanged {
+                user_id: UserId::generate(),
+            },
+        }
+    }
+
+    fn decode(payloads: &[String]) -> Vec<(String, Vec<Event>)> {
+        payloads
+            .iter()
+            .map(|p| {
+                serde_json::from_str::<Notified>(p)
+                    .map(Notified::into_parts)
+                    .expect("decodes")
+            })
+            .collect()
+    }
+
+    fn users(e: &Event) -> Vec<UserId> {
+        match &e.to {
+            Audience::Users(u) => u.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_transactions_events_go_in_one_notification_in_order() {
+        let events: Vec<Event> = (0..20).map(|_| event(1)).collect();
+        let payloads = encode_batches("node-a", &events);
+        assert_eq!(payloads.len(), 1);
+        let got = decode(&payloads);
+        assert_eq!(got[0].0, "node-a");
+        let sent: Vec<_> = events.iter().map(users).collect();
+        let back: Vec<_> = got[0].1.iter().map(users).collect();
+        assert_eq!(back, sent);
+    }
+
+    #[test]
+    fn large_batches_split_under_the_payload_limit_and_lose_nobody() {
+        // 400 events, one of them with an audience too large for one payload.
+        let mut events: Vec<Event> = (0..400).map(|_| event(1)).collect();
+        events.insert(7, event(600));
+        let payloads = encode_batches("n", &events);
+        assert!(payloads.len() > 1);
+        assert!(
+            payloads.iter().all(|p| p.len() <= NOTIFY_MAX),
+            "a payload is too long"
+        );
+        let mut sent: Vec<UserId> = events.iter().flat_map(users).collect();
+        let mut back: Vec<UserId> = decode(&payloads)
+            .into_iter()
+            .flat_map(|(_, es)| es)
+            .flat_map(|e| users(&e))
+            .collect();
+        sent.sort_by(|a, b| a.0.cmp(&b.0));
+        back.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(back, sent);
+    }
+
+    #[test]
+    fn single_envelopes_of_older_nodes_still_decode() {
+        let e = event(2);
+        let old = encode_envelope("old", &e);
+        let got = decode(&[old]);
+        assert_eq!(got[0].0, "old");
+        assert_eq!(users(&got[0].1[0]), users(&e));
+    }
 }

@@ -215,12 +215,11 @@ impl Desk {
     /// database (PostgreSQL `NOTIFY` is transactional, so they see it only if the commit lands).
     pub(crate) async fn commit(&self, mut tx: Tx, events: Vec<Event>) -> Result<()> {
         if self.store().backend() == ferrydesk_store::Backend::Postgres {
-            for e in &events {
-                for payload in bus::encode_envelopes(&self.inner.node_id, e) {
-                    self.store()
-                        .notify(&mut tx, bus::NOTIFY_CHANNEL, &payload)
-                        .await?;
-                }
+            // One notification per transaction when its events fit in one payload.
+            for payload in bus::encode_batches(&self.inner.node_id, &events) {
+                self.store()
+                    .notify(&mut tx, bus::NOTIFY_CHANNEL, &payload)
+                    .await?;
             }
         }
         tx.commit().await.map_err(ferrydesk_store::Error::from)?;

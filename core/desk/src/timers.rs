@@ -6,7 +6,7 @@ use ferrydesk_domain::*;
 use ferrydesk_store::{chats as chat_store, security};
 use tokio::sync::watch;
 
-use crate::bus::{Envelope, NOTIFY_CHANNEL};
+use crate::bus::{NOTIFY_CHANNEL, Notified};
 use crate::{Desk, Result};
 
 const BATCH: i64 = 100;
@@ -82,8 +82,12 @@ pub(crate) async fn spawn_listener(desk: Desk, mut shutdown: watch::Receiver<boo
             };
             let why = match n {
                 Ok(Some(n)) => {
-                    match serde_json::from_str::<Envelope>(n.payload()) {
-                        Ok(env) if env.node != desk.node_id() => desk.bus().publish(env.event),
+                    match serde_json::from_str::<Notified>(n.payload()).map(Notified::into_parts) {
+                        Ok((node, events)) if node != desk.node_id() => {
+                            for e in events {
+                                desk.bus().publish(e);
+                            }
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "undecodable event notification"),
                     }

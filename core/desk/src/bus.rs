@@ -158,14 +158,17 @@ pub(crate) fn encode_envelopes(node: &str, e: &Event) -> Vec<String> {
 #[serde(untagged)]
 pub(crate) enum Notified {
     Batch { node: String, events: Vec<Event> },
-    One(Envelope),
+    One(Box<Envelope>),
 }
 
 impl Notified {
     pub(crate) fn into_parts(self) -> (String, Vec<Event>) {
         match self {
             Notified::Batch { node, events } => (node, events),
-            Notified::One(e) => (e.node, vec![e.event]),
+            Notified::One(e) => {
+                let e = *e;
+                (e.node, vec![e.event])
+            }
         }
     }
 }

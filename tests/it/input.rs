@@ -496,3 +496,32 @@ async fn inbound_json_fuzz(b: Backend) -> Result<()> {
     }
     Ok(())
 }
+
+/// An upload that is not `multipart/form-data` (or has no boundary) is `422 invalid` on `file`
+/// on every upload endpoint, like any other bad upload; it used to be axum's plain 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_that_are_not_multipart_are_422() -> anyhow::Result<()> {
+    let (_db, server) = crate::setup!(ferrydesk_tests::Backend::Sqlite);
+    let fx =
+        ferrydesk_tests::Fixture::new(&server, ferrydesk_tests::FixtureOptions::default()).await?;
+    let visitor = ferrydesk_tests::Visitor::new(&server.base, &fx.widget_key).await?;
+    let calls = [
+        (&fx.operators[0], "/api/v1/files"),
+        (&fx.channel(), "/api/v1/channel/files"),
+        (&visitor.api, "/widget/v1/files"),
+    ];
+    for (api, path) in calls {
+        for ct in ["application/json", "multipart/form-data"] {
+            let r = api
+                .raw(reqwest::Method::POST, path, ct, b"{}".to_vec())
+                .await?;
+            assert_eq!(
+                (r.status, r.code(), r.body["field"].as_str()),
+                (422, "invalid", Some("file")),
+                "{path} {ct}: {}",
+                r.text
+            );
+        }
+    }
+    Ok(())
+}

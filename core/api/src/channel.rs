@@ -133,7 +133,7 @@ async fn ack(
 pub(crate) async fn upload(
     State(s): State<AppState>,
     ChannelAuth(ch): ChannelAuth,
-    mp: axum::extract::Multipart,
+    crate::files::FormData(mp): crate::files::FormData,
 ) -> ApiResult<(StatusCode, Out<Attachment>)> {
     let (name, ct, bytes) =
         crate::files::read_file_field(mp, s.desk.options().max_file_bytes).await?;

@@ -19,6 +19,21 @@ pub fn router() -> Router<AppState> {
         .route("/channel/files", post(crate::channel::upload))
 }
 
+/// A `multipart/form-data` body; a request that is not one (wrong content type, no boundary)
+/// is `422 invalid` on `file`, like every other bad upload, instead of axum's plain 400.
+pub(crate) struct FormData(pub Multipart);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for FormData {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        Multipart::from_request(req, state)
+            .await
+            .map(FormData)
+            .map_err(|e| ApiError::invalid("file", e.body_text()))
+    }
+}
+
 /// Reads the multipart field `file`: `(filename, content type, bytes)`.
 pub(crate) async fn read_file_field(
     mut mp: Multipart,
@@ -59,7 +74,7 @@ pub(crate) async fn read_file_field(
 async fn upload(
     State(s): State<AppState>,
     Auth(p): Auth,
-    mp: Multipart,
+    FormData(mp): FormData,
 ) -> ApiResult<(StatusCode, Out<Attachment>)> {
     let (name, ct, bytes) = read_file_field(mp, s.desk.options().max_file_bytes).await?;
     let a = s

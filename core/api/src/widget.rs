@@ -3,7 +3,7 @@
 //! page.
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
-use axum::extract::{FromRequestParts, Multipart, Path, State, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -195,7 +195,7 @@ async fn send(
 async fn upload(
     State(s): State<AppState>,
     VisitorAuth(v): VisitorAuth,
-    mp: Multipart,
+    crate::files::FormData(mp): crate::files::FormData,
 ) -> ApiResult<(StatusCode, Out<Attachment>)> {
     let (name, ct, bytes) = read_file_field(mp, s.desk.options().max_file_bytes).await?;
     Ok((

@@ -18,44 +18,32 @@ impl Tmpfs {
     /// which the CI machine has. Elsewhere the test is skipped with a message, unless
     /// `FERRYDESK_REQUIRE_MOUNT=1`.
     fn mount(dir: &Path, mib: u32) -> Result<Option<Tmpfs>> {
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Ok(Some(Tmpfs(dir.to_owned()))),
-            other => {
-                let why = match other {
-                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                if std::env::var("FERRYDESK_REQUIRE_MOUNT").as_deref() == Ok("1") {
-                    bail!("cannot mount a tmpfs (FERRYDESK_REQUIRE_MOUNT=1): {why}");
-                }
-                eprintln!("SKIPPED: cannot mount a tmpfs ({why}); run as root to test disk faults");
-                Ok(None)
-            }
-        }
+        let size = format!("size={mib}m");
+        Self::run_mount(&["-t", "tmpfs", "-o", &size, "tmpfs"], None, dir)
     }
 
     /// Binds `src` at `dst` (unmounted on drop), or skips like [`Tmpfs::mount`].
     fn bind(src: &Path, dst: &Path) -> Result<Option<Tmpfs>> {
-        let o = std::process::Command::new("mount")
-            .arg("--bind")
-            .arg(src)
-            .arg(dst)
-            .output();
-        match o {
-            Ok(o) if o.status.success() => Ok(Some(Tmpfs(dst.to_owned()))),
+        Self::run_mount(&["--bind"], Some(src), dst)
+    }
+
+    fn run_mount(args: &[&str], src: Option<&Path>, at: &Path) -> Result<Option<Tmpfs>> {
+        let mut cmd = std::process::Command::new("mount");
+        cmd.args(args);
+        if let Some(src) = src {
+            cmd.arg(src);
+        }
+        match cmd.arg(at).output() {
+            Ok(o) if o.status.success() => Ok(Some(Tmpfs(at.to_owned()))),
             other => {
                 let why = match other {
                     Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
                     Err(e) => e.to_string(),
                 };
                 if std::env::var("FERRYDESK_REQUIRE_MOUNT").as_deref() == Ok("1") {
-                    bail!("cannot bind-mount (FERRYDESK_REQUIRE_MOUNT=1): {why}");
+                    bail!("cannot mount (FERRYDESK_REQUIRE_MOUNT=1): {why}");
                 }
-                eprintln!("SKIPPED: cannot bind-mount ({why}); run as root to test disk faults");
+                eprintln!("SKIPPED: cannot mount ({why}); run as root to test disk faults");
                 Ok(None)
             }
         }

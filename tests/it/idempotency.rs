@@ -115,6 +115,18 @@ async fn retried_writes_happen_once(b: Backend) -> Result<()> {
         r.text
     );
 
+    // A keyed request is buffered no further than its route's body limit (256 KiB for JSON).
+    let big = json!({"text": "x".repeat(2 << 20)});
+    let r = op
+        .send_keyed(
+            Method::POST,
+            &format!("/api/v1/chats/{}/messages", chats[0]),
+            &big,
+            "big-1",
+        )
+        .await?;
+    assert_eq!((r.status, r.code()), (413, "too_large"), "{}", r.text);
+
     // The API channel: a message retried with its key is stored once.
     let channel = fx.channel();
     let msg =

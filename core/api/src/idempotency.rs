@@ -36,8 +36,6 @@ pub const KEEP_MS: i64 = 24 * 3600 * 1000;
 pub const ABANDON_AFTER_MS: i64 = 60_000;
 /// Answers larger than this are not stored (the key is released).
 pub const MAX_STORED: usize = 1 << 20;
-/// The largest body a keyed request may have (a plugin package).
-const MAX_BODY: usize = 17 << 20;
 
 static CLAIMS: AtomicU64 = AtomicU64::new(0);
 
@@ -60,8 +58,33 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The caller a key belongs to: the SHA-256 of its credential, or `None` without one.
-fn scope(req: &Request) -> Option<String> {
+/// Keys the routes of `router`, whose bodies may be up to `max_body` bytes: that limit is
+/// also the router's `DefaultBodyLimit`, so a keyed request is buffered (to hash it) no further
+/// than its handler would read it. A route layer: only requests that reach a handler are keyed.
+pub fn keyed(
+    router: axum::Router<AppState>,
+    state: &AppState,
+    max_body: usize,
+) -> axum::Router<AppState> {
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Keyed {
+                state: state.clone(),
+                max_body,
+            },
+            layer,
+        ))
+}
+
+#[derive(Clone)]
+struct Keyed {
+    state: AppState,
+    max_body: usize,
+}
+
+/// The caller's credential (session cookie or `Authorization`), or `None` without one.
+fn credential(req: &Request) -> Option<String> {
     let h = req.headers();
     let credential = h
         .get(header::AUTHORIZATION)
@@ -76,11 +99,12 @@ fn scope(req: &Request) -> Option<String> {
                 .find(|c| c.starts_with(crate::extract::SESSION_COOKIE))
                 .map(str::to_owned)
         })?;
-    Some(hex::encode(sha2::Sha256::digest(credential.as_bytes())))
+    Some(credential)
 }
 
 /// The middleware.
-pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
+async fn layer(State(k): State<Keyed>, req: Request, next: Next) -> Response {
+    let Keyed { state: s, max_body } = k;
     let mutating = matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -100,7 +124,7 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
             );
         }
     };
-    let Some(credential) = scope(&req) else {
+    let Some(credential) = credential(&req) else {
         return next.run(req).await;
     };
     // A key belongs to one caller and one operation (method and path): the same key sent to
@@ -109,13 +133,13 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         format!("{credential}\n{} {}", req.method(), req.uri().path()).as_bytes(),
     ));
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+    let bytes = match axum::body::to_bytes(body, max_body).await {
         Ok(b) => b,
         Err(_) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("a request with an Idempotency-Key may carry at most {MAX_BODY} bytes"),
+                format!("this request may carry at most {max_body} bytes"),
             );
         }
     };

@@ -50,24 +50,19 @@ pub struct AppState {
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let file_limit = state.desk.options().max_file_bytes as usize + 64 * 1024;
-    let api = Router::new()
+    use idempotency::keyed;
+    let json = Router::new()
         .merge(auth::router())
         .merge(chats::router())
         .merge(directory::router())
         .merge(channel::router())
         .merge(plugins::router())
         .merge(processes::router())
-        .merge(ws::router())
-        .layer(DefaultBodyLimit::max(JSON_LIMIT))
-        .merge(files::router().layer(DefaultBodyLimit::max(file_limit)))
-        .merge(plugins::package_router().layer(DefaultBodyLimit::max(17 << 20)))
-        .merge(processes::deploy_router().layer(DefaultBodyLimit::max(4 << 20)))
-        // A route layer: only requests that reach a handler are keyed (an undeclared method
-        // still gets its 405).
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::layer,
-        ));
+        .merge(ws::router());
+    let api = keyed(json, &state, JSON_LIMIT)
+        .merge(keyed(files::router(), &state, file_limit))
+        .merge(keyed(plugins::package_router(), &state, 17 << 20))
+        .merge(keyed(processes::deploy_router(), &state, 4 << 20));
     Router::new()
         .nest("/api/v1", api)
         .merge(plugins::webhook_router().layer(DefaultBodyLimit::max(4 << 20)))

@@ -33,20 +33,15 @@ pub fn router(state: &AppState, file_limit: usize) -> Router<AppState> {
         .allow_methods(Any)
         .allow_headers(Any)
         .expose_headers([header::RETRY_AFTER, crate::idempotency::REPLAYED]);
-    let api = Router::new()
+    use crate::idempotency::keyed;
+    let json = Router::new()
         .route("/sessions", post(session))
         .route("/messages", get(transcript).post(send))
-        .route(
-            "/files",
-            post(upload).layer(axum::extract::DefaultBodyLimit::max(file_limit)),
-        )
         .route("/files/{id}", get(download))
-        .route("/ws", get(ws))
-        .layer(axum::extract::DefaultBodyLimit::max(crate::JSON_LIMIT))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::idempotency::layer,
-        ))
+        .route("/ws", get(ws));
+    let files = Router::new().route("/files", post(upload));
+    let api = keyed(json, state, crate::JSON_LIMIT)
+        .merge(keyed(files, state, file_limit))
         .layer(cors);
     Router::new()
         .route("/widget.js", get(script))

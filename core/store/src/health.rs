@@ -200,10 +200,7 @@ pub(crate) fn watch_disk(
     health: std::sync::Arc<Health>,
 ) {
     use std::sync::atomic::Ordering;
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
+    let dir = dir_of(&file).to_owned();
     tokio::spawn(async move {
         loop {
             if pool.is_closed() {
@@ -232,13 +229,18 @@ pub(crate) fn watch_disk(
     });
 }
 
+/// The directory a SQLite file lives in (`.` for a bare file name).
+fn dir_of(file: &std::path::Path) -> &std::path::Path {
+    match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    }
+}
+
 /// The error for a SQLite file that cannot be opened, with the cause an operator can act on
 /// when it is the directory (read-only, missing permissions).
 pub(crate) fn diagnose_open(file: &std::path::Path, e: impl std::fmt::Display) -> Error {
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
+    let dir = dir_of(file);
     match rustix::fs::access(dir, rustix::fs::Access::WRITE_OK) {
         Err(why) => Error::SqliteOpen {
             path: file.display().to_string(),
